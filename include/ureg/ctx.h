@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * User contexts: one per user or session.  A context owns the instances its
+ * factories create and every byte they allocate through it, accounted
+ * exactly and released as a whole by ureg_ctx_destroy().
+ *
+ * Memory comes from jemalloc arenas, never from the application's malloc:
+ *  - UREG_CTX_SHARED (default): the context borrows one arena of a bounded
+ *    pool shared by all shared contexts, so contexts scale far past
+ *    jemalloc's ~4,086-arena limit.  Each allocation carries a 16-byte
+ *    header that links it into its context, so destroy frees exactly what
+ *    the context allocated.
+ *  - UREG_CTX_DEDICATED: the context gets its own arena (created with
+ *    extent hooks that unmap, so create/destroy cycles do not grow the
+ *    address space) and destroy drops the whole arena.  For heavy tenants;
+ *    fails with -EAGAIN when jemalloc has no arena left.
+ * All context allocations bypass the thread cache (MALLOCX_TCACHE_NONE):
+ * jemalloc's tcache mixes arenas.
+ *
+ * Accounting is exact: live_bytes is the sum of jemalloc's usable size of
+ * every live block (header included), computed with nallocx before the
+ * allocation so a quota can refuse it cleanly (-EDQUOT) without touching
+ * anything else.
+ *
+ * A context may be used from several threads at once; allocation and
+ * instance bookkeeping serialize on the context's own mutex (never on a
+ * registry's).
+ */
+#ifndef UREG_CTX_H
+#define UREG_CTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum ureg_ctx_flags {
+	UREG_CTX_SHARED = 0,          /* arena from the shared pool (default) */
+	UREG_CTX_DEDICATED = 1u << 0, /* an arena of its own */
+};
+
+/**
+ * struct ureg_ctx_stats - exact accounting of one context.
+ * @live_bytes:  bytes allocated and not yet freed (usable sizes).
+ * @peak_bytes:  highest @live_bytes so far.
+ * @allocations: live allocation count.
+ * @total_allocations: allocations made over the context's life.
+ * @instances:   live instances.
+ * @quota:       byte quota, 0 for none.
+ * @arena:       jemalloc arena index the context allocates from.
+ * @dedicated:   1 when the arena is the context's own.
+ */
+struct ureg_ctx_stats {
+	size_t live_bytes;
+	size_t peak_bytes;
+	size_t allocations;
+	uint64_t total_allocations;
+	size_t instances;
+	size_t quota;
+	unsigned arena;
+	int dedicated;
+};
+
+/**
+ * ureg_ctx_new - create a user context.
+ * @name:   label for reports (copied; NULL for none; at most UREG_NAME_MAX).
+ * @flags:  UREG_CTX_SHARED or UREG_CTX_DEDICATED.
+ * @out:    receives the context.
+ *
+ * Any thread; blocks in malloc and, the first time or for a dedicated
+ * context, in jemalloc's arena creation (tens of microseconds).  Valid until
+ * ureg_ctx_destroy().  Returns 0, -EINVAL (bad flags, name), -ENOMEM,
+ * -EAGAIN (no jemalloc arena left for a dedicated context).
+ */
+int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
+
+/**
+ * ureg_ctx_destroy - destroy every instance of @ctx in reverse creation
+ * order, then free every byte it still holds, then the context.
+ *
+ * Call once, from a thread not inside a read section, when no other thread
+ * uses @ctx.  Blocks in the destructors it runs and for one grace period
+ * (its instance cache may still be read).  NULL is a no-op.
+ */
+void ureg_ctx_destroy(ureg_ctx *ctx);
+
+/** ureg_ctx_name - the context's name ("" when none); valid as long as @ctx. */
+const char *ureg_ctx_name(const ureg_ctx *ctx);
+
+/**
+ * ureg_ctx_set_quota - cap @ctx's live bytes at @bytes (0 removes the cap).
+ * Allocations that would pass it fail with -EDQUOT (NULL from the alloc
+ * calls) and change nothing.  Lowering the cap below the live bytes is
+ * allowed: it only refuses new allocations.  Any thread; takes the context
+ * mutex.  Returns 0 or -EINVAL.
+ */
+int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes);
+
+/**
+ * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread; takes the
+ * context mutex briefly.  Returns 0 or -EINVAL.
+ */
+int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
+
+/**
+ * ureg_ctx_alloc / ureg_ctx_calloc / ureg_ctx_strdup - allocate inside @ctx.
+ *
+ * For factories and instance code.  Any thread; blocks on the context mutex
+ * and jemalloc's arena lock.  The memory is 16-byte aligned and valid until
+ * ureg_ctx_free() or ureg_ctx_destroy().  Return NULL on a NULL @ctx, a zero
+ * size, overflow, quota (errno EDQUOT) or exhaustion (errno ENOMEM).
+ */
+void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size);
+void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size);
+char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s);
+
+/**
+ * ureg_ctx_free - free @p, which @ctx allocated.  NULL is a no-op.  Any
+ * thread; blocks on the context mutex.
+ */
+void ureg_ctx_free(ureg_ctx *ctx, void *p);
+
+/**
+ * ureg_instance_release - destroy one instance of @ctx now (its destructor
+ * runs on the calling thread) instead of at ureg_ctx_destroy().  A
+ * CONTEXT-scope instance is also dropped from the context's cache; the
+ * caller must know no other thread still uses it.  Not inside a read
+ * section.  Returns 0, -EINVAL, -ENOENT (not an instance of @ctx).
+ */
+int ureg_instance_release(ureg_ctx *ctx, void *instance);
+
+/**
+ * ureg_ctx_foreach - call @fn(ctx, @arg) for every live context, in creation
+ * order, until it returns non-zero (that value is returned).  For reports
+ * and tools.  Any thread; holds the global context-list mutex throughout,
+ * so @fn must not create or destroy contexts.  Returns 0 or @fn's value.
+ */
+int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg);
+
+/**
+ * ureg_arena_pool_size - set the number of arenas in the shared pool
+ * (default 8; 1..1024).  Only before the first shared context exists;
+ * afterwards -EBUSY.  Any thread.
+ */
+int ureg_arena_pool_size(unsigned n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UREG_CTX_H */

@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ureg - one generic concurrent registry ("universal registry").
+ *
+ * The contract, stated up front (see also ../README.md):
+ *
+ *  - Many readers, serialized writers.  Lookups (ureg_lookup, ureg_get on a
+ *    singleton, ureg_get of a cached CONTEXT-scope instance) run inside an RCU
+ *    read-side section (liburcu, memb flavor) over a lock-free cds_lfht.  They
+ *    never lock, never allocate and never write shared memory.
+ *  - Every mutation of one registry serializes on that registry's writer
+ *    mutex, publishes with cds_lfht add_unique / add_replace / del (or, for a
+ *    whole generation, one rcu_assign_pointer of a new table) and reclaims
+ *    with call_rcu.  No user code (factory, destructor, listener) ever runs
+ *    while a writer mutex is held.
+ *  - Threads are registered with RCU lazily by the library on their first
+ *    call and unregistered at thread exit; applications never do it.
+ *  - Pointer lifetime is explicit:
+ *      borrowed pointer:  valid until the ureg_read_unlock() that closes the
+ *                         read section it was obtained in;
+ *      counted reference: (ureg_acquire) valid until ureg_ref_release();
+ *      instance:          owned by its user context, valid until
+ *                         ureg_instance_release() or ureg_ctx_destroy().
+ *    A removed item's destructor runs only after a grace period AND after
+ *    its last counted reference is released, on whichever thread drops it
+ *    last (often liburcu's call_rcu worker).
+ *  - Every call returns 0 or a negative errno; ureg_strerror() turns it into
+ *    text and ureg_last_error() gives the calling thread's detailed message
+ *    for its last failed call.  A failed call changes nothing.
+ *
+ * Keys: 1..UREG_KEY_MAX bytes of printable ASCII without space
+ * (0x21..0x7e), NUL terminated.  Anything else is -EINVAL.
+ */
+#ifndef UREG_UREG_H
+#define UREG_UREG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UREG_KEY_MAX 255          /* longest key, in bytes, without the NUL */
+#define UREG_NAME_MAX 63          /* longest registry / type name */
+
+typedef struct ureg_registry ureg_registry;
+typedef struct ureg_ctx ureg_ctx;
+typedef struct ureg_ref ureg_ref;
+typedef struct ureg_anchor ureg_anchor;
+
+/* ------------------------------------------------------------------ */
+/* Type descriptor: the "T" of UniversalRegistry[T].                   */
+/* ------------------------------------------------------------------ */
+
+/**
+ * struct ureg_type - describes what a registry holds.
+ * @name:             type name shown by ureg_report ("agent", "tool"...).
+ * @parent:           parent type for the hierarchy report, NULL for a root.
+ * @item_destroy:     destroys a singleton item once no reader can see it and
+ *                    no counted reference holds it.  May be NULL.  Runs on
+ *                    the thread that drops the last reference (often the
+ *                    call_rcu worker): it must not call ureg_synchronize(),
+ *                    ureg_registry_destroy() or ureg_ctx_destroy().
+ * @instance_destroy: destroys a factory-made instance when its context is
+ *                    destroyed or the instance released; @ctx is the owning
+ *                    context (free context memory with ureg_ctx_free).  May
+ *                    be NULL.  A factory may override it per entry.
+ * @on_create:        hook run after every successful factory creation and
+ *                    before the instance is visible to anyone (injection:
+ *                    the agent registry sets its event bridge here).  A
+ *                    negative return fails the creation; the instance is
+ *                    then destroyed.  May be NULL.
+ * @on_create_arg:    passed to @on_create unchanged.
+ *
+ * A descriptor must outlive every registry that uses it (normally static).
+ */
+typedef struct ureg_type {
+	const char *name;
+	const struct ureg_type *parent;
+	void (*item_destroy)(void *item);
+	void (*instance_destroy)(void *instance, ureg_ctx *ctx);
+	int (*on_create)(ureg_registry *reg, const char *key, void *instance,
+			 ureg_ctx *ctx, void *on_create_arg);
+	void *on_create_arg;
+} ureg_type;
+
+/* ------------------------------------------------------------------ */
+/* Factories                                                           */
+/* ------------------------------------------------------------------ */
+
+enum ureg_scope {
+	/* A new instance on every creation (the original behaviour). */
+	UREG_SCOPE_TRANSIENT = 0,
+	/* One instance per (context, key): created once, even when threads
+	 * race; later ureg_get calls return the cached instance. */
+	UREG_SCOPE_CONTEXT = 1,
+};
+
+/**
+ * ureg_factory_fn - makes one instance inside @ctx.
+ * @ctx:  the user context; allocate the instance with ureg_ctx_alloc() and
+ *        friends so that it is accounted and freed with the context.
+ * @arg:  the factory's argument (struct ureg_factory.arg).
+ * @out:  where to store the new instance (must not be NULL on success).
+ *
+ * Return 0 or a negative errno (the creation then fails with that errno).
+ * Called with no ureg lock held, possibly inside the caller's read section:
+ * it must not call ureg_synchronize(), ureg_registry_destroy() or
+ * ureg_ctx_destroy().
+ */
+typedef int (*ureg_factory_fn)(ureg_ctx *ctx, void *arg, void **out);
+
+/**
+ * struct ureg_factory - a factory registration.
+ * @create:           the constructor (required).
+ * @scope:            UREG_SCOPE_TRANSIENT or UREG_SCOPE_CONTEXT.
+ * @arg:              passed to @create; owned by the registry on success.
+ * @arg_free:         frees @arg once the factory and every instance it made
+ *                    are gone.  May be NULL.
+ * @instance_destroy: overrides the type's instance destructor for instances
+ *                    of this factory.  May be NULL.
+ * @anchor:           optional keep-alive (e.g. a dlopen'd plugin): the
+ *                    registry takes one reference, every instance another,
+ *                    released when the entry / instance is gone.
+ */
+struct ureg_factory {
+	ureg_factory_fn create;
+	enum ureg_scope scope;
+	void *arg;
+	void (*arg_free)(void *arg);
+	void (*instance_destroy)(void *instance, ureg_ctx *ctx);
+	ureg_anchor *anchor;
+};
+
+/**
+ * struct ureg_anchor - a reference-counted keep-alive for code or data that
+ * items and instances depend on (a plugin's shared object).  The owner
+ * initializes it with ureg_anchor_init(); @release runs once, when the last
+ * reference is gone, on the thread that dropped it.
+ */
+struct ureg_anchor {
+	long refs; /* private: use ureg_anchor_get / ureg_anchor_put */
+	void (*release)(ureg_anchor *anchor);
+};
+
+/** ureg_anchor_init - set @a to one reference owned by the caller. Any thread. */
+void ureg_anchor_init(ureg_anchor *a, void (*release)(ureg_anchor *a));
+/** ureg_anchor_get - take a reference. Any thread, never blocks. */
+void ureg_anchor_get(ureg_anchor *a);
+/** ureg_anchor_put - drop a reference; the last one runs @release. Any thread. */
+void ureg_anchor_put(ureg_anchor *a);
+
+/* ------------------------------------------------------------------ */
+/* Registries                                                          */
+/* ------------------------------------------------------------------ */
+
+/**
+ * ureg_registry_new - create an empty registry.
+ * @type:  its type descriptor (must outlive the registry).
+ * @name:  1..UREG_NAME_MAX characters, same alphabet as keys.
+ * @out:   receives the registry.
+ *
+ * Any thread; blocks only in malloc.  The registry is valid until
+ * ureg_registry_destroy().  Returns 0, -EINVAL or -ENOMEM.
+ */
+int ureg_registry_new(const ureg_type *type, const char *name,
+		      ureg_registry **out);
+
+/**
+ * ureg_registry_destroy - unregister everything and free the registry.
+ *
+ * Call once, from a thread that is NOT inside a read section, after every
+ * other thread has stopped using @reg.  Blocks for a grace period and for
+ * pending call_rcu callbacks (rcu_barrier).  Items still pinned by counted
+ * references are destroyed when those are released.  NULL is a no-op.
+ */
+void ureg_registry_destroy(ureg_registry *reg);
+
+/** ureg_registry_name - the registry's name; valid as long as @reg. Any thread. */
+const char *ureg_registry_name(const ureg_registry *reg);
+/** ureg_registry_type - the registry's type descriptor. Any thread. */
+const ureg_type *ureg_registry_type(const ureg_registry *reg);
+
+/**
+ * ureg_register - register a singleton @item under @key.
+ *
+ * Any thread; blocks on the registry's writer mutex and in malloc.  On
+ * success the registry owns @item (destroyed with type->item_destroy after
+ * it is removed, a grace period has passed and no reference remains).  A key
+ * may hold a singleton and a factory at once.
+ * Returns 0; -EINVAL (NULL/invalid key or registry, NULL item); -EEXIST (the
+ * key already has a singleton: nothing changed, @item still the caller's);
+ * -ENOMEM.
+ */
+int ureg_register(ureg_registry *reg, const char *key, void *item);
+
+/**
+ * ureg_register_factory - register a factory under @key.
+ *
+ * Any thread; blocks on the writer mutex and in malloc.  @f is copied; on
+ * success the registry owns f->arg and one reference to f->anchor.
+ * Returns 0; -EINVAL (bad key, NULL create, bad scope); -EEXIST (the key
+ * already has a factory, nothing changed); -ENOMEM.
+ */
+int ureg_register_factory(ureg_registry *reg, const char *key,
+			  const struct ureg_factory *f);
+
+/**
+ * ureg_replace - atomically swap the singleton under @key for @item.
+ *
+ * Readers see either the old or the new item, never neither.  The old item
+ * is destroyed after its grace period and last reference.  The key's
+ * factory, if any, is kept.  Any thread; blocks on the writer mutex.
+ * Returns 0, -EINVAL, -ENOENT (no singleton under @key; nothing changed),
+ * -ENOMEM.
+ */
+int ureg_replace(ureg_registry *reg, const char *key, void *item);
+
+/**
+ * ureg_replace_factory - atomically swap the factory under @key.
+ *
+ * Instances already made by the old factory stay in their contexts until
+ * released; a CONTEXT-scope ureg_get after the swap makes a new instance
+ * with the new factory.  Returns 0, -EINVAL, -ENOENT, -ENOMEM.
+ */
+int ureg_replace_factory(ureg_registry *reg, const char *key,
+			 const struct ureg_factory *f);
+
+/* What ureg_unregister removes. */
+enum {
+	UREG_SINGLETON = 1u << 0,
+	UREG_FACTORY = 1u << 1,
+	UREG_BOTH = UREG_SINGLETON | UREG_FACTORY,
+};
+
+/**
+ * ureg_unregister - remove the singleton and/or factory under @key.
+ * @what: UREG_SINGLETON, UREG_FACTORY or UREG_BOTH.
+ *
+ * Any thread; blocks on the writer mutex.  Readers inside a read section
+ * may still see the old entry; it is destroyed after the grace period and
+ * last reference.  Returns 0, -EINVAL, -ENOENT (nothing of @what under @key).
+ */
+int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
+
+/* ------------------------------------------------------------------ */
+/* Read sections and lookups                                           */
+/* ------------------------------------------------------------------ */
+
+/**
+ * ureg_read_lock / ureg_read_unlock - open / close a read section.
+ *
+ * Any thread (registered with RCU on first use, automatically).  Nests.
+ * Never blocks, never writes shared memory.  Inside a section do not call
+ * ureg_synchronize(), ureg_registry_destroy() or ureg_ctx_destroy().
+ */
+void ureg_read_lock(void);
+void ureg_read_unlock(void);
+
+/** ureg_in_read_section - true inside ureg_read_lock(). Any thread. */
+bool ureg_in_read_section(void);
+
+/**
+ * ureg_synchronize - wait for every read section that started before the
+ * call to end (a grace period).  Not inside a read section.
+ */
+void ureg_synchronize(void);
+
+/**
+ * ureg_lookup - find the singleton under @key; never creates anything.
+ *
+ * Call inside a read section.  Never blocks, locks, allocates or writes
+ * shared memory.  *@item is a borrowed pointer valid until the section
+ * closes.  Returns 0, -EINVAL (bad arguments), -EPERM (not inside a read
+ * section), -ENOENT (no singleton under @key).
+ */
+int ureg_lookup(ureg_registry *reg, const char *key, void **item);
+
+/**
+ * ureg_contains - whether @key holds a singleton or a factory. Any thread,
+ * never blocks.  Returns 1, 0 or -EINVAL.
+ */
+int ureg_contains(ureg_registry *reg, const char *key);
+
+/**
+ * ureg_get - the original get(key, ctx).
+ *
+ * Returns the singleton under @key if there is one (a borrowed pointer,
+ * valid until the read section closes); otherwise, when @ctx is not NULL
+ * and the key has a factory, its instance in @ctx: for CONTEXT scope the
+ * context's cached instance (created once, single-flight), for TRANSIENT
+ * scope a new one.  Instances belong to @ctx and stay valid until released
+ * or the context is destroyed.
+ *
+ * Call inside a read section.  The cached paths never block or write
+ * shared memory; a creation runs the factory (no ureg lock held) and may
+ * block on @ctx's mutex while another thread creates the same instance.
+ * Returns 0, -EINVAL, -EPERM (not in a read section), -ENOENT (nothing
+ * usable under @key), -ENOMEM / -EDQUOT (context quota) or the factory's
+ * own error.
+ */
+int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out);
+
+/**
+ * ureg_create_instance - always make a new instance with @key's factory.
+ *
+ * Any thread, inside or outside a read section; blocks in the factory and
+ * on @ctx's allocation lock.  The instance belongs to @ctx (valid until
+ * ureg_instance_release or ureg_ctx_destroy).  Returns 0, -EINVAL, -ENOENT
+ * (no factory under @key), -ENOMEM, -EDQUOT, or the factory's error.
+ */
+int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
+			 void **out);
+
+/**
+ * ureg_acquire - take a counted reference to the singleton under @key.
+ *
+ * Any thread, inside or outside a read section; never blocks.  The item
+ * stays alive (even if unregistered or replaced) until ureg_ref_release().
+ * This is the one lookup that writes shared memory (the entry's count): use
+ * it to keep an item past a read section, not on a hot path.
+ * Returns 0, -EINVAL, -ENOENT.
+ */
+int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref);
+
+/** ureg_ref_item - the item a reference holds; valid until the release. */
+void *ureg_ref_item(const ureg_ref *ref);
+
+/**
+ * ureg_ref_release - drop a counted reference.  Any thread, not required to
+ * be inside a read section; may run the item's destructor.  NULL is a no-op.
+ */
+void ureg_ref_release(ureg_ref *ref);
+
+/**
+ * ureg_count - number of keys (with a singleton, a factory or both).
+ * Any thread, never blocks; exact when no writer is running.
+ */
+size_t ureg_count(const ureg_registry *reg);
+
+/**
+ * ureg_keys - snapshot of the keys, in no particular order.
+ * @keys:  receives a malloc'd NULL-terminated array of malloc'd strings;
+ *         free it with ureg_keys_free().  Owned by the caller.
+ * @n:     receives the number of keys (may be NULL).
+ *
+ * Any thread; takes its own read section; allocates.  Keys registered or
+ * removed while it runs may or may not appear.  Returns 0, -EINVAL, -ENOMEM.
+ */
+int ureg_keys(ureg_registry *reg, char ***keys, size_t *n);
+
+/** ureg_keys_free - free a ureg_keys() result. NULL is a no-op. Any thread. */
+void ureg_keys_free(char **keys);
+
+/**
+ * struct ureg_entry_info - what ureg_entry_info() reports about one key.
+ * Strings point into the entry: valid until the read section closes.
+ */
+struct ureg_entry_info {
+	bool has_singleton;
+	bool has_factory;
+	enum ureg_scope scope;
+	uint64_t generation;     /* registry generation that last wrote it */
+	const char *provider;    /* provider name, or NULL */
+	const char *source_file; /* config file, or NULL */
+	unsigned source_line;
+};
+
+/**
+ * ureg_entry_info - describe @key.  Call inside a read section; never
+ * blocks.  Returns 0, -EINVAL, -EPERM, -ENOENT.
+ */
+int ureg_entry_info(ureg_registry *reg, const char *key,
+		    struct ureg_entry_info *info);
+
+/* ------------------------------------------------------------------ */
+/* Batches: several changes to one registry published as one generation */
+/* ------------------------------------------------------------------ */
+
+/**
+ * struct ureg_source - where an entry came from (shown by ureg_report).
+ * All strings are copied.  Any field may be NULL / 0.
+ */
+struct ureg_source {
+	const char *provider;  /* builtin provider or "plugin.so:symbol" */
+	const char *file;      /* config file */
+	unsigned line;
+	unsigned column;
+};
+
+typedef struct ureg_batch ureg_batch;
+
+/**
+ * ureg_batch_new - start a batch of changes to @reg.  Nothing is visible
+ * until ureg_batch_commit().  Any thread; allocates.  The batch belongs to
+ * the caller until commit or abort.  Returns 0, -EINVAL, -ENOMEM.
+ */
+int ureg_batch_new(ureg_registry *reg, ureg_batch **out);
+
+/**
+ * ureg_batch_put - in the batch, set @key's singleton to @item (NULL: none)
+ * and its factory to @f (NULL: none), replacing whatever the key holds.
+ * Both NULL removes the key.  @src may be NULL.  The batch owns @item and
+ * f->arg from now on (freed by abort, or by the registry after commit).
+ * Returns 0, -EINVAL (bad key or factory; the batch is unchanged and the
+ * caller still owns @item and f->arg), -EEXIST (@key already in this
+ * batch), -ENOMEM.
+ */
+int ureg_batch_put(ureg_batch *b, const char *key, void *item,
+		   const struct ureg_factory *f, const struct ureg_source *src);
+
+/**
+ * ureg_batch_commit - publish every change of @b at once and free @b.
+ *
+ * Builds the next generation's table beside the live one and publishes it
+ * with one pointer swap, so a reader inside one read section sees all of
+ * the batch or none of it; then waits for a grace period (not inside a
+ * read section!) and releases the previous generation.  Blocks on the
+ * writer mutex, in malloc and for a grace period.  @generation is recorded
+ * in every entry the batch writes (0: the registry's next number).
+ * Returns 0 or -ENOMEM (nothing changed, @b still valid: abort it).
+ */
+int ureg_batch_commit(ureg_batch *b, uint64_t generation);
+
+/** ureg_batch_abort - drop @b and everything it owns.  NULL is a no-op. */
+void ureg_batch_abort(ureg_batch *b);
+
+/**
+ * ureg_generation - the registry's current generation number (bumped by
+ * every commit and every single-key change).  Any thread, never blocks.
+ */
+uint64_t ureg_generation(const ureg_registry *reg);
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/** ureg_strerror - static text for a ureg return value (0 or -errno). */
+const char *ureg_strerror(int err);
+
+/**
+ * ureg_last_error - the calling thread's message for its last failed ureg
+ * call ("registry 'tools': key 'x' already has a singleton"), or "" when
+ * none.  Thread-local: valid until this thread's next ureg call.
+ */
+const char *ureg_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#include <ureg/ctx.h>
+
+#endif /* UREG_UREG_H */

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* Error text: a static string per errno, plus a per-thread detail line. */
+#include <stdio.h>
+#include "internal.h"
+
+static UREG_TLS char last_error[512];
+static UREG_TLS const char *last_msg; /* last_error or a static string */
+
+int ureg__err(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	last_msg = last_error;
+	return err;
+}
+
+/* For hot-path misses: one thread-local pointer store, no formatting. */
+int ureg__err_static(int err, const char *msg)
+{
+	last_msg = msg;
+	return err;
+}
+
+void ureg__clear_err(void)
+{
+	last_msg = NULL;
+}
+
+const char *ureg_last_error(void)
+{
+	return last_msg ? last_msg : "";
+}
+
+const char *ureg_strerror(int err)
+{
+	switch (err) {
+	case 0:
+		return "success";
+	case -EINVAL:
+		return "invalid argument (NULL, empty or over-long key, bad flag)";
+	case -EEXIST:
+		return "key already registered";
+	case -ENOENT:
+		return "no such key, factory or instance";
+	case -ENOMEM:
+		return "out of memory";
+	case -EDQUOT:
+		return "context memory quota exceeded";
+	case -EPERM:
+		return "call requires a ureg read section (ureg_read_lock)";
+	case -EAGAIN:
+		return "no jemalloc arena available";
+	case -EBUSY:
+		return "resource busy (already in use)";
+	case -ENOTSUP:
+		return "not supported by this build";
+	case -EBADMSG:
+		return "invalid configuration";
+	case -ELOOP:
+		return "recursive use not allowed";
+	default:
+		break;
+	}
+	if (err < 0) {
+		/* strerror is not guaranteed thread-safe; strerrordesc_np is
+		 * (glibc >= 2.32) and returns static text. */
+		const char *s = strerrordesc_np(-err);
+		if (s)
+			return s;
+	}
+	return "unknown error";
+}

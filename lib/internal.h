@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private structures shared by the files of lib/.  Nothing here is API.
+ *
+ * Object lifetimes (who frees what, after which grace period):
+ *
+ *   registry --rcu ptr--> cds_lfht --nodes--> ureg_entry
+ *   ureg_entry --ref--> item_box   (owns the singleton item)
+ *              --ref--> factory_box (owns the factory arg, anchor, key copy)
+ *
+ * An entry is immutable once published.  Every change builds a new entry
+ * (sharing the boxes that did not change) and swaps it in; the old entry
+ * loses its "table" reference in a call_rcu callback, i.e. only after every
+ * reader that could have found it has left its read section.  Counted
+ * references (ureg_acquire) are further references on the entry, so the
+ * entry - and with it its boxes - dies at max(grace period, last release).
+ * A box dies when its last entry or instance drops it; the item destructor
+ * and the factory's arg_free run there, never under a writer mutex.
+ *
+ * A registry is itself reference counted: the owner holds one (dropped by
+ * ureg_registry_destroy), every live instance another, so an instance may
+ * outlive the registry that made it without dangling.
+ */
+#ifndef UREG_INTERNAL_H
+#define UREG_INTERNAL_H
+
+#ifndef _LGPL_SOURCE
+#define _LGPL_SOURCE /* inline the memb read-side fast paths */
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <urcu/urcu-memb.h>
+#include <urcu/rculfhash.h>
+#include <urcu/rculist.h>
+#include <urcu/list.h>
+
+#include "ureg/ureg.h"
+#include "ureg/ctx.h"
+#include "ureg/events.h"
+
+#define UREG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define UREG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define UREG_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* ---- per-thread state (rcu_thread.c) ---- */
+struct ureg_thread {
+	int registered;   /* registered with liburcu memb */
+	int read_depth;   /* nesting of ureg_read_lock */
+};
+extern UREG_TLS struct ureg_thread ureg__thread;
+void ureg__rcu_register_slow(void);
+
+static inline void ureg__rcu_ensure(void)
+{
+	if (UREG_UNLIKELY(!ureg__thread.registered))
+		ureg__rcu_register_slow();
+}
+
+/* ---- errors (errors.c) ---- */
+int ureg__err(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+int ureg__err_static(int err, const char *msg);
+void ureg__clear_err(void);
+
+/* ---- allocation inside the library, with fault injection (alloc.c) ---- */
+bool ureg__fault_hit(void);
+void *ureg__malloc(size_t n);
+void *ureg__calloc(size_t n, size_t size);
+char *ureg__strdup(const char *s);
+void ureg__free(void *p);
+
+/* ---- keys (keys.c) ---- */
+struct ureg_key {
+	const char *str;
+	size_t len;
+	uint64_t hash;
+};
+/* Validates and hashes; 0 or -EINVAL (message set). */
+int ureg__key_prepare(const char *key, struct ureg_key *k);
+int ureg__name_check(const char *name, const char *what);
+
+/* ---- boxes and entries (registry.c) ---- */
+struct ureg_item_box {
+	long refs;
+	void *item;
+	const ureg_type *type;
+};
+
+struct ureg_factory_box {
+	long refs;
+	struct ureg_factory f;
+	const ureg_type *type;
+	uint64_t serial;   /* unique per factory registration: context cache key */
+	char *key;         /* for instance events */
+};
+
+struct ureg_entry {
+	struct cds_lfht_node node;
+	uint64_t hash;
+	void *item;                    /* == ibox->item, read by the hot path */
+	struct ureg_item_box *ibox;    /* NULL: no singleton */
+	struct ureg_factory_box *fbox; /* NULL: no factory */
+	long refs;                     /* 1 for the table + counted refs */
+	uint64_t generation;
+	char *provider;
+	char *source_file;
+	unsigned source_line;
+	unsigned source_column;
+	struct rcu_head rcu;
+	uint32_t keylen;
+	char key[];
+};
+
+struct ureg_event_node;
+
+struct ureg_registry {
+	struct cds_lfht *ht;            /* rcu pointer: a batch swaps it */
+	const ureg_type *type;
+	long refs;                      /* owner + live instances */
+	pthread_mutex_t writer;
+	size_t count;                   /* written under writer, read relaxed */
+	uint64_t generation;            /* written under writer, read relaxed */
+	/* events (events.c) */
+	struct cds_list_head listeners; /* rcu list of ureg_listener */
+	pthread_mutex_t evq_lock;
+	struct cds_list_head evq;       /* pending ureg_event_node, commit order */
+	bool delivering;
+	struct cds_list_head all_node;  /* ureg__registries, for fork */
+	char name[UREG_NAME_MAX + 1];
+};
+
+struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k);
+void ureg__fbox_get(struct ureg_factory_box *fb);
+void ureg__fbox_put(struct ureg_factory_box *fb);
+void ureg__registry_get(ureg_registry *reg);
+void ureg__registry_put(ureg_registry *reg);
+struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k);
+void ureg__entry_free_unpublished(struct ureg_entry *e);
+void ureg__entry_retire(struct ureg_entry *e);
+void ureg__entry_retire_unused(struct ureg_entry *e);
+int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src);
+struct ureg_factory_box *ureg__fbox_new(const ureg_registry *reg,
+					const char *key,
+					const struct ureg_factory *f);
+struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item);
+void ureg__ibox_put(struct ureg_item_box *ib);
+void ureg__ibox_free_unused(struct ureg_item_box *ib);
+void ureg__fbox_free_unused(struct ureg_factory_box *fb);
+struct cds_lfht *ureg__ht_new(unsigned long size_hint);
+void ureg__ht_destroy(struct cds_lfht *ht);
+
+/* global list of registries, for fork handlers (fork.c) */
+extern pthread_mutex_t ureg__registries_lock;
+extern struct cds_list_head ureg__registries;
+void ureg__fork_init(void);
+
+/* ---- events (events.c) ---- */
+/* An event prepared before the writer lock (allocation may fail), queued
+ * under it, delivered after it. */
+struct ureg_event_node {
+	struct cds_list_head node;
+	struct ureg_event ev;
+	char key[];
+};
+bool ureg__has_listeners(ureg_registry *reg);
+struct ureg_event_node *ureg__event_prepare(ureg_registry *reg,
+					    enum ureg_event_kind kind,
+					    const char *key);
+/* under the writer mutex: stamp the generation and queue */
+void ureg__event_queue(ureg_registry *reg, struct ureg_event_node *n,
+		       uint64_t generation);
+/* after the writer mutex is dropped: deliver everything queued */
+void ureg__events_flush(ureg_registry *reg);
+/* instance events: delivered at once on this thread */
+void ureg__event_instance(ureg_registry *reg, enum ureg_event_kind kind,
+			  const char *key, ureg_ctx *ctx, void *instance);
+void ureg__events_detach_registry(ureg_registry *reg);
+
+/* ---- contexts (ctx.c) ---- */
+int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
+			   struct ureg_entry *e, void **out);
+int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
+		     struct ureg_factory_box *fb, void **out);
+void ureg__ctx_lock_all(void);
+void ureg__ctx_unlock_all(void);
+
+/* ---- arenas (arena_pool.c) ---- */
+int ureg__arena_shared(unsigned *arena);
+int ureg__arena_dedicated_new(unsigned *arena);
+void ureg__arena_dedicated_destroy(unsigned arena);
+
+#endif /* UREG_INTERNAL_H */

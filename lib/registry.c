@@ -1,0 +1,766 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The registry: a cds_lfht of immutable entries (see internal.h for the
+ * lifetime rules).  Readers: one rcu_dereference of the table, one
+ * cds_lfht_lookup, no writes.  Writers: the registry's writer mutex, build
+ * the new entry before taking it, publish with add_unique / replace / del,
+ * retire the old entry with call_rcu.  Events are queued under the mutex
+ * and delivered after it is dropped (events.c).
+ */
+#include <stdlib.h>
+#include "internal.h"
+
+pthread_mutex_t ureg__registries_lock = PTHREAD_MUTEX_INITIALIZER;
+CDS_LIST_HEAD(ureg__registries);
+
+/* ---------------------------------------------------------------- boxes */
+
+struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item)
+{
+	struct ureg_item_box *ib = ureg__malloc(sizeof(*ib));
+	if (!ib)
+		return NULL;
+	ib->refs = 1;
+	ib->item = item;
+	ib->type = reg->type;
+	return ib;
+}
+
+/* Free a box that was never shared, without destroying the item (the
+ * caller still owns it: a failed call changes nothing). */
+void ureg__ibox_free_unused(struct ureg_item_box *ib)
+{
+	ureg__free(ib);
+}
+
+static void ibox_get(struct ureg_item_box *ib)
+{
+	__atomic_add_fetch(&ib->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ureg__ibox_put(struct ureg_item_box *ib)
+{
+	if (!ib || __atomic_sub_fetch(&ib->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	if (ib->type->item_destroy)
+		ib->type->item_destroy(ib->item);
+	ureg__free(ib);
+}
+
+struct ureg_factory_box *ureg__fbox_new(const ureg_registry *reg,
+					const char *key,
+					const struct ureg_factory *f)
+{
+	static uint64_t next_serial = 1;
+	struct ureg_factory_box *fb = ureg__malloc(sizeof(*fb));
+	if (!fb)
+		return NULL;
+	fb->key = ureg__strdup(key);
+	if (!fb->key) {
+		ureg__free(fb);
+		return NULL;
+	}
+	fb->refs = 1;
+	fb->f = *f;
+	fb->type = reg->type;
+	fb->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
+	if (fb->f.anchor)
+		ureg_anchor_get(fb->f.anchor);
+	return fb;
+}
+
+void ureg__fbox_free_unused(struct ureg_factory_box *fb)
+{
+	if (fb->f.anchor)
+		ureg_anchor_put(fb->f.anchor);
+	ureg__free(fb->key);
+	ureg__free(fb);
+}
+
+void ureg__fbox_get(struct ureg_factory_box *fb)
+{
+	__atomic_add_fetch(&fb->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ureg__fbox_put(struct ureg_factory_box *fb)
+{
+	if (!fb || __atomic_sub_fetch(&fb->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	if (fb->f.arg_free)
+		fb->f.arg_free(fb->f.arg);
+	ureg__fbox_free_unused(fb);
+}
+
+/* -------------------------------------------------------------- anchors */
+
+void ureg_anchor_init(ureg_anchor *a, void (*release)(ureg_anchor *a))
+{
+	a->refs = 1;
+	a->release = release;
+}
+
+void ureg_anchor_get(ureg_anchor *a)
+{
+	__atomic_add_fetch(&a->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ureg_anchor_put(ureg_anchor *a)
+{
+	if (a && __atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0 &&
+	    a->release)
+		a->release(a);
+}
+
+/* -------------------------------------------------------------- entries */
+
+struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k)
+{
+	struct ureg_entry *e = ureg__malloc(sizeof(*e) + k->len + 1);
+	if (!e)
+		return NULL;
+	memset(e, 0, sizeof(*e));
+	cds_lfht_node_init(&e->node);
+	e->hash = k->hash;
+	e->refs = 1;
+	e->keylen = (uint32_t)k->len;
+	memcpy(e->key, k->str, k->len + 1);
+	return e;
+}
+
+int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src)
+{
+	if (!src)
+		return 0;
+	if (src->provider && !(e->provider = ureg__strdup(src->provider)))
+		return -ENOMEM;
+	if (src->file && !(e->source_file = ureg__strdup(src->file)))
+		return -ENOMEM;
+	e->source_line = src->line;
+	e->source_column = src->column;
+	return 0;
+}
+
+static void entry_copy_source(struct ureg_entry *dst,
+			      const struct ureg_entry *src, int *rc)
+{
+	struct ureg_source s = {
+		.provider = src->provider, .file = src->source_file,
+		.line = src->source_line, .column = src->source_column,
+	};
+	if (ureg__entry_set_source(dst, &s))
+		*rc = -ENOMEM;
+	dst->generation = src->generation;
+}
+
+/* An entry that was never published and whose boxes are not taken. */
+void ureg__entry_free_unpublished(struct ureg_entry *e)
+{
+	if (!e)
+		return;
+	ureg__free(e->provider);
+	ureg__free(e->source_file);
+	ureg__free(e);
+}
+
+static void entry_put(struct ureg_entry *e)
+{
+	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	ureg__ibox_put(e->ibox);
+	ureg__fbox_put(e->fbox);
+	ureg__entry_free_unpublished(e);
+}
+
+static void entry_rcu_cb(struct rcu_head *head)
+{
+	entry_put(caa_container_of(head, struct ureg_entry, rcu));
+}
+
+/* The entry left the table (or its table was unpublished): drop the
+ * table's reference once no reader can still see it. */
+void ureg__entry_retire(struct ureg_entry *e)
+{
+	urcu_memb_call_rcu(&e->rcu, entry_rcu_cb);
+}
+
+static void entry_unused_rcu_cb(struct rcu_head *head)
+{
+	ureg__entry_free_unpublished(caa_container_of(head, struct ureg_entry, rcu));
+}
+
+/* An entry of a table no reader ever saw, whose boxes it does not own;
+ * deferred only because a table iteration may still step through it. */
+void ureg__entry_retire_unused(struct ureg_entry *e)
+{
+	urcu_memb_call_rcu(&e->rcu, entry_unused_rcu_cb);
+}
+
+/* --------------------------------------------------------------- tables */
+
+static int entry_match(struct cds_lfht_node *node, const void *key)
+{
+	const struct ureg_key *k = key;
+	const struct ureg_entry *e =
+		caa_container_of(node, struct ureg_entry, node);
+	return e->keylen == k->len && memcmp(e->key, k->str, k->len) == 0;
+}
+
+/* Call inside a read section. */
+struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+
+	cds_lfht_lookup(ht, k->hash, entry_match, k, &iter);
+	node = cds_lfht_iter_get_node(&iter);
+	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
+}
+
+struct cds_lfht *ureg__ht_new(unsigned long size_hint)
+{
+	unsigned long init = 16;
+	while (init < size_hint && init < (1ul << 20))
+		init <<= 1;
+	if (ureg__fault_hit())
+		return NULL;
+	return cds_lfht_new_flavor(init, 16, 0,
+				   CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+				   &urcu_memb_flavor, NULL);
+}
+
+/* Not inside a read section (liburcu 0.13 may deadlock destroying a
+ * table during a resize from inside one). */
+void ureg__ht_destroy(struct cds_lfht *ht)
+{
+	cds_lfht_destroy(ht, NULL);
+}
+
+/* ------------------------------------------------------------ registry */
+
+void ureg__registry_get(ureg_registry *reg)
+{
+	__atomic_add_fetch(&reg->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ureg__registry_put(ureg_registry *reg)
+{
+	if (__atomic_sub_fetch(&reg->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	pthread_mutex_destroy(&reg->writer);
+	pthread_mutex_destroy(&reg->evq_lock);
+	ureg__free(reg);
+}
+
+int ureg_registry_new(const ureg_type *type, const char *name,
+		      ureg_registry **out)
+{
+	ureg_registry *reg;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!out)
+		return ureg__err(-EINVAL, "registry_new: out is NULL");
+	if (!type || !type->name)
+		return ureg__err(-EINVAL, "registry_new: type or type name is NULL");
+	if ((rc = ureg__name_check(name, "registry")))
+		return rc;
+	reg = ureg__calloc(1, sizeof(*reg));
+	if (!reg)
+		return ureg__err(-ENOMEM, "registry_new: out of memory");
+	reg->ht = ureg__ht_new(16);
+	if (!reg->ht) {
+		ureg__free(reg);
+		return ureg__err(-ENOMEM, "registry_new: out of memory");
+	}
+	reg->type = type;
+	reg->refs = 1;
+	pthread_mutex_init(&reg->writer, NULL);
+	pthread_mutex_init(&reg->evq_lock, NULL);
+	CDS_INIT_LIST_HEAD(&reg->listeners);
+	CDS_INIT_LIST_HEAD(&reg->evq);
+	strcpy(reg->name, name);
+	pthread_mutex_lock(&ureg__registries_lock);
+	cds_list_add_tail(&reg->all_node, &ureg__registries);
+	pthread_mutex_unlock(&ureg__registries_lock);
+	*out = reg;
+	return 0;
+}
+
+void ureg_registry_destroy(ureg_registry *reg)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+	struct cds_lfht *ht;
+
+	if (!reg)
+		return;
+	ureg__rcu_ensure();
+	pthread_mutex_lock(&ureg__registries_lock);
+	cds_list_del(&reg->all_node);
+	pthread_mutex_unlock(&ureg__registries_lock);
+
+	pthread_mutex_lock(&reg->writer);
+	ht = reg->ht;
+	urcu_memb_read_lock();
+	cds_lfht_for_each(ht, &iter, node) {
+		if (!cds_lfht_del(ht, node))
+			ureg__entry_retire(caa_container_of(
+				node, struct ureg_entry, node));
+	}
+	urcu_memb_read_unlock();
+	reg->count = 0;
+	pthread_mutex_unlock(&reg->writer);
+
+	ureg__events_detach_registry(reg);
+	/* every retired entry's callback has run (or is pinned by a counted
+	 * reference) once the barrier returns; then the table is empty */
+	urcu_memb_barrier();
+	ureg__ht_destroy(ht);
+	ureg__registry_put(reg);
+}
+
+const char *ureg_registry_name(const ureg_registry *reg)
+{
+	return reg ? reg->name : NULL;
+}
+
+const ureg_type *ureg_registry_type(const ureg_registry *reg)
+{
+	return reg ? reg->type : NULL;
+}
+
+size_t ureg_count(const ureg_registry *reg)
+{
+	return reg ? __atomic_load_n(&reg->count, __ATOMIC_RELAXED) : 0;
+}
+
+uint64_t ureg_generation(const ureg_registry *reg)
+{
+	return reg ? __atomic_load_n(&reg->generation, __ATOMIC_RELAXED) : 0;
+}
+
+/* ------------------------------------------------------------ mutations */
+
+enum op {
+	OP_REGISTER,       /* add singleton, -EEXIST if one */
+	OP_FACTORY,        /* add factory, -EEXIST if one */
+	OP_REPLACE,        /* swap singleton, -ENOENT if none */
+	OP_REPLACE_FACTORY,/* swap factory, -ENOENT if none */
+	OP_UNREGISTER,     /* drop singleton and/or factory */
+};
+
+/*
+ * One single-key change.  Everything that can fail (allocations) happens
+ * before the writer mutex; under it only the decision and the publish.
+ * On failure nothing is published and the caller's item / factory arg are
+ * still the caller's.
+ */
+static int mutate(ureg_registry *reg, const char *key, enum op op,
+		  void *item, const struct ureg_factory *f, unsigned what)
+{
+	struct ureg_key k;
+	struct ureg_entry *ne = NULL, *old = NULL;
+	struct cds_lfht_iter it;
+	struct cds_lfht_node *node;
+	struct ureg_item_box *nib = NULL;
+	struct ureg_factory_box *nfb = NULL;
+	struct ureg_event_node *ev = NULL;
+	struct cds_lfht *ht;
+	enum ureg_event_kind kind;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg)
+		return ureg__err(-EINVAL, "registry is NULL");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	switch (op) {
+	case OP_REGISTER:
+	case OP_REPLACE:
+		if (!item)
+			return ureg__err(-EINVAL, "registry '%s': item for '%s' is NULL",
+					 reg->name, key);
+		kind = op == OP_REGISTER ? UREG_EV_REGISTERED : UREG_EV_REPLACED;
+		break;
+	case OP_FACTORY:
+	case OP_REPLACE_FACTORY:
+		if (!f || !f->create)
+			return ureg__err(-EINVAL, "registry '%s': factory for '%s' has no create function",
+					 reg->name, key);
+		if (f->scope != UREG_SCOPE_TRANSIENT &&
+		    f->scope != UREG_SCOPE_CONTEXT)
+			return ureg__err(-EINVAL, "registry '%s': factory for '%s' has bad scope %d",
+					 reg->name, key, (int)f->scope);
+		kind = op == OP_FACTORY ? UREG_EV_REGISTERED : UREG_EV_REPLACED;
+		break;
+	case OP_UNREGISTER:
+	default:
+		if (what == 0 || (what & ~(unsigned)UREG_BOTH))
+			return ureg__err(-EINVAL, "unregister: bad flags 0x%x", what);
+		kind = UREG_EV_UNREGISTERED;
+		break;
+	}
+
+	/* allocate everything up front */
+	rc = -ENOMEM;
+	ne = ureg__entry_alloc(&k);
+	if (!ne)
+		goto fail;
+	if (item && !(nib = ureg__ibox_new(reg, item)))
+		goto fail;
+	if (f && !(nfb = ureg__fbox_new(reg, key, f)))
+		goto fail;
+	if (ureg__has_listeners(reg) &&
+	    !(ev = ureg__event_prepare(reg, kind, key)))
+		goto fail;
+
+	pthread_mutex_lock(&reg->writer);
+	ht = reg->ht;
+	urcu_memb_read_lock();
+	cds_lfht_lookup(ht, k.hash, entry_match, &k, &it);
+	node = cds_lfht_iter_get_node(&it);
+	old = node ? caa_container_of(node, struct ureg_entry, node) : NULL;
+	rc = 0;
+	switch (op) {
+	case OP_REGISTER:
+		if (old && old->ibox)
+			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a singleton",
+				       reg->name, key);
+		break;
+	case OP_FACTORY:
+		if (old && old->fbox)
+			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a factory",
+				       reg->name, key);
+		break;
+	case OP_REPLACE:
+		if (!old || !old->ibox)
+			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has no singleton to replace",
+				       reg->name, key);
+		break;
+	case OP_REPLACE_FACTORY:
+		if (!old || !old->fbox)
+			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has no factory to replace",
+				       reg->name, key);
+		break;
+	case OP_UNREGISTER:
+		if (!old || !(((what & UREG_SINGLETON) && old->ibox) ||
+			      ((what & UREG_FACTORY) && old->fbox)))
+			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has nothing to unregister",
+				       reg->name, key);
+		break;
+	}
+	if (rc == 0 && old) {
+		/* carry over what this change does not touch */
+		if (!nib && old->ibox &&
+		    !(op == OP_UNREGISTER && (what & UREG_SINGLETON))) {
+			ibox_get(old->ibox);
+			nib = old->ibox;
+		}
+		if (!nfb && old->fbox &&
+		    !(op == OP_UNREGISTER && (what & UREG_FACTORY))) {
+			ureg__fbox_get(old->fbox);
+			nfb = old->fbox;
+		}
+		entry_copy_source(ne, old, &rc);
+		if (rc) {
+			/* undo the carried references; nothing published */
+			if (nib == old->ibox) {
+				__atomic_sub_fetch(&nib->refs, 1, __ATOMIC_RELAXED);
+				nib = NULL;
+			}
+			if (nfb == old->fbox) {
+				__atomic_sub_fetch(&nfb->refs, 1, __ATOMIC_RELAXED);
+				nfb = NULL;
+			}
+			rc = ureg__err(-ENOMEM, "registry '%s': out of memory", reg->name);
+		}
+	}
+	if (rc) {
+		urcu_memb_read_unlock();
+		pthread_mutex_unlock(&reg->writer);
+		goto fail;
+	}
+
+	ne->ibox = nib;
+	ne->item = nib ? nib->item : NULL;
+	ne->fbox = nfb;
+	uint64_t gen = reg->generation + 1;
+	ne->generation = gen;
+	if (!old) {
+		cds_lfht_add_unique(ht, k.hash, entry_match, &k, &ne->node);
+		__atomic_store_n(&reg->count, reg->count + 1, __ATOMIC_RELAXED);
+	} else if (!nib && !nfb) {
+		cds_lfht_del(ht, &old->node);
+		__atomic_store_n(&reg->count, reg->count - 1, __ATOMIC_RELAXED);
+		ureg__entry_free_unpublished(ne);
+		ne = NULL;
+	} else {
+		cds_lfht_replace(ht, &it, k.hash, entry_match, &k, &ne->node);
+	}
+	urcu_memb_read_unlock();
+	__atomic_store_n(&reg->generation, gen, __ATOMIC_RELAXED);
+	if (old)
+		ureg__entry_retire(old);
+	if (ev)
+		ureg__event_queue(reg, ev, gen);
+	pthread_mutex_unlock(&reg->writer);
+	if (ev)
+		ureg__events_flush(reg);
+	ureg__clear_err();
+	return 0;
+
+fail:
+	if (rc == -ENOMEM)
+		ureg__err(-ENOMEM, "registry '%s': out of memory registering '%s'",
+			  reg->name, key);
+	/* only boxes made by this call are left here: carried ones were
+	 * handed back above */
+	if (nib)
+		ureg__ibox_free_unused(nib);
+	if (nfb)
+		ureg__fbox_free_unused(nfb);
+	ureg__entry_free_unpublished(ne);
+	ureg__free(ev);
+	return rc;
+}
+
+int ureg_register(ureg_registry *reg, const char *key, void *item)
+{
+	return mutate(reg, key, OP_REGISTER, item, NULL, 0);
+}
+
+int ureg_register_factory(ureg_registry *reg, const char *key,
+			  const struct ureg_factory *f)
+{
+	if (!f)
+		return ureg__err(-EINVAL, "register_factory: factory is NULL");
+	return mutate(reg, key, OP_FACTORY, NULL, f, 0);
+}
+
+int ureg_replace(ureg_registry *reg, const char *key, void *item)
+{
+	return mutate(reg, key, OP_REPLACE, item, NULL, 0);
+}
+
+int ureg_replace_factory(ureg_registry *reg, const char *key,
+			 const struct ureg_factory *f)
+{
+	if (!f)
+		return ureg__err(-EINVAL, "replace_factory: factory is NULL");
+	return mutate(reg, key, OP_REPLACE_FACTORY, NULL, f, 0);
+}
+
+int ureg_unregister(ureg_registry *reg, const char *key, unsigned what)
+{
+	return mutate(reg, key, OP_UNREGISTER, NULL, NULL, what);
+}
+
+/* -------------------------------------------------------------- readers */
+
+int ureg_lookup(ureg_registry *reg, const char *key, void **item)
+{
+	struct ureg_key k;
+	struct ureg_entry *e;
+	int rc;
+
+	if (UREG_UNLIKELY(!reg || !item))
+		return ureg__err(-EINVAL, "lookup: NULL registry or out");
+	if (UREG_UNLIKELY((rc = ureg__key_prepare(key, &k))))
+		return rc;
+	if (UREG_UNLIKELY(!ureg__thread.read_depth))
+		return ureg__err(-EPERM, "lookup outside ureg_read_lock()");
+	e = ureg__find(rcu_dereference(reg->ht), &k);
+	if (!e || !e->ibox)
+		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
+	*item = e->item;
+	return 0;
+}
+
+int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
+{
+	struct ureg_key k;
+	struct ureg_entry *e;
+	int rc;
+
+	if (UREG_UNLIKELY(!reg || !out))
+		return ureg__err(-EINVAL, "get: NULL registry or out");
+	if (UREG_UNLIKELY((rc = ureg__key_prepare(key, &k))))
+		return rc;
+	if (UREG_UNLIKELY(!ureg__thread.read_depth))
+		return ureg__err(-EPERM, "get outside ureg_read_lock()");
+	e = ureg__find(rcu_dereference(reg->ht), &k);
+	if (UREG_UNLIKELY(!e))
+		return ureg__err_static(-ENOENT, "get: no such key");
+	if (e->ibox) {
+		*out = e->item;
+		return 0;
+	}
+	if (!ctx || !e->fbox)
+		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
+					: "get: key has only a factory and no context was given");
+	return ureg__ctx_get_instance(ctx, reg, e, out);
+}
+
+int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
+			 void **out)
+{
+	struct ureg_key k;
+	struct ureg_entry *e;
+	struct ureg_factory_box *fb = NULL;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg || !ctx || !out)
+		return ureg__err(-EINVAL, "create_instance: NULL registry, context or out");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	urcu_memb_read_lock();
+	e = ureg__find(rcu_dereference(reg->ht), &k);
+	if (e && e->fbox) {
+		fb = e->fbox;
+		ureg__fbox_get(fb);
+	}
+	urcu_memb_read_unlock();
+	if (!fb)
+		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
+				 reg->name, key);
+	rc = ureg__ctx_create(ctx, reg, fb, out);
+	ureg__fbox_put(fb);
+	return rc;
+}
+
+int ureg_contains(ureg_registry *reg, const char *key)
+{
+	struct ureg_key k;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg)
+		return ureg__err(-EINVAL, "contains: registry is NULL");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	urcu_memb_read_lock();
+	rc = ureg__find(rcu_dereference(reg->ht), &k) != NULL;
+	urcu_memb_read_unlock();
+	return rc;
+}
+
+int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref)
+{
+	struct ureg_key k;
+	struct ureg_entry *e;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg || !ref)
+		return ureg__err(-EINVAL, "acquire: NULL registry or ref");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	urcu_memb_read_lock();
+	e = ureg__find(rcu_dereference(reg->ht), &k);
+	if (e && e->ibox)
+		/* safe: the table's reference cannot be dropped before this
+		 * read section ends */
+		__atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
+	else
+		e = NULL;
+	urcu_memb_read_unlock();
+	if (!e)
+		return ureg__err(-ENOENT, "registry '%s': no singleton under '%s'",
+				 reg->name, key);
+	*ref = (ureg_ref *)e;
+	return 0;
+}
+
+void *ureg_ref_item(const ureg_ref *ref)
+{
+	return ref ? ((const struct ureg_entry *)ref)->item : NULL;
+}
+
+void ureg_ref_release(ureg_ref *ref)
+{
+	if (ref)
+		entry_put((struct ureg_entry *)ref);
+}
+
+int ureg_keys(ureg_registry *reg, char ***keys, size_t *n)
+{
+	struct cds_lfht_iter iter;
+	struct ureg_entry *e;
+	struct cds_lfht *ht;
+	size_t cap = 16, len = 0;
+	char **v;
+	int rc = 0;
+
+	ureg__rcu_ensure();
+	if (!reg || !keys)
+		return ureg__err(-EINVAL, "keys: NULL registry or out");
+	v = ureg__malloc(cap * sizeof(*v));
+	if (!v)
+		return ureg__err(-ENOMEM, "keys: out of memory");
+	urcu_memb_read_lock();
+	ht = rcu_dereference(reg->ht);
+	cds_lfht_for_each_entry(ht, &iter, e, node) {
+		if (len + 1 >= cap) {
+			char **nv = NULL;
+			if (!ureg__fault_hit())
+				nv = realloc(v, cap * 2 * sizeof(*v));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap *= 2;
+		}
+		if (!(v[len] = ureg__strdup(e->key))) {
+			rc = -ENOMEM;
+			break;
+		}
+		len++;
+	}
+	urcu_memb_read_unlock();
+	v[len] = NULL;
+	if (rc) {
+		ureg_keys_free(v);
+		return ureg__err(rc, "keys: out of memory");
+	}
+	*keys = v;
+	if (n)
+		*n = len;
+	return 0;
+}
+
+void ureg_keys_free(char **keys)
+{
+	if (!keys)
+		return;
+	for (char **p = keys; *p; p++)
+		ureg__free(*p);
+	ureg__free(keys);
+}
+
+int ureg_entry_info(ureg_registry *reg, const char *key,
+		    struct ureg_entry_info *info)
+{
+	struct ureg_key k;
+	struct ureg_entry *e;
+	int rc;
+
+	if (!reg || !info)
+		return ureg__err(-EINVAL, "entry_info: NULL registry or info");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	if (!ureg__thread.read_depth)
+		return ureg__err(-EPERM, "entry_info outside ureg_read_lock()");
+	e = ureg__find(rcu_dereference(reg->ht), &k);
+	if (!e)
+		return ureg__err_static(-ENOENT, "entry_info: no such key");
+	info->has_singleton = e->ibox != NULL;
+	info->has_factory = e->fbox != NULL;
+	info->scope = e->fbox ? e->fbox->f.scope : UREG_SCOPE_TRANSIENT;
+	info->generation = e->generation;
+	info->provider = e->provider;
+	info->source_file = e->source_file;
+	info->source_line = e->source_line;
+	return 0;
+}
