@@ -66,13 +66,23 @@ struct ureg_ctx {
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static CDS_LIST_HEAD(all_contexts);
 
+/* fork: hold every context's mutex across the fork, so that a child does
+ * not inherit one locked by a thread that no longer exists. */
 void ureg__ctx_lock_all(void)
 {
+	ureg_ctx *ctx;
+
 	pthread_mutex_lock(&all_lock);
+	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+		pthread_mutex_lock(&ctx->lock);
 }
 
 void ureg__ctx_unlock_all(void)
 {
+	ureg_ctx *ctx;
+
+	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+		pthread_mutex_unlock(&ctx->lock);
 	pthread_mutex_unlock(&all_lock);
 }
 

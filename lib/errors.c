@@ -64,7 +64,7 @@ const char *ureg_strerror(int err)
 	default:
 		break;
 	}
-	if (err < 0) {
+	if (err < 0 && err > -4096) { /* errno range; also avoids -INT_MIN */
 		/* strerror is not guaranteed thread-safe; strerrordesc_np is
 		 * (glibc >= 2.32) and returns static text. */
 		const char *s = strerrordesc_np(-err);

@@ -125,8 +125,7 @@ static void deliver(ureg_registry *reg, const struct ureg_event *ev)
 {
 	struct ureg_listener *l;
 
-	urcu_memb_read_lock();
-	ureg__thread.read_depth++;
+	ureg_read_lock();
 	if (reg)
 		cds_list_for_each_entry_rcu(l, &reg->listeners, node)
 			if (l->mask & ev->kind)
@@ -134,8 +133,7 @@ static void deliver(ureg_registry *reg, const struct ureg_event *ev)
 	cds_list_for_each_entry_rcu(l, &global_listeners, node)
 		if (l->mask & ev->kind)
 			l->fn(ev, l->arg);
-	ureg__thread.read_depth--;
-	urcu_memb_read_unlock();
+	ureg_read_unlock();
 }
 
 void ureg__events_flush(ureg_registry *reg)

@@ -6,9 +6,9 @@
  * (which also covers the rculfhash resize workers); after it both sides
  * release them and liburcu restarts its workers in the child.
  *
- * Limit: a thread other than the forking one that is inside a read section
- * at the instant of fork() stays "inside" forever in the child, whose grace
- * periods would then never end.  Fork from a quiescent point.
+ * In the child the threads that did not survive the fork are still in
+ * liburcu's reader list; rcu_thread.c unlinks them before liburcu restarts
+ * its workers (which would reuse their stacks).
  */
 #include "internal.h"
 
@@ -41,6 +41,7 @@ static void parent(void)
 
 static void child(void)
 {
+	ureg__threads_forget_others_in_child();
 	urcu_memb_call_rcu_after_fork_child();
 	unlock_all();
 }

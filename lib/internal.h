@@ -48,12 +48,23 @@
 #define UREG_TLS __thread __attribute__((tls_model("initial-exec")))
 
 /* ---- per-thread state (rcu_thread.c) ---- */
+#define UREG_SNAP_SLOTS 16
 struct ureg_thread {
-	int registered;   /* registered with liburcu memb */
+	int registered;   /* 1: by us; 2: by liburcu or the application */
 	int read_depth;   /* nesting of ureg_read_lock */
+	uint64_t section; /* bumped by each outermost ureg_read_lock */
+	/* Tables seen in the current read section, per registry, so that a
+	 * section sees one generation of each registry (batch atomicity).
+	 * Thread-local: the read path still writes no shared memory. */
+	struct {
+		const void *reg;
+		uint64_t section;
+		struct cds_lfht *ht;
+	} snap[UREG_SNAP_SLOTS];
 };
 extern UREG_TLS struct ureg_thread ureg__thread;
 void ureg__rcu_register_slow(void);
+void ureg__threads_forget_others_in_child(void);
 
 static inline void ureg__rcu_ensure(void)
 {
@@ -133,6 +144,35 @@ struct ureg_registry {
 	struct cds_list_head all_node;  /* ureg__registries, for fork */
 	char name[UREG_NAME_MAX + 1];
 };
+
+/*
+ * The table of @reg this read section reads: the first lookup of a section
+ * pins the registry's current table in a thread-local slot; later lookups
+ * in the same section reuse it, so a batch (one table swap) is seen whole
+ * or not at all.  Past UREG_SNAP_SLOTS registries in one section the
+ * guarantee degrades to per-lookup atomicity (documented in ureg.h).
+ * Call inside a read section.
+ */
+static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
+{
+	struct ureg_thread *t = &ureg__thread;
+	unsigned i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
+
+	for (unsigned n = 0; n < UREG_SNAP_SLOTS; n++) {
+		if (t->snap[i].section != t->section) {
+			/* free slot: pin the current table */
+			struct cds_lfht *ht = rcu_dereference(reg->ht);
+			t->snap[i].reg = reg;
+			t->snap[i].section = t->section;
+			t->snap[i].ht = ht;
+			return ht;
+		}
+		if (UREG_LIKELY(t->snap[i].reg == reg))
+			return t->snap[i].ht;
+		i = (i + 1) & (UREG_SNAP_SLOTS - 1);
+	}
+	return rcu_dereference(reg->ht);
+}
 
 struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k);
 void ureg__fbox_get(struct ureg_factory_box *fb);

@@ -569,7 +569,7 @@ int ureg_lookup(ureg_registry *reg, const char *key, void **item)
 		return rc;
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
 		return ureg__err(-EPERM, "lookup outside ureg_read_lock()");
-	e = ureg__find(rcu_dereference(reg->ht), &k);
+	e = ureg__find(ureg__ht(reg), &k);
 	if (!e || !e->ibox)
 		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
 	*item = e->item;
@@ -588,7 +588,7 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 		return rc;
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
 		return ureg__err(-EPERM, "get outside ureg_read_lock()");
-	e = ureg__find(rcu_dereference(reg->ht), &k);
+	e = ureg__find(ureg__ht(reg), &k);
 	if (UREG_UNLIKELY(!e))
 		return ureg__err_static(-ENOENT, "get: no such key");
 	if (e->ibox) {
@@ -614,13 +614,13 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 		return ureg__err(-EINVAL, "create_instance: NULL registry, context or out");
 	if ((rc = ureg__key_prepare(key, &k)))
 		return rc;
-	urcu_memb_read_lock();
-	e = ureg__find(rcu_dereference(reg->ht), &k);
+	ureg_read_lock();
+	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
 		ureg__fbox_get(fb);
 	}
-	urcu_memb_read_unlock();
+	ureg_read_unlock();
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, key);
@@ -639,9 +639,9 @@ int ureg_contains(ureg_registry *reg, const char *key)
 		return ureg__err(-EINVAL, "contains: registry is NULL");
 	if ((rc = ureg__key_prepare(key, &k)))
 		return rc;
-	urcu_memb_read_lock();
-	rc = ureg__find(rcu_dereference(reg->ht), &k) != NULL;
-	urcu_memb_read_unlock();
+	ureg_read_lock();
+	rc = ureg__find(ureg__ht(reg), &k) != NULL;
+	ureg_read_unlock();
 	return rc;
 }
 
@@ -656,15 +656,15 @@ int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref)
 		return ureg__err(-EINVAL, "acquire: NULL registry or ref");
 	if ((rc = ureg__key_prepare(key, &k)))
 		return rc;
-	urcu_memb_read_lock();
-	e = ureg__find(rcu_dereference(reg->ht), &k);
+	ureg_read_lock();
+	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->ibox)
 		/* safe: the table's reference cannot be dropped before this
 		 * read section ends */
 		__atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
 	else
 		e = NULL;
-	urcu_memb_read_unlock();
+	ureg_read_unlock();
 	if (!e)
 		return ureg__err(-ENOENT, "registry '%s': no singleton under '%s'",
 				 reg->name, key);
@@ -698,8 +698,8 @@ int ureg_keys(ureg_registry *reg, char ***keys, size_t *n)
 	v = ureg__malloc(cap * sizeof(*v));
 	if (!v)
 		return ureg__err(-ENOMEM, "keys: out of memory");
-	urcu_memb_read_lock();
-	ht = rcu_dereference(reg->ht);
+	ureg_read_lock();
+	ht = ureg__ht(reg);
 	cds_lfht_for_each_entry(ht, &iter, e, node) {
 		if (len + 1 >= cap) {
 			char **nv = NULL;
@@ -718,7 +718,7 @@ int ureg_keys(ureg_registry *reg, char ***keys, size_t *n)
 		}
 		len++;
 	}
-	urcu_memb_read_unlock();
+	ureg_read_unlock();
 	v[len] = NULL;
 	if (rc) {
 		ureg_keys_free(v);
@@ -752,7 +752,7 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 		return rc;
 	if (!ureg__thread.read_depth)
 		return ureg__err(-EPERM, "entry_info outside ureg_read_lock()");
-	e = ureg__find(rcu_dereference(reg->ht), &k);
+	e = ureg__find(ureg__ht(reg), &k);
 	if (!e)
 		return ureg__err_static(-ENOENT, "entry_info: no such key");
 	info->has_singleton = e->ibox != NULL;

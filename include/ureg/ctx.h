@@ -81,8 +81,9 @@ int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
  * order, then free every byte it still holds, then the context.
  *
  * Call once, from a thread not inside a read section, when no other thread
- * uses @ctx.  Blocks in the destructors it runs and for one grace period
- * (its instance cache may still be read).  NULL is a no-op.
+ * uses @ctx (so nothing can still be probing its instance cache, which is
+ * freed at once).  Blocks in the destructors it runs and on jemalloc.
+ * NULL is a no-op.
  */
 void ureg_ctx_destroy(ureg_ctx *ctx);
 

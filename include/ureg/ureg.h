@@ -24,6 +24,10 @@
  *    A removed item's destructor runs only after a grace period AND after
  *    its last counted reference is released, on whichever thread drops it
  *    last (often liburcu's call_rcu worker).
+ *  - fork() without exec: both processes keep working.  ureg's atfork
+ *    handlers hold its locks across the fork and, in the child, drop the
+ *    threads that did not survive from liburcu's reader list.  A thread
+ *    inside a read section at the instant of fork() is one of those.
  *  - Every call returns 0 or a negative errno; ureg_strerror() turns it into
  *    text and ureg_last_error() gives the calling thread's detailed message
  *    for its last failed call.  A failed call changes nothing.
@@ -415,12 +419,16 @@ int ureg_batch_put(ureg_batch *b, const char *key, void *item,
  * ureg_batch_commit - publish every change of @b at once and free @b.
  *
  * Builds the next generation's table beside the live one and publishes it
- * with one pointer swap, so a reader inside one read section sees all of
- * the batch or none of it; then waits for a grace period (not inside a
- * read section!) and releases the previous generation.  Blocks on the
- * writer mutex, in malloc and for a grace period.  @generation is recorded
- * in every entry the batch writes (0: the registry's next number).
- * Returns 0 or -ENOMEM (nothing changed, @b still valid: abort it).
+ * with one pointer swap.  The first lookup of a registry in a read section
+ * pins that registry's table (thread-locally) for the rest of the section,
+ * so a reader inside one read section sees all of the batch or none of it
+ * (guaranteed for up to 16 registries read in one section; beyond that,
+ * each lookup is still atomic).  Then waits for a grace period and
+ * releases the previous generation.  Call outside a read section; blocks
+ * on the writer mutex, in malloc and for a grace period.  @generation is
+ * recorded in every entry the batch writes (0: the registry's next
+ * number).  Returns 0; -EINVAL (NULL batch); -EPERM (inside a read
+ * section); -ENOMEM (nothing changed, @b still valid: retry or abort).
  */
 int ureg_batch_commit(ureg_batch *b, uint64_t generation);
 

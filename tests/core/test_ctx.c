@@ -1,0 +1,627 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * User contexts: exact accounting, quota, instance lifetime and destroy
+ * order, dedicated arenas, the shared arena pool, ureg_ctx_foreach, and
+ * 100,000 contexts alive at once.
+ */
+#include <criterion/criterion.h>
+
+#include <jemalloc/jemalloc.h>
+
+#include "core_test.h"
+
+static ureg_ctx *new_ctx(const char *name, unsigned flags)
+{
+	ureg_ctx *ctx = NULL;
+
+	cr_assert_eq(ureg_ctx_new(name, flags, &ctx), 0, "ureg_ctx_new: %s",
+		     ureg_last_error());
+	cr_assert_not_null(ctx);
+	return ctx;
+}
+
+static ureg_registry *new_reg(void)
+{
+	ureg_registry *reg = NULL;
+
+	cr_assert_eq(ureg_registry_new(&item_type, "ctx-test", &reg), 0);
+	return reg;
+}
+
+static void assert_stats_equal(const struct ureg_ctx_stats *a,
+			       const struct ureg_ctx_stats *b)
+{
+	cr_assert_eq(a->live_bytes, b->live_bytes);
+	cr_assert_eq(a->peak_bytes, b->peak_bytes);
+	cr_assert_eq(a->allocations, b->allocations);
+	cr_assert_eq(a->total_allocations, b->total_allocations);
+	cr_assert_eq(a->instances, b->instances);
+	cr_assert_eq(a->quota, b->quota);
+	cr_assert_eq(a->arena, b->arena);
+	cr_assert_eq(a->dedicated, b->dedicated);
+}
+
+/* What one allocation of @size costs @ctx (measured, then refunded). */
+static size_t charge_of(ureg_ctx *ctx, size_t size)
+{
+	size_t before = ctx_live(ctx), charge;
+	void *p = ureg_ctx_alloc(ctx, size);
+
+	cr_assert_not_null(p);
+	charge = ctx_live(ctx) - before;
+	ureg_ctx_free(ctx, p);
+	cr_assert_eq(ctx_live(ctx), before);
+	return charge;
+}
+
+Test(ctx, a_new_context_has_zero_accounting_and_its_name)
+{
+	ureg_ctx *ctx = new_ctx("alice", UREG_CTX_SHARED);
+	ureg_ctx *anon = new_ctx(NULL, UREG_CTX_SHARED);
+	struct ureg_ctx_stats st = ctx_stats(ctx);
+
+	cr_assert_str_eq(ureg_ctx_name(ctx), "alice");
+	cr_assert_str_eq(ureg_ctx_name(anon), "");
+	cr_assert_eq(st.live_bytes, 0);
+	cr_assert_eq(st.peak_bytes, 0);
+	cr_assert_eq(st.allocations, 0);
+	cr_assert_eq(st.total_allocations, 0);
+	cr_assert_eq(st.instances, 0);
+	cr_assert_eq(st.quota, 0);
+	cr_assert_eq(st.dedicated, 0);
+	ureg_ctx_destroy(ctx);
+	ureg_ctx_destroy(anon);
+	ureg_ctx_destroy(NULL);
+}
+
+Test(ctx, allocations_are_charged_exactly_and_refunded_when_freed)
+{
+	ureg_ctx *ctx = new_ctx("acct", UREG_CTX_SHARED);
+	size_t sizes[] = { 1, 16, 17, 100, 1000, 4096, 70000 };
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	size_t charge[N], sum = 0;
+	void *p[N];
+	struct ureg_ctx_stats st;
+
+	for (int i = 0; i < N; i++) {
+		charge[i] = charge_of(ctx, sizes[i]);
+		cr_assert_geq(charge[i], sizes[i]);
+		/* the same size always costs the same */
+		cr_assert_eq(charge_of(ctx, sizes[i]), charge[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		p[i] = ureg_ctx_alloc(ctx, sizes[i]);
+		cr_assert_not_null(p[i]);
+		cr_assert_eq((uintptr_t)p[i] % 16, 0, "not 16-byte aligned");
+		memset(p[i], 0xab, sizes[i]);
+		sum += charge[i];
+		st = ctx_stats(ctx);
+		cr_assert_eq(st.live_bytes, sum);
+		cr_assert_eq(st.allocations, (size_t)i + 1);
+	}
+	st = ctx_stats(ctx);
+	cr_assert_eq(st.peak_bytes, sum);
+	cr_assert_eq(st.total_allocations, 2 * N + N);
+	for (int i = 0; i < N; i += 2) {
+		ureg_ctx_free(ctx, p[i]);
+		sum -= charge[i];
+	}
+	st = ctx_stats(ctx);
+	cr_assert_eq(st.live_bytes, sum);
+	cr_assert_eq(st.allocations, N / 2);
+	for (int i = 1; i < N; i += 2)
+		ureg_ctx_free(ctx, p[i]);
+	ureg_ctx_free(ctx, NULL);
+	st = ctx_stats(ctx);
+	cr_assert_eq(st.live_bytes, 0);
+	cr_assert_eq(st.allocations, 0);
+	cr_assert_eq(st.total_allocations, 3 * N);
+	cr_assert_geq(st.peak_bytes, charge[N - 1]);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, a_shared_context_charges_jemalloc_usable_size_with_the_16_byte_header)
+{
+	ureg_ctx *ctx = new_ctx("hdr", UREG_CTX_SHARED);
+	size_t sizes[] = { 1, 8, 48, 100, 1000, 5000, 100000 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		cr_assert_eq(charge_of(ctx, sizes[i]), nallocx(sizes[i] + 16, 0),
+			     "size %zu", sizes[i]);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, peak_bytes_remembers_the_highest_live_bytes)
+{
+	ureg_ctx *ctx = new_ctx("peak", UREG_CTX_SHARED);
+	void *big = ureg_ctx_alloc(ctx, 50000);
+	size_t high = ctx_live(ctx);
+	void *small;
+
+	cr_assert_not_null(big);
+	ureg_ctx_free(ctx, big);
+	small = ureg_ctx_alloc(ctx, 10);
+	cr_assert_not_null(small);
+	cr_assert_eq(ctx_stats(ctx).peak_bytes, high);
+	cr_assert_lt(ctx_stats(ctx).live_bytes, high);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, calloc_zeroes_and_strdup_copies_into_the_context)
+{
+	ureg_ctx *ctx = new_ctx("mem", UREG_CTX_SHARED);
+	unsigned char *z;
+	char *s;
+	char src[] = "hello, context";
+
+	/* dirty the arena first so that zeroes are not luck */
+	for (int i = 0; i < 8; i++) {
+		void *d = ureg_ctx_alloc(ctx, 256);
+
+		cr_assert_not_null(d);
+		memset(d, 0xff, 256);
+		ureg_ctx_free(ctx, d);
+	}
+	z = ureg_ctx_calloc(ctx, 16, 16);
+	cr_assert_not_null(z);
+	for (int i = 0; i < 256; i++)
+		cr_assert_eq(z[i], 0, "byte %d", i);
+	s = ureg_ctx_strdup(ctx, src);
+	cr_assert_not_null(s);
+	cr_assert_neq(s, src);
+	cr_assert_str_eq(s, src);
+	cr_assert_eq(ctx_stats(ctx).allocations, 2);
+	cr_assert_eq(ctx_live(ctx), charge_of(ctx, 256) + charge_of(ctx, sizeof(src)));
+	ureg_ctx_free(ctx, z);
+	ureg_ctx_free(ctx, s);
+	cr_assert_eq(ctx_live(ctx), 0);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, allocations_in_one_context_do_not_touch_another)
+{
+	ureg_ctx *a = new_ctx("a", UREG_CTX_SHARED);
+	ureg_ctx *b = new_ctx("b", UREG_CTX_SHARED);
+	struct ureg_ctx_stats before = ctx_stats(b), after;
+
+	for (int i = 0; i < 100; i++)
+		cr_assert_not_null(ureg_ctx_alloc(a, 64));
+	after = ctx_stats(b);
+	assert_stats_equal(&before, &after);
+	cr_assert_eq(ctx_stats(b).live_bytes, 0);
+	cr_assert_eq(ctx_stats(b).total_allocations, 0);
+	cr_assert_eq(ctx_stats(a).allocations, 100);
+	ureg_ctx_destroy(a);
+	cr_assert_eq(ctx_stats(b).live_bytes, 0);
+	ureg_ctx_destroy(b);
+}
+
+/* ------------------------------------------------------------------ */
+/* quota                                                               */
+/* ------------------------------------------------------------------ */
+
+Test(ctx, an_allocation_over_quota_fails_with_edquot_and_changes_nothing)
+{
+	ureg_ctx *ctx = new_ctx("quota", UREG_CTX_SHARED);
+	size_t c64 = charge_of(ctx, 64);
+	void *keep = ureg_ctx_alloc(ctx, 100);
+	struct ureg_ctx_stats before, after;
+	void *p;
+
+	cr_assert_not_null(keep);
+	cr_assert_eq(ureg_ctx_set_quota(ctx, ctx_live(ctx) + c64), 0);
+	before = ctx_stats(ctx);
+	cr_assert_eq(before.quota, before.live_bytes + c64);
+
+	errno = 0;
+	cr_assert_null(ureg_ctx_alloc(ctx, 100000));
+	cr_assert_eq(errno, EDQUOT);
+	errno = 0;
+	cr_assert_null(ureg_ctx_calloc(ctx, 1000, 100));
+	cr_assert_eq(errno, EDQUOT);
+	errno = 0;
+	cr_assert_null(ureg_ctx_alloc(ctx, c64 + 1));
+	cr_assert_eq(errno, EDQUOT);
+	after = ctx_stats(ctx);
+	assert_stats_equal(&before, &after);
+
+	/* exactly up to the cap is allowed, one byte more is not */
+	p = ureg_ctx_alloc(ctx, 64);
+	cr_assert_not_null(p, "an allocation that reaches the cap exactly was refused");
+	cr_assert_eq(ctx_live(ctx), ctx_stats(ctx).quota);
+	errno = 0;
+	cr_assert_null(ureg_ctx_alloc(ctx, 1));
+	cr_assert_eq(errno, EDQUOT);
+	cr_assert_null(ureg_ctx_strdup(ctx, "x"));
+	cr_assert_eq(ctx_stats(ctx).allocations, 2);
+
+	/* freeing makes room again */
+	ureg_ctx_free(ctx, p);
+	p = ureg_ctx_alloc(ctx, 64);
+	cr_assert_not_null(p);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, a_factory_over_quota_fails_the_get_with_edquot_and_creates_nothing)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("quota", UREG_CTX_SHARED);
+	ureg_ctx *other = new_ctx("other", UREG_CTX_SHARED);
+	struct fac f = { .id = 1, .extra = 1 << 20 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	struct ureg_ctx_stats before, after;
+	void *p = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "big", &uf), 0);
+	cr_assert_eq(ureg_ctx_set_quota(ctx, 64 * 1024), 0);
+	before = ctx_stats(ctx);
+	cr_assert_eq(get_rc(reg, "big", ctx, &p), -EDQUOT);
+	cr_assert_eq(ureg_create_instance(reg, "big", ctx, &p), -EDQUOT);
+	after = ctx_stats(ctx);
+	cr_assert_eq(after.live_bytes, before.live_bytes);
+	cr_assert_eq(after.allocations, before.allocations);
+	cr_assert_eq(after.instances, 0);
+	/* another context is not affected by this one's quota */
+	cr_assert_eq(get_rc(reg, "big", other, &p), 0);
+	cr_assert_eq(ctx_stats(other).instances, 1);
+	/* lifting the quota lets the same get succeed: nothing was cached */
+	cr_assert_eq(ureg_ctx_set_quota(ctx, 0), 0);
+	cr_assert_eq(get_rc(reg, "big", ctx, &p), 0);
+	cr_assert_eq(ctx_stats(ctx).instances, 1);
+	ureg_ctx_destroy(ctx);
+	ureg_ctx_destroy(other);
+	ureg_registry_destroy(reg);
+}
+
+Test(ctx, lowering_the_quota_below_live_bytes_only_refuses_new_allocations)
+{
+	ureg_ctx *ctx = new_ctx("quota", UREG_CTX_SHARED);
+	void *a = ureg_ctx_alloc(ctx, 1000);
+	void *b = ureg_ctx_alloc(ctx, 1000);
+	size_t live = ctx_live(ctx);
+
+	cr_assert_not_null(a);
+	cr_assert_not_null(b);
+	cr_assert_eq(ureg_ctx_set_quota(ctx, 10), 0);
+	cr_assert_eq(ctx_live(ctx), live);
+	memset(a, 1, 1000); /* still ours */
+	cr_assert_null(ureg_ctx_alloc(ctx, 1));
+	ureg_ctx_free(ctx, a);
+	cr_assert_lt(ctx_live(ctx), live);
+	cr_assert_null(ureg_ctx_alloc(ctx, 1));
+	cr_assert_eq(ureg_ctx_set_quota(ctx, 0), 0);
+	cr_assert_eq(ctx_stats(ctx).quota, 0);
+	a = ureg_ctx_alloc(ctx, 1 << 20);
+	cr_assert_not_null(a);
+	ureg_ctx_destroy(ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* instances                                                           */
+/* ------------------------------------------------------------------ */
+
+Test(ctx, destroy_runs_instance_destructors_in_reverse_creation_order)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("order", UREG_CTX_SHARED);
+	struct fac t = { .id = 1, .extra = 40 }, c = { .id = 2 };
+	struct ureg_factory ut = fac_factory(&t, UREG_SCOPE_TRANSIENT);
+	struct ureg_factory uc = fac_factory(&c, UREG_SCOPE_CONTEXT);
+	int created[12];
+	char key[16];
+	void *p;
+
+	cr_assert_eq(ureg_register_factory(reg, "transient", &ut), 0);
+	for (int i = 0; i < 6; i++) {
+		snprintf(key, sizeof(key), "ctx-%d", i);
+		cr_assert_eq(ureg_register_factory(reg, key, &uc), 0);
+	}
+	/* interleave the ways of creating */
+	for (int i = 0; i < 12; i++) {
+		if (i % 2) {
+			snprintf(key, sizeof(key), "ctx-%d", i / 2);
+			cr_assert_eq(get_rc(reg, key, ctx, &p), 0);
+		} else if (i % 4) {
+			cr_assert_eq(get_rc(reg, "transient", ctx, &p), 0);
+		} else {
+			cr_assert_eq(ureg_create_instance(reg, "transient", ctx, &p), 0);
+		}
+		created[i] = ((struct inst *)p)->serial;
+	}
+	cr_assert_eq(ctx_stats(ctx).instances, 12);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&destroy_log_len), 12);
+	for (int i = 0; i < 12; i++)
+		cr_assert_eq(destroy_log[i], created[11 - i],
+			     "destroyed #%d was serial %d, expected %d", i,
+			     destroy_log[i], created[11 - i]);
+	ureg_registry_destroy(reg);
+}
+
+Test(ctx, a_released_instance_is_destroyed_at_once_and_not_again_at_context_destroy)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("release", UREG_CTX_SHARED);
+	struct fac f = { .id = 1 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_TRANSIENT);
+	void *inst[5];
+
+	cr_assert_eq(ureg_register_factory(reg, "k", &uf), 0);
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(ureg_create_instance(reg, "k", ctx, &inst[i]), 0);
+	cr_assert_eq(ureg_instance_release(ctx, inst[1]), 0);
+	cr_assert_eq(atomic_load(&inst_destroyed), 1);
+	cr_assert_eq(destroy_log[0], 1);
+	cr_assert_eq(ctx_stats(ctx).instances, 4);
+	cr_assert_eq(ureg_instance_release(ctx, inst[3]), 0);
+	cr_assert_eq(ctx_stats(ctx).instances, 3);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&inst_destroyed), 5);
+	int expect[] = { 1, 3, 4, 2, 0 };
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(destroy_log[i], expect[i], "destroy #%d", i);
+	ureg_registry_destroy(reg);
+}
+
+Test(ctx, accounting_returns_to_zero_after_every_instance_is_released)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("zero", UREG_CTX_SHARED);
+	struct fac t = { .id = 1, .extra = 300 }, c = { .id = 2, .extra = 5000 };
+	struct ureg_factory ut = fac_factory(&t, UREG_SCOPE_TRANSIENT);
+	struct ureg_factory uc = fac_factory(&c, UREG_SCOPE_CONTEXT);
+	void *inst[8];
+	struct ureg_ctx_stats st;
+
+	cr_assert_eq(ureg_register_factory(reg, "t", &ut), 0);
+	cr_assert_eq(ureg_register_factory(reg, "c", &uc), 0);
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(ureg_create_instance(reg, "t", ctx, &inst[i]), 0);
+	cr_assert_eq(get_rc(reg, "c", ctx, &inst[7]), 0);
+	st = ctx_stats(ctx);
+	cr_assert_eq(st.instances, 8);
+	cr_assert_geq(st.allocations, 16);
+	cr_assert_gt(st.live_bytes, 7 * 300 + 5000);
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(ureg_instance_release(ctx, inst[i]), 0);
+	st = ctx_stats(ctx);
+	cr_assert_eq(st.instances, 0);
+	cr_assert_eq(st.live_bytes, 0);
+	cr_assert_eq(st.allocations, 0);
+	cr_assert_gt(st.peak_bytes, 7 * 300 + 5000);
+	cr_assert_eq(atomic_load(&inst_destroyed), 8);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&inst_destroyed), 8);
+	ureg_registry_destroy(reg);
+}
+
+Test(ctx, releasing_a_context_scope_instance_drops_it_from_the_cache)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("cache", UREG_CTX_SHARED);
+	struct fac f = { .id = 1 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	struct inst *a = NULL, *b = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "k", &uf), 0);
+	cr_assert_eq(get_rc(reg, "k", ctx, (void **)&a), 0);
+	cr_assert_eq(ureg_instance_release(ctx, a), 0);
+	cr_assert_eq(ctx_stats(ctx).instances, 0);
+	cr_assert_eq(get_rc(reg, "k", ctx, (void **)&b), 0);
+	cr_assert_eq(atomic_load(&f.calls), 2);
+	cr_assert_eq(b->magic, INST_MAGIC);
+	cr_assert_eq(b->serial, 1);
+	cr_assert_eq(ctx_stats(ctx).instances, 1);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&inst_destroyed), 2);
+	ureg_registry_destroy(reg);
+}
+
+Test(ctx, releasing_something_that_is_not_an_instance_of_the_context_returns_enoent)
+{
+	ureg_registry *reg = new_reg();
+	ureg_ctx *a = new_ctx("a", UREG_CTX_SHARED), *b = new_ctx("b", UREG_CTX_SHARED);
+	struct fac f = { .id = 1 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_TRANSIENT);
+	void *inst = NULL, *plain = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "k", &uf), 0);
+	cr_assert_eq(ureg_create_instance(reg, "k", a, &inst), 0);
+	plain = ureg_ctx_alloc(a, 32);
+	cr_assert_not_null(plain);
+	cr_assert_eq(ureg_instance_release(b, inst), -ENOENT);
+	cr_assert_eq(ureg_instance_release(a, plain), -ENOENT);
+	cr_assert_eq(atomic_load(&inst_destroyed), 0);
+	cr_assert_eq(ctx_stats(a).instances, 1);
+	cr_assert_eq(ureg_instance_release(a, inst), 0);
+	cr_assert_eq(ureg_instance_release(a, inst), -ENOENT);
+	cr_assert_eq(atomic_load(&inst_destroyed), 1);
+	ureg_ctx_destroy(a);
+	ureg_ctx_destroy(b);
+	ureg_registry_destroy(reg);
+}
+
+/* ------------------------------------------------------------------ */
+/* arenas                                                              */
+/* ------------------------------------------------------------------ */
+
+Test(ctx, a_dedicated_context_has_an_arena_of_its_own)
+{
+	ureg_ctx *shared = new_ctx("s", UREG_CTX_SHARED);
+	ureg_ctx *d1 = new_ctx("d1", UREG_CTX_DEDICATED);
+	ureg_ctx *d2 = new_ctx("d2", UREG_CTX_DEDICATED);
+	struct ureg_ctx_stats s = ctx_stats(shared), a = ctx_stats(d1), b = ctx_stats(d2);
+	size_t c100 = charge_of(d1, 100);
+	void *p[10];
+
+	cr_assert_eq(s.dedicated, 0);
+	cr_assert_eq(a.dedicated, 1);
+	cr_assert_eq(b.dedicated, 1);
+	cr_assert_neq(a.arena, b.arena);
+	cr_assert_neq(a.arena, s.arena);
+	cr_assert_neq(b.arena, s.arena);
+	cr_assert_geq(c100, 100);
+	for (int i = 0; i < 10; i++) {
+		p[i] = ureg_ctx_alloc(d1, 100);
+		cr_assert_not_null(p[i]);
+		cr_assert_eq((uintptr_t)p[i] % 16, 0);
+	}
+	cr_assert_eq(ctx_live(d1), 10 * c100);
+	cr_assert_eq(ctx_stats(d1).allocations, 10);
+	for (int i = 0; i < 10; i++)
+		ureg_ctx_free(d1, p[i]);
+	cr_assert_eq(ctx_live(d1), 0);
+	cr_assert_eq(ctx_live(d2), 0);
+	ureg_ctx_destroy(d1);
+	ureg_ctx_destroy(d2);
+	ureg_ctx_destroy(shared);
+}
+
+Test(ctx, dedicated_contexts_give_their_arena_back_on_destroy)
+{
+	/* More cycles than jemalloc has arenas (~4,086): a leaked arena per
+	 * cycle would end in -EAGAIN. */
+	for (int i = 0; i < 4500; i++) {
+		ureg_ctx *ctx = NULL;
+		int rc = ureg_ctx_new(NULL, UREG_CTX_DEDICATED, &ctx);
+
+		cr_assert_eq(rc, 0, "cycle %d: %s", i, ureg_strerror(rc));
+		cr_assert_not_null(ureg_ctx_alloc(ctx, 4096));
+		ureg_ctx_destroy(ctx);
+	}
+}
+
+Test(ctx, shared_contexts_draw_from_a_pool_of_the_configured_size)
+{
+	enum { N = 40 };
+	ureg_ctx *ctx[N];
+	unsigned arenas[N];
+	int distinct = 0;
+
+	cr_assert_eq(ureg_arena_pool_size(2), 0);
+	for (int i = 0; i < N; i++) {
+		bool seen = false;
+
+		ctx[i] = new_ctx(NULL, UREG_CTX_SHARED);
+		arenas[i] = ctx_stats(ctx[i]).arena;
+		for (int j = 0; j < i; j++)
+			seen = seen || arenas[j] == arenas[i];
+		distinct += !seen;
+	}
+	cr_assert_leq(distinct, 2);
+	cr_assert_geq(distinct, 1);
+	cr_assert_eq(ureg_arena_pool_size(4), -EBUSY);
+	for (int i = 0; i < N; i++)
+		ureg_ctx_destroy(ctx[i]);
+}
+
+/* ------------------------------------------------------------------ */
+/* foreach and scale                                                   */
+/* ------------------------------------------------------------------ */
+
+struct walk {
+	ureg_ctx **expect;
+	size_t n;
+	size_t seen;
+	size_t mismatches;
+	size_t stop_after;
+};
+
+static int walk_fn(ureg_ctx *ctx, void *arg)
+{
+	struct walk *w = arg;
+
+	if (w->seen >= w->n || w->expect[w->seen] != ctx)
+		w->mismatches++;
+	w->seen++;
+	if (w->stop_after && w->seen == w->stop_after)
+		return 77;
+	return 0;
+}
+
+Test(ctx, foreach_visits_every_live_context_in_creation_order)
+{
+	ureg_ctx *all[5], *live[4];
+	struct walk w = { 0 };
+
+	for (int i = 0; i < 5; i++)
+		all[i] = new_ctx(NULL, i == 2 ? UREG_CTX_DEDICATED : UREG_CTX_SHARED);
+	ureg_ctx_destroy(all[1]);
+	live[0] = all[0];
+	live[1] = all[2];
+	live[2] = all[3];
+	live[3] = all[4];
+	w.expect = live;
+	w.n = 4;
+	cr_assert_eq(ureg_ctx_foreach(walk_fn, &w), 0);
+	cr_assert_eq(w.seen, 4);
+	cr_assert_eq(w.mismatches, 0);
+	for (int i = 0; i < 4; i++)
+		ureg_ctx_destroy(live[i]);
+	w.seen = 0;
+	w.n = 0;
+	cr_assert_eq(ureg_ctx_foreach(walk_fn, &w), 0);
+	cr_assert_eq(w.seen, 0);
+}
+
+Test(ctx, foreach_stops_at_the_first_non_zero_return_and_returns_it)
+{
+	ureg_ctx *c[4];
+	struct walk w = { .expect = c, .n = 4, .stop_after = 2 };
+
+	for (int i = 0; i < 4; i++)
+		c[i] = new_ctx(NULL, UREG_CTX_SHARED);
+	cr_assert_eq(ureg_ctx_foreach(walk_fn, &w), 77);
+	cr_assert_eq(w.seen, 2);
+	cr_assert_eq(w.mismatches, 0);
+	for (int i = 0; i < 4; i++)
+		ureg_ctx_destroy(c[i]);
+}
+
+Test(ctx, a_hundred_thousand_shared_contexts_live_at_once, .timeout = 60)
+{
+	enum { N = 100000 };
+	ureg_ctx **ctx = calloc(N, sizeof(*ctx));
+	uint32_t **mem = calloc(N, sizeof(*mem));
+	struct walk w = { .expect = ctx, .n = N };
+	unsigned arenas[16];
+	int distinct = 0;
+
+	cr_assert_not_null(ctx);
+	cr_assert_not_null(mem);
+	for (int i = 0; i < N; i++) {
+		int rc = ureg_ctx_new(NULL, UREG_CTX_SHARED, &ctx[i]);
+
+		cr_assert_eq(rc, 0, "context %d: %s", i, ureg_strerror(rc));
+		mem[i] = ureg_ctx_alloc(ctx[i], 24);
+		cr_assert_not_null(mem[i], "context %d", i);
+		*mem[i] = (uint32_t)i;
+	}
+	/* all alive, all intact, each with its own exact accounting */
+	for (int i = 0; i < N; i++) {
+		cr_assert_eq(*mem[i], (uint32_t)i);
+		if (i % 1000 == 0) {
+			struct ureg_ctx_stats st = ctx_stats(ctx[i]);
+			bool seen = false;
+
+			cr_assert_eq(st.allocations, 1);
+			cr_assert_eq(st.dedicated, 0);
+			for (int j = 0; j < distinct; j++)
+				seen = seen || arenas[j] == st.arena;
+			if (!seen && distinct < 16)
+				arenas[distinct++] = st.arena;
+		}
+	}
+	cr_assert_leq(distinct, 8, "the default pool has 8 arenas");
+	cr_assert_eq(ureg_ctx_foreach(walk_fn, &w), 0);
+	cr_assert_eq(w.seen, N);
+	cr_assert_eq(w.mismatches, 0);
+	for (int i = 0; i < N; i++)
+		ureg_ctx_destroy(ctx[i]);
+	w.n = 0;
+	w.seen = 0;
+	cr_assert_eq(ureg_ctx_foreach(walk_fn, &w), 0);
+	cr_assert_eq(w.seen, 0);
+	free(ctx);
+	free(mem);
+}

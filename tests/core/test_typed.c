@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * UREG_DECLARE_TYPED: the C form of UniversalRegistry[T].  The wrappers must
+ * behave exactly like the generic calls they wrap, hand back T pointers,
+ * and never write an out-parameter on failure.  That a wrong T does not
+ * compile is proven by compile_fail_wrong_type.c (see meson.build).
+ */
+#include <criterion/criterion.h>
+
+#include <ureg/typed.h>
+
+#include "core_test.h"
+
+struct agent {
+	uint64_t magic;
+	char name[16];
+};
+
+struct tool {
+	int arity;
+};
+
+UREG_DECLARE_TYPED(agent_reg, struct agent)
+UREG_DECLARE_TYPED(tool_reg, struct tool)
+
+static atomic_int agents_destroyed;
+static atomic_int agent_instances_destroyed;
+
+static void agent_destroy(void *p)
+{
+	struct agent *a = p;
+
+	a->magic = ITEM_DEAD;
+	atomic_fetch_add(&agents_destroyed, 1);
+	free(a);
+}
+
+static void agent_instance_destroy(void *p, ureg_ctx *ctx)
+{
+	atomic_fetch_add(&agent_instances_destroyed, 1);
+	ureg_ctx_free(ctx, p);
+}
+
+static int agent_factory(ureg_ctx *ctx, void *arg, void **out)
+{
+	struct agent *a = ureg_ctx_calloc(ctx, 1, sizeof(*a));
+
+	if (!a)
+		return -ENOMEM;
+	a->magic = ITEM_MAGIC;
+	snprintf(a->name, sizeof(a->name), "%s", (const char *)arg);
+	*out = a;
+	return 0;
+}
+
+static const ureg_type base_type = { .name = "component" };
+static const ureg_type agent_type = {
+	.name = "agent",
+	.parent = &base_type,
+	.item_destroy = agent_destroy,
+	.instance_destroy = agent_instance_destroy,
+};
+static const ureg_type tool_type = { .name = "tool", .parent = &base_type };
+
+static struct agent *agent_new(const char *name)
+{
+	struct agent *a = calloc(1, sizeof(*a));
+
+	cr_assert_not_null(a);
+	a->magic = ITEM_MAGIC;
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	return a;
+}
+
+Test(typed, wrappers_register_and_look_up_items_of_their_type)
+{
+	agent_reg_registry *r = NULL;
+	struct agent *planner = agent_new("planner"), *got = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_not_null(r);
+	cr_assert_str_eq(ureg_registry_name(agent_reg_base(r)), "agents");
+	cr_assert_eq(ureg_registry_type(agent_reg_base(r))->parent, &base_type);
+	cr_assert_eq(agent_reg_register(r, "planner", planner), 0);
+	ureg_read_lock();
+	cr_assert_eq(agent_reg_lookup(r, "planner", &got), 0);
+	cr_assert_eq(got, planner);
+	cr_assert_str_eq(got->name, "planner");
+	got = NULL;
+	cr_assert_eq(agent_reg_get(r, "planner", NULL, &got), 0);
+	cr_assert_eq(got, planner);
+	ureg_read_unlock();
+	cr_assert_eq(agent_reg_count(r), 1);
+	agent_reg_destroy(r);
+	cr_assert_eq(atomic_load(&agents_destroyed), 1);
+}
+
+Test(typed, wrappers_return_the_generic_errors_and_leave_out_untouched)
+{
+	agent_reg_registry *r = NULL;
+	struct agent *a = agent_new("a"), *b = agent_new("b");
+	struct agent sentinel, *got = &sentinel;
+	ureg_ctx *ctx = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(ureg_ctx_new(NULL, UREG_CTX_SHARED, &ctx), 0);
+	cr_assert_eq(agent_reg_register(r, "a", a), 0);
+	cr_assert_eq(agent_reg_register(r, "a", b), -EEXIST);
+	cr_assert_eq(agent_reg_replace(r, "missing", b), -ENOENT);
+	cr_assert_eq(agent_reg_unregister(r, "missing", UREG_BOTH), -ENOENT);
+	cr_assert_eq(agent_reg_register(r, "bad key", b), -EINVAL);
+	ureg_read_lock();
+	cr_assert_eq(agent_reg_lookup(r, "missing", &got), -ENOENT);
+	cr_assert_eq(got, &sentinel);
+	cr_assert_eq(agent_reg_get(r, "missing", ctx, &got), -ENOENT);
+	cr_assert_eq(got, &sentinel);
+	ureg_read_unlock();
+	cr_assert_eq(agent_reg_lookup(r, "a", &got), -EPERM);
+	cr_assert_eq(got, &sentinel);
+	cr_assert_eq(agent_reg_create_instance(r, "a", ctx, &got), -ENOENT);
+	cr_assert_eq(got, &sentinel);
+	cr_assert_eq(agent_reg_count(r), 1);
+	ureg_ctx_destroy(ctx);
+	agent_reg_destroy(r);
+	cr_assert_eq(atomic_load(&agents_destroyed), 1);
+	free(b);
+}
+
+Test(typed, wrappers_make_typed_instances_in_a_context)
+{
+	agent_reg_registry *r = NULL;
+	ureg_ctx *ctx = NULL;
+	struct ureg_factory f = {
+		.create = agent_factory,
+		.scope = UREG_SCOPE_CONTEXT,
+		.arg = "writer",
+	};
+	struct agent *a = NULL, *b = NULL, *c = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(ureg_ctx_new("alice", UREG_CTX_SHARED, &ctx), 0);
+	cr_assert_eq(agent_reg_register_factory(r, "writer", &f), 0);
+	ureg_read_lock();
+	cr_assert_eq(agent_reg_get(r, "writer", ctx, &a), 0);
+	cr_assert_eq(agent_reg_get(r, "writer", ctx, &b), 0);
+	ureg_read_unlock();
+	cr_assert_eq(a, b);
+	cr_assert_str_eq(a->name, "writer");
+	cr_assert_eq(agent_reg_create_instance(r, "writer", ctx, &c), 0);
+	cr_assert_neq(c, a);
+	cr_assert_eq(c->magic, ITEM_MAGIC);
+	cr_assert_eq(ctx_stats(ctx).instances, 2);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&agent_instances_destroyed), 2);
+	agent_reg_destroy(r);
+}
+
+Test(typed, wrappers_replace_acquire_and_unregister)
+{
+	agent_reg_registry *r = NULL;
+	struct agent *v1 = agent_new("v1"), *v2 = agent_new("v2"), *got = NULL;
+	ureg_ref *ref = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(agent_reg_register(r, "k", v1), 0);
+	cr_assert_eq(agent_reg_acquire(r, "k", &ref), 0);
+	cr_assert_eq(agent_reg_replace(r, "k", v2), 0);
+	ureg_read_lock();
+	cr_assert_eq(agent_reg_lookup(r, "k", &got), 0);
+	ureg_read_unlock();
+	cr_assert_eq(got, v2);
+	/* the reference still holds the old version */
+	cr_assert_eq(agent_reg_ref_item(ref), v1);
+	cr_assert_str_eq(agent_reg_ref_item(ref)->name, "v1");
+	cr_assert_eq(agent_reg_unregister(r, "k", UREG_SINGLETON), 0);
+	cr_assert_eq(agent_reg_count(r), 0);
+	agent_reg_destroy(r);
+	cr_assert_eq(atomic_load(&agents_destroyed), 1);
+	cr_assert_eq(v1->magic, ITEM_MAGIC);
+	ureg_ref_release(ref);
+	cr_assert_eq(wait_count(&agents_destroyed, 2), 2);
+}
+
+Test(typed, two_typed_registries_are_independent)
+{
+	agent_reg_registry *agents = NULL;
+	tool_reg_registry *tools = NULL;
+	struct tool hammer = { .arity = 2 }, *t = NULL;
+	char **keys = NULL;
+	size_t n = 0;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &agents), 0);
+	cr_assert_eq(tool_reg_new(&tool_type, "tools", &tools), 0);
+	cr_assert_eq(tool_reg_register(tools, "hammer", &hammer), 0);
+	cr_assert_eq(agent_reg_register(agents, "hammer", agent_new("hammer")), 0);
+	ureg_read_lock();
+	cr_assert_eq(tool_reg_lookup(tools, "hammer", &t), 0);
+	ureg_read_unlock();
+	cr_assert_eq(t, &hammer);
+	cr_assert_eq(t->arity, 2);
+	cr_assert_eq(tool_reg_keys(tools, &keys, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(keys[0], "hammer");
+	ureg_keys_free(keys);
+	cr_assert_eq(tool_reg_unregister(tools, "hammer", UREG_SINGLETON), 0);
+	cr_assert_eq(tool_reg_count(tools), 0);
+	cr_assert_eq(agent_reg_count(agents), 1);
+	tool_reg_destroy(tools); /* tool_type has no destructor: hammer is static */
+	agent_reg_destroy(agents);
+	cr_assert_eq(atomic_load(&agents_destroyed), 1);
+}
