@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ureg_report: the hierarchy report ("MRO report") of a live process.
+ *
+ * It walks the global registry list under its mutex (so no registry can be
+ * destroyed under it), snapshots each registry's keys, and reads every
+ * entry's description inside ONE read section per registry, so each
+ * registry is reported at a single generation.  Then the user contexts,
+ * through ureg_ctx_foreach.  JSON is written by hand: every string goes
+ * through json_str(), which escapes quotes, backslashes and control bytes.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "ureg/config.h"
+
+static void json_str(FILE *out, const char *s)
+{
+	if (!s) {
+		fputs("null", out);
+		return;
+	}
+	fputc('"', out);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		switch (*p) {
+		case '"': fputs("\\\"", out); break;
+		case '\\': fputs("\\\\", out); break;
+		case '\n': fputs("\\n", out); break;
+		case '\r': fputs("\\r", out); break;
+		case '\t': fputs("\\t", out); break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				fprintf(out, "\\u%04x", *p);
+			else
+				fputc(*p, out);
+		}
+	}
+	fputc('"', out);
+}
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int reg_cmp(const void *a, const void *b)
+{
+	const ureg_registry *x = *(ureg_registry *const *)a;
+	const ureg_registry *y = *(ureg_registry *const *)b;
+	return strcmp(x->name, y->name);
+}
+
+static const char *kind_name(const struct ureg_entry_info *in)
+{
+	if (in->has_singleton && in->has_factory)
+		return "singleton+factory";
+	return in->has_singleton ? "singleton" : "factory";
+}
+
+static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
+{
+	char **keys;
+	size_t n;
+	int rc;
+
+	if ((rc = ureg_keys(reg, &keys, &n)))
+		return rc;
+	qsort(keys, n, sizeof(*keys), str_cmp);
+
+	if (json) {
+		fputs(first ? "\n    {" : ",\n    {", out);
+		fputs("\"name\": ", out);
+		json_str(out, reg->name);
+		fputs(", \"type_chain\": [", out);
+		for (const ureg_type *t = reg->type; t; t = t->parent) {
+			json_str(out, t->name);
+			if (t->parent)
+				fputs(", ", out);
+		}
+		fprintf(out, "], \"generation\": %llu, \"entries\": [",
+			(unsigned long long)ureg_generation(reg));
+	} else {
+		fprintf(out, "registry %s  type ", reg->name);
+		for (const ureg_type *t = reg->type; t; t = t->parent)
+			fprintf(out, "%s%s", t->name, t->parent ? " -> " : "");
+		fprintf(out, "  generation %llu  %zu key%s\n",
+			(unsigned long long)ureg_generation(reg), n, n == 1 ? "" : "s");
+	}
+	ureg_read_lock();
+	size_t shown = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct ureg_entry_info in;
+		if (ureg_entry_info(reg, keys[i], &in))
+			continue; /* removed since the snapshot */
+		const char *scope = in.has_factory ?
+			(in.scope == UREG_SCOPE_CONTEXT ? "context" : "transient") : NULL;
+		if (json) {
+			fputs(shown ? ",\n      {" : "\n      {", out);
+			fputs("\"key\": ", out);
+			json_str(out, keys[i]);
+			fputs(", \"kind\": ", out);
+			json_str(out, kind_name(&in));
+			fputs(", \"scope\": ", out);
+			json_str(out, scope);
+			fputs(", \"provider\": ", out);
+			json_str(out, in.provider);
+			fputs(", \"source\": ", out);
+			if (in.source_file) {
+				fputs("{\"file\": ", out);
+				json_str(out, in.source_file);
+				fprintf(out, ", \"line\": %u}", in.source_line);
+			} else {
+				fputs("null", out);
+			}
+			fprintf(out, ", \"generation\": %llu}",
+				(unsigned long long)in.generation);
+		} else {
+			fprintf(out, "  %-24s %-17s %-9s %-28s ", keys[i],
+				kind_name(&in), scope ? scope : "-",
+				in.provider ? in.provider : "-");
+			if (in.source_file)
+				fprintf(out, "%s:%u", in.source_file, in.source_line);
+			else
+				fputs("-", out);
+			fprintf(out, "  gen %llu\n", (unsigned long long)in.generation);
+		}
+		shown++;
+	}
+	ureg_read_unlock();
+	if (json)
+		fputs(shown ? "\n    ]}" : "]}", out);
+	ureg_keys_free(keys);
+	return 0;
+}
+
+struct ctx_walk {
+	FILE *out;
+	bool json;
+	size_t n;
+};
+
+static int report_ctx(ureg_ctx *ctx, void *arg)
+{
+	struct ctx_walk *w = arg;
+	struct ureg_ctx_stats st;
+
+	if (ureg_ctx_stats(ctx, &st))
+		return 0;
+	if (w->json) {
+		fputs(w->n ? ",\n    {" : "\n    {", w->out);
+		fputs("\"name\": ", w->out);
+		json_str(w->out, ureg_ctx_name(ctx));
+		fprintf(w->out, ", \"instances\": %zu, \"live_bytes\": %zu, "
+			"\"peak_bytes\": %zu, \"allocations\": %zu, \"quota\": %zu, "
+			"\"arena\": %u, \"dedicated\": %s}",
+			st.instances, st.live_bytes, st.peak_bytes, st.allocations,
+			st.quota, st.arena, st.dedicated ? "true" : "false");
+	} else {
+		fprintf(w->out, "  %-24s instances %-6zu live %zu B  peak %zu B  allocations %zu  quota %zu  arena %u%s\n",
+			*ureg_ctx_name(ctx) ? ureg_ctx_name(ctx) : "(unnamed)",
+			st.instances, st.live_bytes, st.peak_bytes,
+			st.allocations, st.quota, st.arena,
+			st.dedicated ? " (dedicated)" : "");
+	}
+	w->n++;
+	return 0;
+}
+
+int ureg_report(FILE *out, unsigned flags)
+{
+	ureg_registry **regs = NULL, *reg;
+	size_t n = 0, cap = 0;
+	bool json = flags & UREG_REPORT_JSON;
+	int rc = 0;
+
+	ureg__rcu_ensure();
+	if (!out || (flags & ~UREG_REPORT_JSON))
+		return ureg__err(-EINVAL, "report: NULL stream or bad flags");
+	if (ureg_in_read_section())
+		return ureg__err(-EPERM, "report inside a read section");
+
+	pthread_mutex_lock(&ureg__registries_lock);
+	cds_list_for_each_entry(reg, &ureg__registries, all_node) {
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			ureg_registry **v = realloc(regs, nc * sizeof(*v));
+			if (!v) {
+				rc = -ENOMEM;
+				break;
+			}
+			regs = v;
+			cap = nc;
+		}
+		regs[n++] = reg;
+	}
+	if (!rc && n)
+		qsort(regs, n, sizeof(*regs), reg_cmp);
+	if (!rc) {
+		fputs(json ? "{\n  \"registries\": [" : "", out);
+		for (size_t i = 0; i < n && !rc; i++)
+			rc = report_registry(out, regs[i], json, i == 0);
+	}
+	pthread_mutex_unlock(&ureg__registries_lock);
+	free(regs);
+	if (rc)
+		return ureg__err(rc, "report: %s", ureg_strerror(rc));
+
+	struct ctx_walk w = { out, json, 0 };
+	fputs(json ? (n ? "\n  ],\n  \"contexts\": [" : "],\n  \"contexts\": [")
+		   : "contexts\n", out);
+	ureg_ctx_foreach(report_ctx, &w);
+	if (json)
+		fputs(w.n ? "\n  ]\n}\n" : "]\n}\n", out);
+	else if (!w.n)
+		fputs("  (none)\n", out);
+	if (fflush(out) || ferror(out))
+		return ureg__err(-EIO, "report: write failed");
+	ureg__clear_err();
+	return 0;
+}
