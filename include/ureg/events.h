@@ -4,14 +4,17 @@
  *
  * Listeners attach to one registry or globally (every registry).  The list
  * is an RCU list: listeners can be added and removed while events flow, and
- * emitting takes no lock.  Events are delivered on the thread that made the
- * change, AFTER the change is committed and AFTER the writer mutex is
- * released, so a listener may call back into ureg (but not
- * ureg_synchronize / destroy calls: it runs inside a read section).
+ * emitting takes no lock.  Events are delivered AFTER the change is
+ * committed and AFTER the writer mutex is released, on the thread that made
+ * the change - or, when another thread is already delivering that
+ * registry's events, by that thread, right after the event it is on.  A
+ * listener may call back into ureg (but not ureg_synchronize / destroy
+ * calls: it runs inside a read section).
  *
  * Ordering: for one registry, the changes a listener hears about are
  * delivered in commit order; each carries the registry generation it
- * produced, strictly increasing per registry.  The writer takes the
+ * produced: strictly increasing per registry, except that the events of one
+ * batch share its generation (RELOAD_APPLIED comes last).  The writer takes the
  * registry's event mutex before it drops the writer mutex and delivers
  * after dropping it, so deliveries of one registry are serialized in
  * generation order while no listener runs under the writer mutex.

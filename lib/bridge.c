@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The agent event bridge (the original AgentRegistry.set_websocket_manager).
+ *
+ * The one idea: an agent never holds the bridge itself, only its registry's
+ * slot, whose bridge pointer is RCU-protected.  Emit is a read section, an
+ * rcu_dereference and a call - no lock, no shared write (the agent's own
+ * sequence counter is the only store) - so replacing the bridge reaches
+ * agents already alive, and the setter's grace period guarantees that no
+ * emit still runs in the old bridge when ureg_agent_set_bridge returns.
+ */
+#include <stdlib.h>
+#include "bridge_internal.h"
+
+void ureg__slot_get(struct ureg_bridge_slot *s)
+{
+	__atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+}
+
+void ureg__slot_put(struct ureg_bridge_slot *s)
+{
+	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	pthread_mutex_destroy(&s->set_lock);
+	ureg__free(s);
+}
+
+int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
+			  const struct ureg_bridge *bridge)
+{
+	struct ureg_bridge_slot *slot;
+
+	ureg__rcu_ensure();
+	if (!reg || !(slot = ureg__agent_slot(ureg_agent_reg_base(reg))))
+		return ureg__err(-EINVAL, "agent_set_bridge: not an agent registry made by ureg_agent_registry_new");
+	if (bridge && !bridge->emit)
+		return ureg__err(-EINVAL, "agent_set_bridge: bridge has no emit");
+	if (ureg__thread.read_depth > 0)
+		return ureg__err(-EDEADLK, "agent_set_bridge: called inside a read section");
+	pthread_mutex_lock(&slot->set_lock);
+	rcu_assign_pointer(slot->bridge, bridge);
+	pthread_mutex_unlock(&slot->set_lock);
+	/* after this no emit can still be inside the previous bridge */
+	urcu_memb_synchronize_rcu();
+	return 0;
+}
+
+int64_t ureg_agent_emit(struct ureg_agent *a, enum ureg_agent_event_kind kind,
+			const char *data, size_t len)
+{
+	const struct ureg_bridge *b;
+	uint64_t seq;
+
+	if (UREG_UNLIKELY(!a || (unsigned)kind > UREG_AGENT_ERROR))
+		return ureg__err(-EINVAL, "agent_emit: NULL agent or bad kind %d", (int)kind);
+	ureg__rcu_ensure();
+	urcu_memb_read_lock();
+	ureg__thread.read_depth++;
+	seq = __atomic_add_fetch(&a->seq, 1, __ATOMIC_RELAXED);
+	b = a->slot ? rcu_dereference(a->slot->bridge) : NULL;
+	if (UREG_LIKELY(b != NULL)) {
+		struct ureg_agent_event ev = {
+			.kind = kind, .ctx = a->ctx, .agent = a, .key = a->key,
+			.seq = seq, .data = data, .len = len,
+		};
+		b->emit(&ev, b->arg);
+	}
+	ureg__thread.read_depth--;
+	urcu_memb_read_unlock();
+	return b ? (int64_t)seq : -ENOTCONN;
+}
+
+const char *ureg_agent_event_name(enum ureg_agent_event_kind kind)
+{
+	static const char *const names[] = {
+		[UREG_AGENT_STARTED] = "started",
+		[UREG_AGENT_PROGRESS] = "progress",
+		[UREG_AGENT_COMPLETED] = "completed",
+		[UREG_AGENT_ERROR] = "error",
+	};
+	return (unsigned)kind <= UREG_AGENT_ERROR ? names[kind] : "unknown";
+}

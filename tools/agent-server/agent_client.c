@@ -1,0 +1,332 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Many WebSocket connections on one lws client context, one thread.  Each
+ * connection is a little state machine (see agent_client.h for what it
+ * checks).  Latency is the server's emit timestamp ("t", CLOCK_MONOTONIC,
+ * so only meaningful on the same machine) to the client's receive.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+
+#include "agent_client.h"
+
+#define ECHO_STEPS 3 /* events per run: started, 3 x progress, completed */
+
+struct client;
+
+struct conn {
+	struct client *cl;
+	struct lws *wsi;
+	unsigned idx;
+	char nonce[20];
+	unsigned sent, done;   /* runs sent / completed */
+	unsigned expect;       /* next event of the current run: 0 started,
+				* 1..ECHO_STEPS progress, ECHO_STEPS+1 completed */
+	uint64_t last_seq;
+	char user[32];
+	bool drop, established, closed, finishing;
+};
+
+struct client {
+	const struct agent_client_opts *o;
+	struct agent_client_result *r;
+	struct conn *conns;
+	unsigned open;           /* not yet closed (or failed) */
+	uint64_t t_first, t_last, t_stop_sending;
+	uint32_t *lat;           /* microseconds */
+	size_t nlat, caplat;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void violation(struct conn *c, const char *fmt, const char *detail)
+{
+	struct agent_client_result *r = c->cl->r;
+
+	if (r->violations++ == 0) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), fmt, detail ? detail : "");
+		snprintf(r->first_violation, sizeof(r->first_violation), "c%u: %s", c->idx, msg);
+	}
+}
+
+static bool more_to_send(struct conn *c)
+{
+	const struct agent_client_opts *o = c->cl->o;
+	unsigned pipe = o->pipeline ? o->pipeline : 1;
+
+	if (c->finishing || c->sent - c->done >= pipe)
+		return false;
+	if (o->runs)
+		return c->sent < o->runs;
+	return now_ns() < c->cl->t_stop_sending;
+}
+
+static bool all_done(struct conn *c)
+{
+	const struct agent_client_opts *o = c->cl->o;
+	if (o->runs)
+		return c->done >= o->runs;
+	return c->done == c->sent && now_ns() >= c->cl->t_stop_sending;
+}
+
+static void record_latency(struct client *cl, uint64_t t_emit, uint64_t t_recv)
+{
+	if (cl->nlat == cl->caplat) {
+		size_t n = cl->caplat ? cl->caplat * 2 : 1 << 16;
+		uint32_t *p = realloc(cl->lat, n * sizeof(*p));
+		if (!p)
+			return;
+		cl->lat = p;
+		cl->caplat = n;
+	}
+	uint64_t us = t_recv > t_emit ? (t_recv - t_emit) / 1000 : 0;
+	cl->lat[cl->nlat++] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+/* Returns -1 when the connection must close now. */
+static int on_event(struct conn *c, const char *in, size_t len)
+{
+	struct client *cl = c->cl;
+	uint64_t t_recv = now_ns();
+	json_error_t err;
+	json_t *e = json_loadb(in, len, 0, &err);
+	char want[96];
+	int rc = 0;
+
+	cl->r->events++;
+	cl->t_last = t_recv;
+	if (!e) {
+		violation(c, "unparsable event: %s", err.text);
+		return 0;
+	}
+	const char *ev = json_string_value(json_object_get(e, "ev"));
+	const char *user = json_string_value(json_object_get(e, "user"));
+	json_int_t seq = json_integer_value(json_object_get(e, "seq"));
+	json_t *data = json_object_get(e, "data");
+	const char *input = json_string_value(json_object_get(data, "input"));
+	json_t *t = json_object_get(e, "t");
+
+	if (t)
+		record_latency(cl, (uint64_t)json_integer_value(t), t_recv);
+	if (!ev || !user) {
+		violation(c, "event without ev/user: %s", in);
+		goto out;
+	}
+	if (!c->user[0])
+		snprintf(c->user, sizeof(c->user), "%s", user);
+	else if (strcmp(c->user, user))
+		violation(c, "event of another user %s", user);
+	if (seq <= 0 || (uint64_t)seq <= c->last_seq)
+		violation(c, "sequence not increasing: %s", in);
+	else
+		c->last_seq = (uint64_t)seq;
+	snprintf(want, sizeof(want), "c%u:%s:r%u", c->idx, c->nonce, c->done);
+	if (!input || strcmp(input, want)) {
+		violation(c, "event of another run or user: %s", in);
+		goto out;
+	}
+	if (c->expect == 0) {
+		if (strcmp(ev, "started"))
+			violation(c, "expected started: %s", in);
+	} else if (c->expect <= ECHO_STEPS) {
+		if (strcmp(ev, "progress") ||
+		    json_integer_value(json_object_get(data, "step")) != (json_int_t)c->expect)
+			violation(c, "expected progress in order: %s", in);
+	} else if (strcmp(ev, "completed")) {
+		violation(c, "expected completed: %s", in);
+	}
+	if (++c->expect > ECHO_STEPS + 1) {
+		c->expect = 0;
+		c->done++;
+		cl->r->runs_completed++;
+	}
+	/* a dropped client goes away in the middle of its second run */
+	if (c->drop && c->done == 1 && c->expect == 2) {
+		c->finishing = true;
+		cl->r->dropped++;
+		rc = -1;
+	} else if (all_done(c)) {
+		c->finishing = true;
+		cl->r->finished++;
+		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+		rc = -1;
+	} else if (more_to_send(c)) {
+		lws_callback_on_writable(c->wsi);
+	}
+out:
+	json_decref(e);
+	return rc;
+}
+
+static void conn_closed(struct conn *c)
+{
+	if (c->closed)
+		return;
+	c->closed = true;
+	c->cl->open--;
+	if (!c->finishing)
+		c->cl->r->failed++;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+		    void *user, void *in, size_t len)
+{
+	struct conn *c = user;
+	unsigned char buf[LWS_PRE + 160];
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		if (c)
+			conn_closed(c);
+		return 0;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		c->established = true;
+		c->cl->r->connected++;
+		if (!c->cl->t_first)
+			c->cl->t_first = now_ns();
+		lws_callback_on_writable(wsi);
+		return 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE: {
+		if (!more_to_send(c)) {
+			if (c->finishing || !all_done(c))
+				return 0;
+			/* duration over while this connection was idle */
+			c->finishing = true;
+			c->cl->r->finished++;
+			lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+			return -1;
+		}
+		int n = snprintf((char *)buf + LWS_PRE, sizeof(buf) - LWS_PRE,
+				 "{\"run\":\"echo\",\"input\":\"c%u:%s:r%u\"}",
+				 c->idx, c->nonce, c->sent);
+		if (lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_TEXT) < n)
+			return -1;
+		c->sent++;
+		if (more_to_send(c))
+			lws_callback_on_writable(wsi);
+		return 0;
+	}
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return on_event(c, in, len);
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		conn_closed(c);
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+	{ "ureg-agents", callback, 0, 65536, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int agent_client_run(const struct agent_client_opts *o, struct agent_client_result *r)
+{
+	struct lws_context_creation_info info;
+	struct lws_context *lws;
+	struct client cl = { .o = o, .r = r };
+	uint64_t deadline;
+
+	memset(r, 0, sizeof(*r));
+	if (!o->conns || o->port <= 0)
+		return -EINVAL;
+	cl.conns = calloc(o->conns, sizeof(*cl.conns));
+	if (!cl.conns)
+		return -ENOMEM;
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	lws = lws_create_context(&info);
+	if (!lws) {
+		free(cl.conns);
+		return -EIO;
+	}
+	srand((unsigned)now_ns());
+	uint64_t start = now_ns();
+	deadline = start + (uint64_t)(o->timeout_ms ? o->timeout_ms : 30000) * 1000000ull;
+	cl.t_stop_sending = start + (uint64_t)o->duration_ms * 1000000ull;
+	for (unsigned i = 0; i < o->conns; i++) {
+		struct conn *c = &cl.conns[i];
+		struct lws_client_connect_info ci;
+
+		c->cl = &cl;
+		c->idx = i;
+		snprintf(c->nonce, sizeof(c->nonce), "%08x%08x", (unsigned)rand(), (unsigned)rand());
+		c->drop = o->drop_every && i % o->drop_every == o->drop_every - 1;
+		memset(&ci, 0, sizeof(ci));
+		ci.context = lws;
+		ci.address = o->host ? o->host : "127.0.0.1";
+		ci.port = o->port;
+		ci.path = "/";
+		ci.host = ci.address;
+		ci.origin = ci.address;
+		ci.protocol = "ureg-agents";
+		ci.userdata = c;
+		ci.pwsi = &c->wsi;
+		cl.open++;
+		if (!lws_client_connect_via_info(&ci))
+			conn_closed(c);
+	}
+	while (cl.open > 0) {
+		if (now_ns() > deadline) {
+			r->timed_out = true;
+			break;
+		}
+		if (lws_service(lws, 50) < 0)
+			break;
+	}
+	lws_context_destroy(lws); /* closes what a timeout left open */
+
+	/* distinct users across every connection that saw one */
+	char **users = calloc(o->conns, sizeof(*users));
+	unsigned nu = 0;
+	for (unsigned i = 0; users && i < o->conns; i++)
+		if (cl.conns[i].user[0])
+			users[nu++] = cl.conns[i].user;
+	if (users) {
+		qsort(users, nu, sizeof(*users), cmp_str);
+		for (unsigned i = 0; i < nu; i++)
+			if (i == 0 || strcmp(users[i], users[i - 1]))
+				r->distinct_users++;
+		free(users);
+	}
+	if (cl.t_last > cl.t_first)
+		r->seconds = (double)(cl.t_last - cl.t_first) / 1e9;
+	if (r->seconds > 0)
+		r->events_per_s = (double)r->events / r->seconds;
+	if (cl.nlat) {
+		qsort(cl.lat, cl.nlat, sizeof(*cl.lat), cmp_u32);
+		r->p50_us = cl.lat[cl.nlat / 2];
+		r->p99_us = cl.lat[(size_t)((double)cl.nlat * 0.99)];
+		r->max_us = cl.lat[cl.nlat - 1];
+	}
+	free(cl.lat);
+	free(cl.conns);
+	return 0;
+}

@@ -1,0 +1,826 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The agent server: libwebsockets in front, ureg behind.
+ *
+ * The tricky part is who may touch what, on which thread:
+ *
+ *  - the lws service thread owns every struct lws and the list of open
+ *    sessions; it is the only thread that calls lws functions, except
+ *    lws_cancel_service(), the one lws call other threads may make;
+ *  - workers run agents: a session's runs always go to the same worker
+ *    (session number modulo workers), so they execute in request order and
+ *    the per-agent sequence numbers reach the queue in order;
+ *  - an agent's events reach the bridge (ureg_agent_emit), which finds the
+ *    target session by its context's name in the "sessions" registry - an
+ *    RCU lookup, no lock - and pushes a ready-to-send frame on that
+ *    session's wait-free queue (liburcu wfcqueue), then wakes the service
+ *    thread only if no wake-up is pending for that session (one atomic
+ *    exchange on the session).  Nothing else is written: counters are per
+ *    worker;
+ *  - the service thread, woken, asks lws for a writeable callback on every
+ *    session with a pending wake-up and writes one frame per callback.
+ *
+ * Session lifetime.  `users` counts the connection plus in-flight runs:
+ * whoever drops it to zero (the service thread at close, or the worker
+ * finishing the last run) releases the session's agents, checks that the
+ * context holds no byte any more, and destroys the context.  `refs` counts
+ * the sessions-registry entry plus the users side: the memory goes when the
+ * entry's grace period has passed (a bridge may still hold the borrowed
+ * pointer until then) and the context is gone.
+ */
+#define _LGPL_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <urcu/wfcqueue.h>
+
+#include <ureg/events.h>
+#include <ureg/registries.h>
+
+#include "agent_server.h"
+#include "page.h"
+
+#define ECHO_STEPS 3
+#define MAX_SESSION_AGENTS 8
+#define PROTOCOL_NAME "ureg-agents"
+
+uint64_t agent_server_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ structures */
+
+struct out_msg {
+	struct cds_wfcq_node node;
+	size_t len;
+	unsigned char buf[]; /* LWS_PRE bytes of room, then the frame */
+};
+
+struct session {
+	struct agent_server *srv;
+	struct lws *wsi;                 /* service thread only; NULL once closed */
+	ureg_ctx *ctx;
+	char id[32];                     /* context name = sessions-registry key */
+	unsigned worker;
+	struct cds_wfcq_head qh;         /* outgoing frames: many producers, */
+	struct cds_wfcq_tail qt;         /* the service thread consumes */
+	int wake;                        /* 1: a wake-up for it is pending */
+	long users;                      /* connection + in-flight runs */
+	long refs;                       /* registry entry + users side */
+	/* agents this session obtained: written by its worker only, read at
+	 * teardown after `users` reached zero (acq_rel on users orders it) */
+	struct ureg_agent *agents[MAX_SESSION_AGENTS];
+	unsigned nagents;
+	struct session *prev, *next;     /* open list, service thread only */
+};
+
+struct job {
+	struct job *next;
+	struct session *s;
+	char *key;
+	char *input;
+};
+
+struct worker {
+	pthread_t th;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct job *head, *tail;
+	bool stop;
+	struct agent_server *srv;
+	/* written by this worker only (relaxed atomics), summed by stats */
+	uint64_t runs, queued, dropped;
+};
+
+struct agent_server {
+	struct lws_context *lws;
+	int port;
+	int verbose;
+	pthread_t service;
+	int stop;                        /* atomic */
+	struct worker *workers;
+	unsigned nworkers;
+	ureg_agent_reg_registry *agents;
+	ureg_registry *sessions;
+	struct ureg_bridge bridge;
+	/* service thread only */
+	struct session *open;
+	uint64_t next_num;
+	uint64_t sent;                   /* read relaxed by stats */
+	uint64_t dropped_closed;
+	/* sessions whose context still lives, and the idle condition */
+	pthread_mutex_t idle_lock;
+	pthread_cond_t idle_cond;
+	uint64_t sessions_open, sessions_total, leaked_bytes;
+};
+
+static __thread struct worker *this_worker;
+
+/* ----------------------------------------------------------- the agents */
+
+struct echo_agent {
+	struct ureg_agent base;
+	uint64_t runs;
+	char *last_input; /* context memory: shows up in the accounting */
+};
+
+static char *json_quote(const char *s)
+{
+	json_t *j = json_string(s);
+	char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+	json_decref(j);
+	return q;
+}
+
+static int echo_run(struct ureg_agent *a, const char *input)
+{
+	struct echo_agent *e = (struct echo_agent *)a;
+	char *q = json_quote(input), *payload;
+	size_t cap;
+
+	if (!q)
+		return -EINVAL;
+	cap = strlen(q) + 96;
+	if (!(payload = malloc(cap))) {
+		free(q);
+		return -ENOMEM;
+	}
+	e->runs++;
+	ureg_ctx_free(a->ctx, e->last_input);
+	e->last_input = ureg_ctx_strdup(a->ctx, input); /* NULL on quota: fine */
+	int n = snprintf(payload, cap, "{\"input\":%s,\"run\":%llu}", q,
+			 (unsigned long long)e->runs);
+	ureg_agent_emit(a, UREG_AGENT_STARTED, payload, (size_t)n);
+	for (int i = 1; i <= ECHO_STEPS; i++) {
+		n = snprintf(payload, cap, "{\"input\":%s,\"step\":%d,\"of\":%d}",
+			     q, i, ECHO_STEPS);
+		ureg_agent_emit(a, UREG_AGENT_PROGRESS, payload, (size_t)n);
+	}
+	n = snprintf(payload, cap, "{\"input\":%s,\"output\":%s}", q, q);
+	ureg_agent_emit(a, UREG_AGENT_COMPLETED, payload, (size_t)n);
+	free(payload);
+	free(q);
+	return 0;
+}
+
+static int fail_run(struct ureg_agent *a, const char *input)
+{
+	char *q = json_quote(input), *payload;
+	size_t cap;
+
+	if (!q)
+		return -EINVAL;
+	cap = strlen(q) + 96;
+	if (!(payload = malloc(cap))) {
+		free(q);
+		return -ENOMEM;
+	}
+	int n = snprintf(payload, cap, "{\"input\":%s}", q);
+	ureg_agent_emit(a, UREG_AGENT_STARTED, payload, (size_t)n);
+	n = snprintf(payload, cap, "{\"input\":%s,\"error\":\"this agent always fails\"}", q);
+	ureg_agent_emit(a, UREG_AGENT_ERROR, payload, (size_t)n);
+	free(payload);
+	free(q);
+	return 0;
+}
+
+static void echo_destroy(struct ureg_agent *a, ureg_ctx *ctx)
+{
+	struct echo_agent *e = (struct echo_agent *)a;
+	ureg_ctx_free(ctx, e->last_input);
+	ureg_ctx_free(ctx, e);
+}
+
+static const struct ureg_agent_ops echo_ops = { .run = echo_run, .destroy = echo_destroy };
+static const struct ureg_agent_ops fail_ops = { .run = fail_run, .destroy = echo_destroy };
+
+static int agent_create(ureg_ctx *ctx, void *arg, void **out)
+{
+	struct echo_agent *e = ureg_ctx_calloc(ctx, 1, sizeof(*e));
+	if (!e)
+		return -errno;
+	e->base.ops = arg;
+	*out = e;
+	return 0;
+}
+
+/* ------------------------------------------------------------- sessions */
+
+static void session_free(struct session *s)
+{
+	struct cds_wfcq_node *n;
+
+	while ((n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt)))
+		free(caa_container_of(n, struct out_msg, node));
+	cds_wfcq_destroy(&s->qh, &s->qt);
+	free(s);
+}
+
+static void session_ref_put(struct session *s)
+{
+	if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		session_free(s);
+}
+
+/* item_destroy of the sessions registry: after the entry's grace period */
+static void session_item_destroy(void *item)
+{
+	session_ref_put(item);
+}
+
+static const ureg_type session_type = {
+	.name = "session", .parent = &ureg_base_type,
+	.item_destroy = session_item_destroy,
+};
+
+/* Last user gone: no run in flight, connection closed.  Not in a read
+ * section (ureg_ctx_destroy). */
+static void session_users_put(struct session *s)
+{
+	struct agent_server *srv = s->srv;
+	struct ureg_ctx_stats st;
+
+	if (__atomic_sub_fetch(&s->users, 1, __ATOMIC_ACQ_REL) != 0)
+		return;
+	for (unsigned i = 0; i < s->nagents; i++)
+		ureg_instance_release(s->ctx, s->agents[i]);
+	ureg_ctx_stats(s->ctx, &st);
+	ureg_ctx_destroy(s->ctx);
+	s->ctx = NULL;
+	pthread_mutex_lock(&srv->idle_lock);
+	srv->leaked_bytes += st.live_bytes;
+	srv->sessions_open--;
+	pthread_cond_broadcast(&srv->idle_cond);
+	pthread_mutex_unlock(&srv->idle_lock);
+	if (srv->verbose)
+		fprintf(stderr, "ureg-agent-server: %s: context destroyed (%zu bytes left before destroy)\n",
+			s->id, st.live_bytes);
+	session_ref_put(s);
+}
+
+static void session_push(struct session *s, struct out_msg *m)
+{
+	cds_wfcq_node_init(&m->node);
+	cds_wfcq_enqueue(&s->qh, &s->qt, &m->node);
+	if (!__atomic_exchange_n(&s->wake, 1, __ATOMIC_ACQ_REL))
+		lws_cancel_service(s->srv->lws);
+}
+
+static struct out_msg *msg_new(size_t cap)
+{
+	struct out_msg *m = malloc(sizeof(*m) + LWS_PRE + cap);
+	if (m)
+		m->len = 0;
+	return m;
+}
+
+static void session_push_text(struct session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void session_push_text(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+	struct out_msg *m = msg_new(512);
+	if (!m)
+		return;
+	va_start(ap, fmt);
+	int n = vsnprintf((char *)m->buf + LWS_PRE, 512, fmt, ap);
+	va_end(ap);
+	m->len = n < 512 ? (size_t)n : 511;
+	session_push(s, m);
+}
+
+/* ----------------------------------------------------------- the bridge */
+
+/* Inside the emitting agent's read section (see ureg_agent_emit). */
+static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
+{
+	struct agent_server *srv = arg;
+	struct worker *w = this_worker;
+	void *item;
+
+	if (ureg_lookup(srv->sessions, ureg_ctx_name(ev->ctx), &item) != 0) {
+		if (w)
+			__atomic_store_n(&w->dropped, w->dropped + 1, __ATOMIC_RELAXED);
+		return;
+	}
+	struct session *s = item;
+	size_t cap = 160 + strlen(ev->key) + strlen(s->id) + (ev->data ? ev->len : 4);
+	struct out_msg *m = msg_new(cap);
+	if (!m)
+		return;
+	int n = snprintf((char *)m->buf + LWS_PRE, cap,
+			 "{\"ev\":\"%s\",\"agent\":\"%s\",\"user\":\"%s\",\"seq\":%llu,"
+			 "\"t\":%llu,\"data\":%.*s}",
+			 ureg_agent_event_name(ev->kind), ev->key, s->id,
+			 (unsigned long long)ev->seq,
+			 (unsigned long long)agent_server_now_ns(),
+			 ev->data ? (int)ev->len : 4, ev->data ? ev->data : "null");
+	m->len = (size_t)n < cap ? (size_t)n : cap - 1;
+	session_push(s, m);
+	if (w)
+		__atomic_store_n(&w->queued, w->queued + 1, __ATOMIC_RELAXED);
+}
+
+/* -------------------------------------------------------------- workers */
+
+static void run_job(struct agent_server *srv, struct job *j)
+{
+	struct session *s = j->s;
+	struct ureg_agent *a = NULL;
+	int rc;
+
+	ureg_read_lock();
+	rc = ureg_agent_reg_get(srv->agents, j->key, s->ctx, &a);
+	if (rc == 0) {
+		unsigned i;
+		for (i = 0; i < s->nagents && s->agents[i] != a; i++)
+			;
+		if (i == s->nagents && i < MAX_SESSION_AGENTS)
+			s->agents[s->nagents++] = a;
+		rc = a->ops->run ? a->ops->run(a, j->input) : -ENOSYS;
+	}
+	ureg_read_unlock();
+	if (rc) {
+		char *q = json_quote(j->key);
+		session_push_text(s, "{\"ev\":\"error\",\"agent\":%s,\"user\":\"%s\",\"seq\":0,"
+				  "\"error\":\"%s\"}", q ? q : "null", s->id, ureg_strerror(rc));
+		free(q);
+	}
+	__atomic_store_n(&this_worker->runs, this_worker->runs + 1, __ATOMIC_RELAXED);
+	free(j->key);
+	free(j->input);
+	free(j);
+	session_users_put(s);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct job *j;
+
+	this_worker = w;
+	for (;;) {
+		pthread_mutex_lock(&w->lock);
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->cond, &w->lock);
+		j = w->head;
+		if (j) {
+			w->head = j->next;
+			if (!w->head)
+				w->tail = NULL;
+		}
+		pthread_mutex_unlock(&w->lock);
+		if (!j)
+			break; /* stop, and nothing left */
+		run_job(w->srv, j);
+	}
+	return NULL;
+}
+
+/* Service thread: false when the worker is stopping (job not taken). */
+static bool worker_push(struct worker *w, struct job *j)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->stop) {
+		pthread_mutex_unlock(&w->lock);
+		return false;
+	}
+	j->next = NULL;
+	if (w->tail)
+		w->tail->next = j;
+	else
+		w->head = j;
+	w->tail = j;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	return true;
+}
+
+/* ---------------------------------------------------- lws (service thread) */
+
+static void handle_request(struct agent_server *srv, struct session *s,
+			   const char *in, size_t len)
+{
+	json_error_t err;
+	json_t *root = json_loadb(in, len, 0, &err);
+	const char *key = root ? json_string_value(json_object_get(root, "run")) : NULL;
+	const char *input = root ? json_string_value(json_object_get(root, "input")) : NULL;
+	struct job *j;
+
+	if (!key) {
+		session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,\"error\":"
+				  "\"expected {\\\"run\\\":\\\"agent\\\",\\\"input\\\":\\\"text\\\"}\"}", s->id);
+		json_decref(root);
+		return;
+	}
+	j = calloc(1, sizeof(*j));
+	if (j) {
+		j->s = s;
+		j->key = strdup(key);
+		j->input = strdup(input ? input : "");
+	}
+	json_decref(root);
+	if (!j || !j->key || !j->input) {
+		if (j) {
+			free(j->key);
+			free(j->input);
+			free(j);
+		}
+		session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,\"error\":\"out of memory\"}", s->id);
+		return;
+	}
+	__atomic_add_fetch(&s->users, 1, __ATOMIC_RELAXED);
+	if (!worker_push(&srv->workers[s->worker], j)) {
+		free(j->key);
+		free(j->input);
+		free(j);
+		__atomic_sub_fetch(&s->users, 1, __ATOMIC_RELAXED); /* connection still holds one */
+	}
+}
+
+static struct session *session_open(struct agent_server *srv, struct lws *wsi)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	uint64_t num = ++srv->next_num;
+	s->srv = srv;
+	s->wsi = wsi;
+	snprintf(s->id, sizeof(s->id), "u%llu", (unsigned long long)num);
+	s->worker = (unsigned)(num % srv->nworkers);
+	cds_wfcq_init(&s->qh, &s->qt);
+	if (ureg_ctx_new(s->id, UREG_CTX_SHARED, &s->ctx)) {
+		free(s);
+		return NULL;
+	}
+	if (ureg_register(srv->sessions, s->id, s)) {
+		ureg_ctx_destroy(s->ctx);
+		cds_wfcq_destroy(&s->qh, &s->qt);
+		free(s);
+		return NULL;
+	}
+	s->users = 1;
+	s->refs = 2;
+	s->next = srv->open;
+	if (srv->open)
+		srv->open->prev = s;
+	srv->open = s;
+	pthread_mutex_lock(&srv->idle_lock);
+	srv->sessions_open++;
+	srv->sessions_total++;
+	pthread_mutex_unlock(&srv->idle_lock);
+	if (srv->verbose)
+		fprintf(stderr, "ureg-agent-server: %s: connected\n", s->id);
+	return s;
+}
+
+static void session_close(struct agent_server *srv, struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->open = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->wsi = NULL;
+	if (srv->verbose)
+		fprintf(stderr, "ureg-agent-server: %s: closed\n", s->id);
+	/* no new event finds it; the entry's grace period then frees our ref */
+	ureg_unregister(srv->sessions, s->id, UREG_SINGLETON);
+	session_users_put(s);
+}
+
+static int serve_http(struct lws *wsi, const char *uri)
+{
+	uint8_t buf[LWS_PRE + 512], *start = &buf[LWS_PRE], *p = start,
+		*end = &buf[sizeof(buf) - 1];
+
+	if (strcmp(uri, "/") && strcmp(uri, "/index.html")) {
+		lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
+	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/html",
+					sizeof(agent_page_html) - 1, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return 1;
+	lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+		    void *user, void *in, size_t len)
+{
+	struct agent_server *srv = lws_context_user(lws_get_context(wsi));
+	struct session **pss = user, *s;
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return serve_http(wsi, in ? (const char *)in : "/");
+
+	case LWS_CALLBACK_HTTP_WRITEABLE: {
+		static uint8_t body[LWS_PRE + sizeof(agent_page_html)];
+		size_t n = sizeof(agent_page_html) - 1;
+		memcpy(body + LWS_PRE, agent_page_html, n);
+		if (lws_write(wsi, body + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) != (int)n)
+			return 1;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
+
+	case LWS_CALLBACK_ESTABLISHED:
+		if (!(s = session_open(srv, wsi)))
+			return -1; /* refuse: no context for this user */
+		*pss = s;
+		return 0;
+
+	case LWS_CALLBACK_RECEIVE:
+		if (!(s = *pss))
+			return -1;
+		if (!lws_is_first_fragment(wsi) || !lws_is_final_fragment(wsi)) {
+			session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,"
+					  "\"error\":\"fragmented request\"}", s->id);
+			return 0;
+		}
+		handle_request(srv, s, in, len);
+		return 0;
+
+	case LWS_CALLBACK_SERVER_WRITEABLE: {
+		if (!(s = *pss))
+			return 0;
+		struct cds_wfcq_node *n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt);
+		if (!n)
+			return 0;
+		struct out_msg *m = caa_container_of(n, struct out_msg, node);
+		int w = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+		free(m);
+		if (w < 0)
+			return -1;
+		__atomic_store_n(&srv->sent, srv->sent + 1, __ATOMIC_RELAXED);
+		if (!cds_wfcq_empty(&s->qh, &s->qt))
+			lws_callback_on_writable(wsi);
+		return 0;
+	}
+
+	case LWS_CALLBACK_CLOSED:
+		if ((s = *pss)) {
+			*pss = NULL;
+			session_close(srv, s);
+		}
+		return 0;
+
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		if (!srv)
+			return 0;
+		for (s = srv->open; s; s = s->next)
+			if (__atomic_load_n(&s->wake, __ATOMIC_ACQUIRE) &&
+			    __atomic_exchange_n(&s->wake, 0, __ATOMIC_ACQ_REL))
+				lws_callback_on_writable(s->wsi);
+		return 0;
+
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+	{ "http", callback, sizeof(struct session *), 4096, 0, NULL, 0 },
+	{ PROTOCOL_NAME, callback, sizeof(struct session *), 4096, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+static void *service_main(void *arg)
+{
+	struct agent_server *srv = arg;
+
+	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE))
+		if (lws_service(srv->lws, 0) < 0)
+			break;
+	/* closes every connection: CLOSED for each, on this thread */
+	lws_context_destroy(srv->lws);
+	srv->lws = NULL;
+	return NULL;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+/* A taken port is found before lws is asked: lws 4.1.6 leaks a little
+ * memory when its vhost fails to bind (LeakSanitizer sees it). */
+static int probe_port(const char *host, int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int fd, one = 1, rc = 0;
+
+	if (port == 0)
+		return 0;
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+		return -EINVAL;
+	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static int register_agents(struct agent_server *srv)
+{
+	struct ureg_factory f = { .create = agent_create, .scope = UREG_SCOPE_CONTEXT };
+	int rc;
+
+	f.arg = (void *)&echo_ops;
+	if ((rc = ureg_agent_reg_register_factory(srv->agents, "echo", &f)))
+		return rc;
+	f.arg = (void *)&fail_ops;
+	return ureg_agent_reg_register_factory(srv->agents, "fail", &f);
+}
+
+int agent_server_start(const struct agent_server_opts *o, struct agent_server **out)
+{
+	struct lws_context_creation_info info;
+	struct agent_server *srv;
+	int rc;
+
+	if (!o || !out || o->port < 0 || o->port > 65535)
+		return -EINVAL;
+	if ((rc = probe_port(o->host ? o->host : "127.0.0.1", o->port)))
+		return rc;
+	if (!(srv = calloc(1, sizeof(*srv))))
+		return -ENOMEM;
+	srv->verbose = o->verbose;
+	srv->nworkers = o->workers ? o->workers : 2;
+	pthread_mutex_init(&srv->idle_lock, NULL);
+	pthread_cond_init(&srv->idle_cond, NULL);
+	if ((rc = ureg_agent_registry_new("agents", &srv->agents)))
+		goto fail;
+	if ((rc = ureg_registry_new(&session_type, "sessions", &srv->sessions)))
+		goto fail;
+	if ((rc = register_agents(srv)))
+		goto fail;
+	srv->bridge.emit = bridge_emit;
+	srv->bridge.arg = srv;
+	if ((rc = ureg_agent_set_bridge(srv->agents, &srv->bridge)))
+		goto fail;
+
+	lws_set_log_level(o->verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR, NULL);
+	memset(&info, 0, sizeof(info));
+	info.port = o->port;
+	info.iface = o->host ? o->host : "127.0.0.1";
+	info.protocols = protocols;
+	info.user = srv;
+	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	info.count_threads = 1;
+	info.fd_limit_per_thread = 0;
+	srv->lws = lws_create_context(&info);
+	if (!srv->lws) {
+		rc = -EADDRINUSE;
+		goto fail;
+	}
+	srv->port = lws_get_vhost_listen_port(lws_get_vhost_by_name(srv->lws, "default"));
+	if (srv->port <= 0) {
+		rc = -EIO;
+		goto fail_lws;
+	}
+	srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+	if (!srv->workers) {
+		rc = -ENOMEM;
+		goto fail_lws;
+	}
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		struct worker *w = &srv->workers[i];
+		w->srv = srv;
+		pthread_mutex_init(&w->lock, NULL);
+		pthread_cond_init(&w->cond, NULL);
+		if (pthread_create(&w->th, NULL, worker_main, w)) {
+			/* stop the ones already running */
+			for (unsigned k = 0; k < i; k++) {
+				pthread_mutex_lock(&srv->workers[k].lock);
+				srv->workers[k].stop = true;
+				pthread_cond_signal(&srv->workers[k].cond);
+				pthread_mutex_unlock(&srv->workers[k].lock);
+				pthread_join(srv->workers[k].th, NULL);
+			}
+			free(srv->workers);
+			rc = -EAGAIN;
+			goto fail_lws;
+		}
+	}
+	if (pthread_create(&srv->service, NULL, service_main, srv)) {
+		srv->nworkers = srv->nworkers; /* stop() joins them */
+		srv->stop = 1;
+		srv->service = 0;
+		agent_server_stop(srv);
+		return -EAGAIN;
+	}
+	*out = srv;
+	return 0;
+
+fail_lws:
+	lws_context_destroy(srv->lws);
+fail:
+	if (srv->agents)
+		ureg_agent_set_bridge(srv->agents, NULL);
+	ureg_registry_destroy(srv->sessions);
+	ureg_agent_registry_destroy(srv->agents);
+	pthread_cond_destroy(&srv->idle_cond);
+	pthread_mutex_destroy(&srv->idle_lock);
+	free(srv);
+	return rc;
+}
+
+int agent_server_port(const struct agent_server *s)
+{
+	return s->port;
+}
+
+void agent_server_stats(const struct agent_server *s, struct agent_server_stats *st)
+{
+	struct agent_server *srv = (struct agent_server *)s;
+
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < s->nworkers; i++) {
+		st->runs += __atomic_load_n(&s->workers[i].runs, __ATOMIC_RELAXED);
+		st->events_queued += __atomic_load_n(&s->workers[i].queued, __ATOMIC_RELAXED);
+		st->events_dropped += __atomic_load_n(&s->workers[i].dropped, __ATOMIC_RELAXED);
+	}
+	st->events_sent = __atomic_load_n(&s->sent, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&srv->idle_lock);
+	st->sessions_open = s->sessions_open;
+	st->sessions_total = s->sessions_total;
+	st->leaked_bytes = s->leaked_bytes;
+	pthread_mutex_unlock(&srv->idle_lock);
+}
+
+int agent_server_wait_idle(struct agent_server *s, int timeout_ms)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += timeout_ms / 1000;
+	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->idle_lock);
+	while (s->sessions_open && rc == 0)
+		rc = pthread_cond_timedwait(&s->idle_cond, &s->idle_lock, &ts);
+	rc = s->sessions_open ? -ETIMEDOUT : 0;
+	pthread_mutex_unlock(&s->idle_lock);
+	return rc;
+}
+
+void agent_server_stop(struct agent_server *srv)
+{
+	if (!srv)
+		return;
+	/* 1. workers finish what they hold and refuse new runs (the service
+	 *    thread keeps running: their events still flow out) */
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		struct worker *w = &srv->workers[i];
+		pthread_mutex_lock(&w->lock);
+		w->stop = true;
+		pthread_cond_signal(&w->cond);
+		pthread_mutex_unlock(&w->lock);
+	}
+	for (unsigned i = 0; i < srv->nworkers; i++)
+		pthread_join(srv->workers[i].th, NULL);
+	/* 2. no emitter is left: stop the service thread, which closes every
+	 *    connection (and so destroys the remaining contexts) */
+	__atomic_store_n(&srv->stop, 1, __ATOMIC_RELEASE);
+	if (srv->service) {
+		lws_cancel_service(srv->lws);
+		pthread_join(srv->service, NULL);
+	} else {
+		lws_context_destroy(srv->lws);
+	}
+	/* 3. registries: the bridge first, so no agent can reach us */
+	ureg_agent_set_bridge(srv->agents, NULL);
+	ureg_registry_destroy(srv->sessions);
+	ureg_agent_registry_destroy(srv->agents);
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		pthread_cond_destroy(&srv->workers[i].cond);
+		pthread_mutex_destroy(&srv->workers[i].lock);
+	}
+	free(srv->workers);
+	pthread_cond_destroy(&srv->idle_cond);
+	pthread_mutex_destroy(&srv->idle_lock);
+	free(srv);
+}
