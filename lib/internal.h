@@ -43,6 +43,10 @@
 #include "ureg/ctx.h"
 #include "ureg/events.h"
 
+/* Everything declared below is private to libureg.so: hidden symbols are
+ * called directly, not through the PLT, on the lookup path. */
+#pragma GCC visibility push(hidden)
+
 #define UREG_LIKELY(x) __builtin_expect(!!(x), 1)
 #define UREG_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define UREG_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -233,5 +237,7 @@ void ureg__ctx_unlock_all(void);
 int ureg__arena_shared(unsigned *arena);
 int ureg__arena_dedicated_new(unsigned *arena);
 void ureg__arena_dedicated_destroy(unsigned arena);
+
+#pragma GCC visibility pop
 
 #endif /* UREG_INTERNAL_H */

@@ -39,14 +39,22 @@ int ureg__key_prepare(const char *key, struct ureg_key *k)
 		return ureg__err(-EINVAL, "key is empty");
 	if (UREG_UNLIKELY(len > UREG_KEY_MAX))
 		return ureg__err(-EINVAL, "key longer than %d bytes", UREG_KEY_MAX);
-	for (i = 0; i + 8 <= len; i += 8) {
-		memcpy(&w, key + i, 8);
+	if (len >= 8) {
+		/* first and last eight bytes (overlapping for len < 16), then
+		 * whatever lies between: no loop at all for typical keys */
+		memcpy(&w, key, 8);
+		bad = HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
+		memcpy(&w, key + len - 8, 8);
 		bad |= HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
-	}
-	if (i < len) {
-		w = 0x2121212121212121ull; /* pad with a valid byte */
-		memcpy(&w, key + i, len - i);
-		bad |= HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
+		for (i = 8; i + 8 < len; i += 8) {
+			memcpy(&w, key + i, 8);
+			bad |= HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
+		}
+	} else {
+		for (i = 0; i < len; i++) {
+			unsigned char c = (unsigned char)key[i];
+			bad |= (unsigned char)(c - 0x21) > 0x7e - 0x21;
+		}
 	}
 	if (UREG_UNLIKELY(bad))
 		return key_reject(key, len);

@@ -216,14 +216,22 @@ struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k)
 	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
 }
 
+/*
+ * Buckets below min_nr_alloc_buckets live in one array that a lookup
+ * indexes directly; above it liburcu's "order" allocator adds an fls() and
+ * a second indirection to every lookup.  4,096 buckets (32 KiB) per
+ * registry keeps registries of a few thousand keys on the direct path.
+ */
+#define MIN_ALLOC_BUCKETS 4096ul
+
 struct cds_lfht *ureg__ht_new(unsigned long size_hint)
 {
-	unsigned long init = 16;
-	while (init < size_hint && init < (1ul << 20))
+	unsigned long init = MIN_ALLOC_BUCKETS;
+	while (init < size_hint && init < (1ul << 24))
 		init <<= 1;
 	if (ureg__fault_hit())
 		return NULL;
-	return cds_lfht_new_flavor(init, 16, 0,
+	return cds_lfht_new_flavor(init, MIN_ALLOC_BUCKETS, 0,
 				   CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
 				   &urcu_memb_flavor, NULL);
 }
