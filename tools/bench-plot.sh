@@ -7,21 +7,22 @@
 #
 #   tools/bench-plot.sh [-o OUT.png] [-j OUT.json] [-b BENCH] [--] [ureg-bench options]
 #
-# Defaults: -o doc/bench-read-mostly.png; ureg-bench options not given are
-# --workload read-mostly --keys 1000 --threads 1,2,4,...,4x cores (powers of
-# two, plus the core count) --repeat 3.  BENCH defaults to $UREG_BENCH, else
-# the newest build*/stress/bench/ureg-bench under the repository root.
+# Defaults: -o doc/bench-read-mostly.png under the repository root; the
+# ureg-bench options not given are --workload read-mostly --keys 1000
+# --threads 1,2,4,...,4x cores (powers of two, plus the core count)
+# --repeat 3.  BENCH defaults to $UREG_BENCH, else the newest
+# build*/stress/bench/ureg-bench under the repository root.
 #
 # Needs gnuplot (gnuplot-nox) and python3.
 set -euo pipefail
 
 usage() {
-	sed -n '4,14p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '4,15p' "$0" | sed 's/^# \{0,1\}//'
 	exit "${1:-0}"
 }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-out="doc/bench-read-mostly.png"
+out="$root/doc/bench-read-mostly.png"
 json_out=""
 bench="${UREG_BENCH:-}"
 
