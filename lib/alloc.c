@@ -68,6 +68,14 @@ void *ureg__malloc(size_t n)
 	return malloc(n);
 }
 
+/* @n is rounded up to a multiple of @align, as aligned_alloc wants. */
+void *ureg__aligned_alloc(size_t align, size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+	return aligned_alloc(align, (n + align - 1) & ~(align - 1));
+}
+
 void *ureg__calloc(size_t n, size_t size)
 {
 	if (ureg__fault_hit())

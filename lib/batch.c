@@ -127,13 +127,13 @@ static void unbuilt_table_free(struct cds_lfht *ht, bool keep_op_boxes,
 		cds_lfht_del(ht, &e->node);
 		bool from_op = false;
 		for (struct batch_op *op = b->ops; op; op = op->next)
-			if ((e->ibox && e->ibox == op->ib) ||
+			if ((ureg__cold(e)->ibox && ureg__cold(e)->ibox == op->ib) ||
 			    (e->fbox && e->fbox == op->fb))
 				from_op = true;
 		if (!(from_op && keep_op_boxes)) {
 			/* copies of live entries took a reference each */
-			if (e->ibox)
-				__atomic_sub_fetch(&e->ibox->refs, 1, __ATOMIC_RELAXED);
+			if (ureg__cold(e)->ibox)
+				__atomic_sub_fetch(&ureg__cold(e)->ibox->refs, 1, __ATOMIC_RELAXED);
 			if (e->fbox)
 				__atomic_sub_fetch(&e->fbox->refs, 1, __ATOMIC_RELAXED);
 		}
@@ -179,10 +179,10 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 		struct ureg_entry *old = ureg__find(old_ht, &op->k);
 		if (!(ne = ureg__entry_alloc(&op->k)))
 			goto nomem;
-		ne->ibox = op->ib;
+		ureg__cold(ne)->ibox = op->ib;
 		ne->item = op->ib ? op->ib->item : NULL;
 		ne->fbox = op->fb;
-		ne->generation = generation;
+		ureg__cold(ne)->generation = generation;
 		if (ureg__entry_set_source(ne, &op->src)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
@@ -199,25 +199,25 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 	}
 	/* 2. copies of every entry the batch does not touch */
 	cds_lfht_for_each_entry(old_ht, &iter, e, node) {
-		struct ureg_key k = { .str = e->key, .len = e->keylen, .hash = e->hash };
+		struct ureg_key k = { .str = e->key, .len = e->keylen, .hash = ureg__cold(e)->hash };
 		if (ureg__find(ht, &k))
 			continue;
 		if (!(ne = ureg__entry_alloc(&k)))
 			goto nomem;
 		struct ureg_source src = {
-			.provider = e->provider, .file = e->source_file,
-			.line = e->source_line, .column = e->source_column,
+			.provider = ureg__cold(e)->provider, .file = ureg__cold(e)->source_file,
+			.line = ureg__cold(e)->source_line, .column = ureg__cold(e)->source_column,
 		};
 		if (ureg__entry_set_source(ne, &src)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
 		}
-		ne->ibox = e->ibox;
+		ureg__cold(ne)->ibox = ureg__cold(e)->ibox;
 		ne->item = e->item;
 		ne->fbox = e->fbox;
-		ne->generation = e->generation;
-		if (ne->ibox)
-			__atomic_add_fetch(&ne->ibox->refs, 1, __ATOMIC_RELAXED);
+		ureg__cold(ne)->generation = ureg__cold(e)->generation;
+		if (ureg__cold(ne)->ibox)
+			__atomic_add_fetch(&ureg__cold(ne)->ibox->refs, 1, __ATOMIC_RELAXED);
 		if (ne->fbox)
 			ureg__fbox_get(ne->fbox);
 		cds_lfht_add(ht, k.hash, &ne->node);
@@ -229,7 +229,7 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 	}
 	/* 3. drop the removal placeholders; count */
 	cds_lfht_for_each_entry(ht, &iter, e, node) {
-		if (!e->ibox && !e->fbox) {
+		if (!ureg__cold(e)->ibox && !e->fbox) {
 			cds_lfht_del(ht, &e->node);
 			ureg__entry_retire_unused(e);
 		} else {
@@ -240,6 +240,8 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 
 	/* 4. publish: one pointer store */
 	rcu_assign_pointer(reg->ht, ht);
+	__atomic_store_n(&reg->buckets, ureg__buckets_for(reg->count + b->n),
+			 __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->count, count, __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->generation, gen, __ATOMIC_RELAXED);
 	cds_list_for_each_entry_safe(evn, tmp, &events, node) {
@@ -264,7 +266,10 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 		ureg__entry_retire(e);
 	}
 	urcu_memb_read_unlock();
+	pthread_mutex_lock(&reg->resize_lock); /* no resize of old_ht running */
+	pthread_mutex_unlock(&reg->resize_lock);
 	ureg__ht_destroy(old_ht);
+	ureg__maybe_resize(reg);
 	ureg__clear_err();
 	return 0;
 

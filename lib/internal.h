@@ -85,6 +85,7 @@ void ureg__clear_err(void);
 /* ---- allocation inside the library, with fault injection (alloc.c) ---- */
 bool ureg__fault_hit(void);
 void *ureg__malloc(size_t n);
+void *ureg__aligned_alloc(size_t align, size_t n);
 void *ureg__calloc(size_t n, size_t size);
 char *ureg__strdup(const char *s);
 void ureg__free(void *p);
@@ -114,22 +115,42 @@ struct ureg_factory_box {
 	char *key;         /* for instance events */
 };
 
+/*
+ * An entry is one allocation, 64-byte aligned: the hot part that a lookup
+ * touches (lfht node, item, factory, key) first, so that for keys up to
+ * ~27 bytes a hit reads one cache line; the cold part (ownership,
+ * reclamation, provenance) after the key, found with ureg__cold().
+ */
 struct ureg_entry {
 	struct cds_lfht_node node;
-	uint64_t hash;
-	void *item;                    /* == ibox->item, read by the hot path */
-	struct ureg_item_box *ibox;    /* NULL: no singleton */
+	void *item;                    /* the singleton, NULL if none */
 	struct ureg_factory_box *fbox; /* NULL: no factory */
+	uint32_t keylen;
+	char key[];
+};
+
+struct ureg_entry_cold {
+	struct ureg_entry *entry;      /* back from an rcu_head */
+	struct ureg_item_box *ibox;    /* owns item; NULL iff item is NULL */
 	long refs;                     /* 1 for the table + counted refs */
+	uint64_t hash;
 	uint64_t generation;
 	char *provider;
 	char *source_file;
 	unsigned source_line;
 	unsigned source_column;
 	struct rcu_head rcu;
-	uint32_t keylen;
-	char key[];
 };
+
+static inline size_t ureg__entry_hot_size(size_t keylen)
+{
+	return (offsetof(struct ureg_entry, key) + keylen + 1 + 7) & ~(size_t)7;
+}
+
+static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
+{
+	return (struct ureg_entry_cold *)((char *)e + ureg__entry_hot_size(e->keylen));
+}
 
 struct ureg_event_node;
 
@@ -139,6 +160,8 @@ struct ureg_registry {
 	long refs;                      /* owner + live instances */
 	pthread_mutex_t writer;
 	size_t count;                   /* written under writer, read relaxed */
+	unsigned long buckets;          /* table size we asked for */
+	pthread_mutex_t resize_lock;    /* resize vs. table destroy */
 	uint64_t generation;            /* written under writer, read relaxed */
 	/* events (events.c) */
 	struct cds_list_head listeners; /* rcu list of ureg_listener */
@@ -197,6 +220,8 @@ void ureg__ibox_free_unused(struct ureg_item_box *ib);
 void ureg__fbox_free_unused(struct ureg_factory_box *fb);
 struct cds_lfht *ureg__ht_new(unsigned long size_hint);
 void ureg__ht_destroy(struct cds_lfht *ht);
+void ureg__maybe_resize(ureg_registry *reg);
+unsigned long ureg__buckets_for(unsigned long keys);
 
 /* global list of registries, for fork handlers (fork.c) */
 extern pthread_mutex_t ureg__registries_lock;

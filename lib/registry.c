@@ -115,15 +115,21 @@ void ureg_anchor_put(ureg_anchor *a)
 
 struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k)
 {
-	struct ureg_entry *e = ureg__malloc(sizeof(*e) + k->len + 1);
+	size_t hot = ureg__entry_hot_size(k->len);
+	struct ureg_entry *e = ureg__aligned_alloc(64, hot + sizeof(struct ureg_entry_cold));
+	struct ureg_entry_cold *c;
+
 	if (!e)
 		return NULL;
-	memset(e, 0, sizeof(*e));
+	memset(e, 0, offsetof(struct ureg_entry, key));
 	cds_lfht_node_init(&e->node);
-	e->hash = k->hash;
-	e->refs = 1;
 	e->keylen = (uint32_t)k->len;
 	memcpy(e->key, k->str, k->len + 1);
+	c = ureg__cold(e);
+	memset(c, 0, sizeof(*c));
+	c->entry = e;
+	c->hash = k->hash;
+	c->refs = 1;
 	return e;
 }
 
@@ -131,12 +137,12 @@ int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src)
 {
 	if (!src)
 		return 0;
-	if (src->provider && !(e->provider = ureg__strdup(src->provider)))
+	if (src->provider && !(ureg__cold(e)->provider = ureg__strdup(src->provider)))
 		return -ENOMEM;
-	if (src->file && !(e->source_file = ureg__strdup(src->file)))
+	if (src->file && !(ureg__cold(e)->source_file = ureg__strdup(src->file)))
 		return -ENOMEM;
-	e->source_line = src->line;
-	e->source_column = src->column;
+	ureg__cold(e)->source_line = src->line;
+	ureg__cold(e)->source_column = src->column;
 	return 0;
 }
 
@@ -144,12 +150,12 @@ static void entry_copy_source(struct ureg_entry *dst,
 			      const struct ureg_entry *src, int *rc)
 {
 	struct ureg_source s = {
-		.provider = src->provider, .file = src->source_file,
-		.line = src->source_line, .column = src->source_column,
+		.provider = ureg__cold(src)->provider, .file = ureg__cold(src)->source_file,
+		.line = ureg__cold(src)->source_line, .column = ureg__cold(src)->source_column,
 	};
 	if (ureg__entry_set_source(dst, &s))
 		*rc = -ENOMEM;
-	dst->generation = src->generation;
+	ureg__cold(dst)->generation = ureg__cold(src)->generation;
 }
 
 /* An entry that was never published and whose boxes are not taken. */
@@ -157,42 +163,42 @@ void ureg__entry_free_unpublished(struct ureg_entry *e)
 {
 	if (!e)
 		return;
-	ureg__free(e->provider);
-	ureg__free(e->source_file);
+	ureg__free(ureg__cold(e)->provider);
+	ureg__free(ureg__cold(e)->source_file);
 	ureg__free(e);
 }
 
 static void entry_put(struct ureg_entry *e)
 {
-	if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	if (__atomic_sub_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	ureg__ibox_put(e->ibox);
+	ureg__ibox_put(ureg__cold(e)->ibox);
 	ureg__fbox_put(e->fbox);
 	ureg__entry_free_unpublished(e);
 }
 
 static void entry_rcu_cb(struct rcu_head *head)
 {
-	entry_put(caa_container_of(head, struct ureg_entry, rcu));
+	entry_put(caa_container_of(head, struct ureg_entry_cold, rcu)->entry);
 }
 
 /* The entry left the table (or its table was unpublished): drop the
  * table's reference once no reader can still see it. */
 void ureg__entry_retire(struct ureg_entry *e)
 {
-	urcu_memb_call_rcu(&e->rcu, entry_rcu_cb);
+	urcu_memb_call_rcu(&ureg__cold(e)->rcu, entry_rcu_cb);
 }
 
 static void entry_unused_rcu_cb(struct rcu_head *head)
 {
-	ureg__entry_free_unpublished(caa_container_of(head, struct ureg_entry, rcu));
+	ureg__entry_free_unpublished(caa_container_of(head, struct ureg_entry_cold, rcu)->entry);
 }
 
 /* An entry of a table no reader ever saw, whose boxes it does not own;
  * deferred only because a table iteration may still step through it. */
 void ureg__entry_retire_unused(struct ureg_entry *e)
 {
-	urcu_memb_call_rcu(&e->rcu, entry_unused_rcu_cb);
+	urcu_memb_call_rcu(&ureg__cold(e)->rcu, entry_unused_rcu_cb);
 }
 
 /* --------------------------------------------------------------- tables */
@@ -217,23 +223,63 @@ struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k)
 }
 
 /*
- * Buckets below min_nr_alloc_buckets live in one array that a lookup
- * indexes directly; above it liburcu's "order" allocator adds an fls() and
- * a second indirection to every lookup.  4,096 buckets (32 KiB) per
- * registry keeps registries of a few thousand keys on the direct path.
+ * Table sizing.  Buckets below min_nr_alloc_buckets live in one array that
+ * a lookup indexes directly; above it liburcu's "order" allocator adds an
+ * fls() and an indirection, so 4,096 buckets (32 KiB) is the floor.  Above
+ * that we size the table ourselves - one bucket per key, a power of two -
+ * instead of liburcu's AUTO_RESIZE: its count-based policy lets chains
+ * reach ~3 nodes (32,768 buckets for 100,000 keys) and its chain-length
+ * policy overshoots by two orders of magnitude and never shrinks.
  */
 #define MIN_ALLOC_BUCKETS 4096ul
+#define MAX_BUCKETS (1ul << 26)
+
+unsigned long ureg__buckets_for(unsigned long keys)
+{
+	unsigned long n = MIN_ALLOC_BUCKETS;
+	while (n < keys && n < MAX_BUCKETS)
+		n <<= 1;
+	return n;
+}
 
 struct cds_lfht *ureg__ht_new(unsigned long size_hint)
 {
-	unsigned long init = MIN_ALLOC_BUCKETS;
-	while (init < size_hint && init < (1ul << 24))
-		init <<= 1;
 	if (ureg__fault_hit())
 		return NULL;
-	return cds_lfht_new_flavor(init, MIN_ALLOC_BUCKETS, 0,
-				   CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-				   &urcu_memb_flavor, NULL);
+	return cds_lfht_new_flavor(ureg__buckets_for(size_hint), MIN_ALLOC_BUCKETS,
+				   MAX_BUCKETS, 0, &urcu_memb_flavor, NULL);
+}
+
+/*
+ * After a change, outside the writer mutex: grow the table when the keys
+ * outnumber the buckets, shrink it when they fill less than an eighth.
+ * cds_lfht_resize waits for grace periods, so it must not run inside a
+ * read section (a change made inside one leaves the resize to the next
+ * change made outside) nor under the writer mutex (a reader blocked on that
+ * mutex inside its read section would stall the grace period forever).
+ * resize_lock keeps a batch commit or registry destroy from destroying the
+ * table while it is being resized.
+ */
+void ureg__maybe_resize(ureg_registry *reg)
+{
+	unsigned long count, want, have;
+
+	if (ureg__thread.read_depth)
+		return;
+	count = __atomic_load_n(&reg->count, __ATOMIC_RELAXED);
+	have = __atomic_load_n(&reg->buckets, __ATOMIC_RELAXED);
+	want = ureg__buckets_for(count);
+	if (want <= have && (have == MIN_ALLOC_BUCKETS || count >= have / 8))
+		return;
+	pthread_mutex_lock(&reg->resize_lock);
+	have = reg->buckets;
+	count = __atomic_load_n(&reg->count, __ATOMIC_RELAXED);
+	want = ureg__buckets_for(count);
+	if (want > have || (have > MIN_ALLOC_BUCKETS && count < have / 8)) {
+		cds_lfht_resize(reg->ht, want);
+		__atomic_store_n(&reg->buckets, want, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&reg->resize_lock);
 }
 
 /* Not inside a read section (liburcu 0.13 may deadlock destroying a
@@ -255,6 +301,7 @@ void ureg__registry_put(ureg_registry *reg)
 	if (__atomic_sub_fetch(&reg->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
 	pthread_mutex_destroy(&reg->writer);
+	pthread_mutex_destroy(&reg->resize_lock);
 	pthread_mutex_destroy(&reg->evq_lock);
 	ureg__free(reg);
 }
@@ -275,7 +322,8 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 	reg = ureg__calloc(1, sizeof(*reg));
 	if (!reg)
 		return ureg__err(-ENOMEM, "registry_new: out of memory");
-	reg->ht = ureg__ht_new(16);
+	reg->ht = ureg__ht_new(0);
+	reg->buckets = MIN_ALLOC_BUCKETS;
 	if (!reg->ht) {
 		ureg__free(reg);
 		return ureg__err(-ENOMEM, "registry_new: out of memory");
@@ -283,6 +331,7 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 	reg->type = type;
 	reg->refs = 1;
 	pthread_mutex_init(&reg->writer, NULL);
+	pthread_mutex_init(&reg->resize_lock, NULL);
 	pthread_mutex_init(&reg->evq_lock, NULL);
 	CDS_INIT_LIST_HEAD(&reg->listeners);
 	CDS_INIT_LIST_HEAD(&reg->evq);
@@ -323,6 +372,8 @@ void ureg_registry_destroy(ureg_registry *reg)
 	/* every retired entry's callback has run (or is pinned by a counted
 	 * reference) once the barrier returns; then the table is empty */
 	urcu_memb_barrier();
+	pthread_mutex_lock(&reg->resize_lock); /* no resize still running */
+	pthread_mutex_unlock(&reg->resize_lock);
 	ureg__ht_destroy(ht);
 	ureg__registry_put(reg);
 }
@@ -431,7 +482,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	rc = 0;
 	switch (op) {
 	case OP_REGISTER:
-		if (old && old->ibox)
+		if (old && ureg__cold(old)->ibox)
 			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a singleton",
 				       reg->name, key);
 		break;
@@ -441,7 +492,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 				       reg->name, key);
 		break;
 	case OP_REPLACE:
-		if (!old || !old->ibox)
+		if (!old || !ureg__cold(old)->ibox)
 			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has no singleton to replace",
 				       reg->name, key);
 		break;
@@ -451,7 +502,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 				       reg->name, key);
 		break;
 	case OP_UNREGISTER:
-		if (!old || !(((what & UREG_SINGLETON) && old->ibox) ||
+		if (!old || !(((what & UREG_SINGLETON) && ureg__cold(old)->ibox) ||
 			      ((what & UREG_FACTORY) && old->fbox)))
 			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has nothing to unregister",
 				       reg->name, key);
@@ -459,10 +510,10 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	}
 	if (rc == 0 && old) {
 		/* carry over what this change does not touch */
-		if (!nib && old->ibox &&
+		if (!nib && ureg__cold(old)->ibox &&
 		    !(op == OP_UNREGISTER && (what & UREG_SINGLETON))) {
-			ibox_get(old->ibox);
-			nib = old->ibox;
+			ibox_get(ureg__cold(old)->ibox);
+			nib = ureg__cold(old)->ibox;
 		}
 		if (!nfb && old->fbox &&
 		    !(op == OP_UNREGISTER && (what & UREG_FACTORY))) {
@@ -472,7 +523,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 		entry_copy_source(ne, old, &rc);
 		if (rc) {
 			/* undo the carried references; nothing published */
-			if (nib == old->ibox) {
+			if (nib == ureg__cold(old)->ibox) {
 				__atomic_sub_fetch(&nib->refs, 1, __ATOMIC_RELAXED);
 				nib = NULL;
 			}
@@ -489,11 +540,11 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 		goto fail;
 	}
 
-	ne->ibox = nib;
+	ureg__cold(ne)->ibox = nib;
 	ne->item = nib ? nib->item : NULL;
 	ne->fbox = nfb;
 	uint64_t gen = reg->generation + 1;
-	ne->generation = gen;
+	ureg__cold(ne)->generation = gen;
 	if (!old) {
 		cds_lfht_add_unique(ht, k.hash, entry_match, &k, &ne->node);
 		__atomic_store_n(&reg->count, reg->count + 1, __ATOMIC_RELAXED);
@@ -514,6 +565,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	pthread_mutex_unlock(&reg->writer);
 	if (ev)
 		ureg__events_flush(reg);
+	ureg__maybe_resize(reg);
 	ureg__clear_err();
 	return 0;
 
@@ -578,7 +630,7 @@ int ureg_lookup(ureg_registry *reg, const char *key, void **item)
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
 		return ureg__err(-EPERM, "lookup outside ureg_read_lock()");
 	e = ureg__find(ureg__ht(reg), &k);
-	if (!e || !e->ibox)
+	if (!e || !e->item)
 		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
 	*item = e->item;
 	return 0;
@@ -599,7 +651,7 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 	e = ureg__find(ureg__ht(reg), &k);
 	if (UREG_UNLIKELY(!e))
 		return ureg__err_static(-ENOENT, "get: no such key");
-	if (e->ibox) {
+	if (e->item) {
 		*out = e->item;
 		return 0;
 	}
@@ -666,10 +718,10 @@ int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref)
 		return rc;
 	ureg_read_lock();
 	e = ureg__find(ureg__ht(reg), &k);
-	if (e && e->ibox)
+	if (e && e->item)
 		/* safe: the table's reference cannot be dropped before this
 		 * read section ends */
-		__atomic_add_fetch(&e->refs, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_RELAXED);
 	else
 		e = NULL;
 	ureg_read_unlock();
@@ -763,12 +815,12 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 	e = ureg__find(ureg__ht(reg), &k);
 	if (!e)
 		return ureg__err_static(-ENOENT, "entry_info: no such key");
-	info->has_singleton = e->ibox != NULL;
+	info->has_singleton = e->item != NULL;
 	info->has_factory = e->fbox != NULL;
 	info->scope = e->fbox ? e->fbox->f.scope : UREG_SCOPE_TRANSIENT;
-	info->generation = e->generation;
-	info->provider = e->provider;
-	info->source_file = e->source_file;
-	info->source_line = e->source_line;
+	info->generation = ureg__cold(e)->generation;
+	info->provider = ureg__cold(e)->provider;
+	info->source_file = ureg__cold(e)->source_file;
+	info->source_line = ureg__cold(e)->source_line;
 	return 0;
 }
