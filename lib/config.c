@@ -50,6 +50,29 @@ void ureg__plugin_mark(struct ureg_plugin *p);
 void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 #define CONFIG_MAX_BYTES (16u << 20)
+/* Retries of a later registry's commit after an earlier one succeeded. */
+#define COMMIT_RETRIES 8
+
+/* Every allocation of the config layer goes through the ureg__ wrappers
+ * (lib/alloc.c) so a fault-injection build can fail each one.  libyaml
+ * allocates with its own malloc and is not covered. */
+static void *cfg_realloc(void *p, size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+	return realloc(p, n);
+}
+
+static char *cfg_strndup(const char *s, size_t n)
+{
+	size_t len = strnlen(s, n);
+	char *d = ureg__malloc(len + 1);
+	if (d) {
+		memcpy(d, s, len);
+		d[len] = '\0';
+	}
+	return d;
+}
 
 /* ------------------------------------------------------------ structures */
 
@@ -90,6 +113,7 @@ struct live_reg {
 };
 
 struct cfg_watch {
+	ureg_config *cfg;
 	pthread_t thread;
 	int ifd, stopfd, wd;
 	char *path, *base;
@@ -111,7 +135,10 @@ struct ureg_config {
 	struct live_reg **regs;       /* stable pointers */
 	size_t nregs, capregs;
 	struct ureg_plugin *plugins;  /* cache; only under reload_lock */
-	struct cfg_watch *watch;
+	/* Serializes watch_start and watch_stop (held while the watcher is
+	 * set up and while it is joined; the watcher thread never takes it). */
+	pthread_mutex_t watch_lock;
+	struct cfg_watch *watch;      /* under watch_lock */
 };
 
 /* ------------------------------------------------------------ params */
@@ -129,20 +156,20 @@ const char *ureg_params_get(const struct ureg_params *p, const char *name)
 static void params_free(struct ureg_param *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		free((char *)v[i].name);
-		free((char *)v[i].value);
+		ureg__free((char *)v[i].name);
+		ureg__free((char *)v[i].value);
 	}
-	free(v);
+	ureg__free(v);
 }
 
 static struct ureg_param *params_copy(const struct ureg_param *v, size_t n)
 {
-	struct ureg_param *c = calloc(n ? n : 1, sizeof(*c));
+	struct ureg_param *c = ureg__calloc(n ? n : 1, sizeof(*c));
 	if (!c)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		c[i].name = strdup(v[i].name);
-		c[i].value = strdup(v[i].value);
+		c[i].name = ureg__strdup(v[i].name);
+		c[i].value = ureg__strdup(v[i].value);
 		if (!c[i].name || !c[i].value) {
 			params_free(c, n);
 			return NULL;
@@ -156,7 +183,7 @@ static struct ureg_param *params_copy(const struct ureg_param *v, size_t n)
 static void rtype_put(struct cfg_rtype *rt)
 {
 	if (rt && __atomic_sub_fetch(&rt->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		free(rt);
+		ureg__free(rt);
 }
 
 static void rtype_get(struct cfg_rtype *rt)
@@ -206,13 +233,13 @@ static void cfg_item_destroy(void *item)
 	if (r->anchor)
 		ureg_anchor_put(r->anchor);
 	rtype_put(r->rt);
-	free(r);
+	ureg__free(r);
 }
 
 static int item_rec_add(void *item, const struct espec *es,
 			struct cfg_rtype *rt)
 {
-	struct item_rec *r = calloc(1, sizeof(*r));
+	struct item_rec *r = ureg__calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->item = item;
@@ -233,7 +260,7 @@ static int item_rec_add(void *item, const struct espec *es,
 
 static struct cfg_rtype *rtype_new(const ureg_type *app)
 {
-	struct cfg_rtype *rt = calloc(1, sizeof(*rt));
+	struct cfg_rtype *rt = ureg__calloc(1, sizeof(*rt));
 	if (!rt)
 		return NULL;
 	rt->t = *app;
@@ -261,7 +288,7 @@ static void binding_free(void *arg)
 	struct binding *b = arg;
 	params_free((struct ureg_param *)b->params.v, b->params.count);
 	rtype_put(b->rt);
-	free(b);
+	ureg__free(b);
 }
 
 /* ------------------------------------------------------------- errors */
@@ -275,6 +302,7 @@ struct load {
 	yaml_document_t *doc;
 	unsigned char *seen;       /* collection nodes visited (alias check) */
 	size_t nnodes;
+	bool nomem;                /* an allocation failed: -ENOMEM, not -EBADMSG */
 };
 
 static void err_add(struct load *L, unsigned line, unsigned col,
@@ -297,19 +325,19 @@ static void err_add(struct load *L, unsigned line, unsigned col,
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
 	}
-	struct ureg_config_error *v = realloc(L->out->v,
+	struct ureg_config_error *v = cfg_realloc(L->out->v,
 		(L->out->count + 1) * sizeof(*v));
 	if (!v)
 		return;
 	L->out->v = v;
 	v += L->out->count;
-	v->file = strdup(L->file);
-	v->reason = strdup(msg);
+	v->file = ureg__strdup(L->file);
+	v->reason = ureg__strdup(msg);
 	v->line = line;
 	v->column = col;
 	if (!v->file || !v->reason) {
-		free(v->file);
-		free(v->reason);
+		ureg__free(v->file);
+		ureg__free(v->reason);
 		return;
 	}
 	L->out->count++;
@@ -319,15 +347,27 @@ static void err_add(struct load *L, unsigned line, unsigned col,
 	err_add((L), (unsigned)(node)->start_mark.line + 1, \
 		(unsigned)(node)->start_mark.column + 1, __VA_ARGS__)
 
+/* An allocation failed: the load fails with -ENOMEM (the error entry
+ * itself may be lost if that allocation fails too). */
+static void oom_at(struct load *L, unsigned line, unsigned col)
+{
+	L->nomem = true;
+	err_add(L, line, col, "out of memory");
+}
+
+#define OOM_AT(L, node) \
+	oom_at((L), (unsigned)(node)->start_mark.line + 1, \
+	       (unsigned)(node)->start_mark.column + 1)
+
 void ureg_config_errors_free(struct ureg_config_errors *errs)
 {
 	if (!errs)
 		return;
 	for (size_t i = 0; i < errs->count; i++) {
-		free(errs->v[i].file);
-		free(errs->v[i].reason);
+		ureg__free(errs->v[i].file);
+		ureg__free(errs->v[i].reason);
 	}
-	free(errs->v);
+	ureg__free(errs->v);
 	errs->v = NULL;
 	errs->count = 0;
 }
@@ -403,10 +443,10 @@ static bool valid_key(const char *s)
 
 static void espec_clear(struct espec *e)
 {
-	free(e->key);
-	free(e->provider);
-	free(e->plugin_path);
-	free(e->plugin_symbol);
+	ureg__free(e->key);
+	ureg__free(e->provider);
+	ureg__free(e->plugin_path);
+	ureg__free(e->plugin_symbol);
 	params_free(e->params, e->nparams);
 }
 
@@ -416,10 +456,10 @@ static void rspec_free(struct rspec *r)
 		return;
 	for (size_t i = 0; i < r->n; i++)
 		espec_clear(&r->e[i]);
-	free(r->e);
-	free(r->name);
-	free(r->file);
-	free(r);
+	ureg__free(r->e);
+	ureg__free(r->name);
+	ureg__free(r->file);
+	ureg__free(r);
 }
 
 struct spec {
@@ -431,7 +471,7 @@ static void spec_free(struct spec *s)
 {
 	for (size_t i = 0; i < s->n; i++)
 		rspec_free(s->r[i]);
-	free(s->r);
+	ureg__free(s->r);
 	s->r = NULL;
 	s->n = 0;
 }
@@ -534,15 +574,19 @@ static void parse_plugin(struct load *L, yaml_node_t *n, struct espec *e)
 		snprintf(full, sizeof(full), "%s", path);
 	else
 		snprintf(full, sizeof(full), "%s/%s", L->dir, path);
-	e->plugin_path = strdup(full);
-	e->plugin_symbol = strdup(sym);
+	e->plugin_path = ureg__strdup(full);
+	e->plugin_symbol = ureg__strdup(sym);
 	if (!e->plugin_path || !e->plugin_symbol) {
-		ERR_AT(L, n, "out of memory");
+		OOM_AT(L, n);
 		return;
 	}
 	char why[768];
 	struct ureg_plugin *pl;
-	if (ureg__plugin_open(&L->cfg->plugins, full, &pl, why, sizeof(why))) {
+	int prc = ureg__plugin_open(&L->cfg->plugins, full, &pl, why, sizeof(why));
+	if (prc == -ENOMEM) {
+		OOM_AT(L, pathn);
+		return;
+	} else if (prc) {
 		ERR_AT(L, pathn, "%s", why);
 		return;
 	}
@@ -564,9 +608,9 @@ static void parse_params(struct load *L, yaml_node_t *n, struct espec *e)
 	if (!collection(L, n, YAML_MAPPING_NODE, "params"))
 		return;
 	size_t cap = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-	e->params = calloc(cap ? cap : 1, sizeof(*e->params));
+	e->params = ureg__calloc(cap ? cap : 1, sizeof(*e->params));
 	if (!e->params) {
-		ERR_AT(L, n, "out of memory");
+		OOM_AT(L, n);
 		return;
 	}
 	FOR_PAIRS(L, n, kn, vn, p) {
@@ -574,11 +618,11 @@ static void parse_params(struct load *L, yaml_node_t *n, struct espec *e)
 		const char *v = scalar(L, vn, "a param value");
 		if (!k || !v || dup_field(L, n, p, k))
 			continue;
-		char *kc = strdup(k), *vc = strdup(v);
+		char *kc = ureg__strdup(k), *vc = ureg__strdup(v);
 		if (!kc || !vc) {
-			free(kc);
-			free(vc);
-			ERR_AT(L, kn, "out of memory");
+			ureg__free(kc);
+			ureg__free(vc);
+			OOM_AT(L, kn);
 			continue;
 		}
 		e->params[e->nparams].name = kc;
@@ -634,7 +678,8 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 			ERR_AT(L, keyn, "duplicate key '%s' in registry '%s'", s,
 			       r->name ? r->name : "?");
 			ok = false;
-		} else if (!(e.key = strdup(s))) {
+		} else if (!(e.key = ureg__strdup(s))) {
+			OOM_AT(L, keyn);
 			ok = false;
 		}
 	} else {
@@ -679,8 +724,10 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 				ok = false;
 			} else {
 				e.prov = *pv;
-				if (!(e.provider = strdup(s)))
+				if (!(e.provider = ureg__strdup(s))) {
+					OOM_AT(L, provn);
 					ok = false;
+				}
 			}
 		} else {
 			ok = false;
@@ -693,9 +740,9 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 	}
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 8;
-		struct espec *v = realloc(r->e, cap * sizeof(*v));
+		struct espec *v = cfg_realloc(r->e, cap * sizeof(*v));
 		if (!v) {
-			ERR_AT(L, n, "out of memory");
+			OOM_AT(L, n);
 			espec_clear(&e);
 			return;
 		}
@@ -723,9 +770,9 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 
 	if (!collection(L, n, YAML_MAPPING_NODE, "a registry"))
 		return;
-	r = calloc(1, sizeof(*r));
+	r = ureg__calloc(1, sizeof(*r));
 	if (!r) {
-		ERR_AT(L, n, "out of memory");
+		OOM_AT(L, n);
 		return;
 	}
 	r->line = (unsigned)n->start_mark.line + 1;
@@ -762,8 +809,13 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 				}
 		}
 	}
-	r->name = name ? strdup(name) : NULL;
-	r->file = strdup(L->file);
+	r->name = name ? ureg__strdup(name) : NULL;
+	r->file = ureg__strdup(L->file);
+	if ((name && !r->name) || !r->file) {
+		OOM_AT(L, n);
+		rspec_free(r);
+		return;
+	}
 	if (!typen) {
 		ERR_AT(L, n, "registry has no 'type'");
 	} else if ((tname = scalar(L, typen, "registry type"))) {
@@ -795,12 +847,10 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 		}
 	}
 	/* keep it even when broken: its name detects duplicates */
-	struct rspec **v = realloc(s->r, (s->n + 1) * sizeof(*v));
-	if (!v || !r->file) {
-		ERR_AT(L, n, "out of memory");
+	struct rspec **v = cfg_realloc(s->r, (s->n + 1) * sizeof(*v));
+	if (!v) {
+		OOM_AT(L, n);
 		rspec_free(r);
-		if (v)
-			s->r = v;
 		return;
 	}
 	s->r = v;
@@ -844,7 +894,7 @@ static void parse_text(struct load *L, const char *text, size_t len,
 	yaml_document_t doc;
 
 	if (!yaml_parser_initialize(&parser)) {
-		err_add(L, 0, 0, "out of memory");
+		oom_at(L, 0, 0);
 		return;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
@@ -862,12 +912,12 @@ static void parse_text(struct load *L, const char *text, size_t len,
 	}
 	L->doc = &doc;
 	L->nnodes = (size_t)(doc.nodes.top - doc.nodes.start);
-	L->seen = calloc(L->nnodes + 1, 1);
+	L->seen = ureg__calloc(L->nnodes + 1, 1);
 	if (!L->seen)
-		err_add(L, 0, 0, "out of memory");
+		oom_at(L, 0, 0);
 	else
 		parse_doc(L, s);
-	free(L->seen);
+	ureg__free(L->seen);
 	L->seen = NULL;
 	L->doc = NULL;
 	yaml_document_delete(&doc);
@@ -897,17 +947,17 @@ static bool espec_equal(const struct espec *a, const struct espec *b)
 static int plan_add(struct ureg_config_plan *p, enum ureg_plan_op op,
 		    const char *reg, const char *key)
 {
-	struct ureg_plan_item *v = realloc(p->v, (p->count + 1) * sizeof(*v));
+	struct ureg_plan_item *v = cfg_realloc(p->v, (p->count + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	p->v = v;
 	v += p->count;
 	v->op = op;
-	v->registry = strdup(reg);
-	v->key = strdup(key);
+	v->registry = ureg__strdup(reg);
+	v->key = ureg__strdup(key);
 	if (!v->registry || !v->key) {
-		free(v->registry);
-		free(v->key);
+		ureg__free(v->registry);
+		ureg__free(v->key);
 		return -ENOMEM;
 	}
 	p->count++;
@@ -926,10 +976,10 @@ void ureg_config_plan_free(struct ureg_config_plan *plan)
 	if (!plan)
 		return;
 	for (size_t i = 0; i < plan->count; i++) {
-		free(plan->v[i].registry);
-		free(plan->v[i].key);
+		ureg__free(plan->v[i].registry);
+		ureg__free(plan->v[i].key);
 	}
-	free(plan->v);
+	ureg__free(plan->v);
 	plan->v = NULL;
 	plan->count = 0;
 }
@@ -1021,7 +1071,7 @@ static struct live_reg *live_add(ureg_config *cfg, const char *name,
 	if (cfg->nregs == cfg->capregs) {
 		size_t cap = cfg->capregs ? cfg->capregs * 2 : 8;
 		pthread_mutex_lock(&cfg->lock);
-		struct live_reg **v = realloc(cfg->regs, cap * sizeof(*v));
+		struct live_reg **v = cfg_realloc(cfg->regs, cap * sizeof(*v));
 		if (v) {
 			cfg->regs = v;
 			cfg->capregs = cap;
@@ -1030,9 +1080,9 @@ static struct live_reg *live_add(ureg_config *cfg, const char *name,
 		if (!v)
 			return NULL;
 	}
-	if (!(lr = calloc(1, sizeof(*lr))))
+	if (!(lr = ureg__calloc(1, sizeof(*lr))))
 		return NULL;
-	if (!(lr->name = strdup(name)) || !(lr->rt = rtype_new(type)) ||
+	if (!(lr->name = ureg__strdup(name)) || !(lr->rt = rtype_new(type)) ||
 	    ureg_registry_new(&lr->rt->t, name, &lr->reg))
 		goto fail;
 	pthread_mutex_lock(&cfg->lock);
@@ -1041,8 +1091,8 @@ static struct live_reg *live_add(ureg_config *cfg, const char *name,
 	return lr;
 fail:
 	rtype_put(lr->rt);
-	free(lr->name);
-	free(lr);
+	ureg__free(lr->name);
+	ureg__free(lr);
 	return NULL;
 }
 
@@ -1051,8 +1101,8 @@ static void live_free(struct live_reg *lr)
 	ureg_registry_destroy(lr->reg);
 	rtype_put(lr->rt);
 	rspec_free(lr->spec);
-	free(lr->name);
-	free(lr);
+	ureg__free(lr->name);
+	ureg__free(lr);
 }
 
 static int build_op(struct load *L, struct op *o, struct cfg_rtype *rt)
@@ -1077,16 +1127,16 @@ static int build_op(struct load *L, struct op *o, struct cfg_rtype *rt)
 				es->prov.destroy(item, NULL);
 			else if (rt->app->item_destroy)
 				rt->app->item_destroy(item);
-			err_add(L, es->line, es->col, "out of memory");
+			oom_at(L, es->line, es->col);
 			return -ENOMEM;
 		}
 		o->item = item;
 		return 0;
 	}
-	struct binding *b = calloc(1, sizeof(*b));
+	struct binding *b = ureg__calloc(1, sizeof(*b));
 	if (!b || !(b->params.v = params_copy(es->params, es->nparams))) {
-		free(b);
-		err_add(L, es->line, es->col, "out of memory");
+		ureg__free(b);
+		oom_at(L, es->line, es->col);
 		return -ENOMEM;
 	}
 	b->params.count = es->nparams;
@@ -1149,7 +1199,7 @@ static int apply(struct load *L, struct spec *s)
 	size_t nt = 0, nops = 0, capops = 0;
 	int rc = 0;
 
-	t = calloc(s->n + cfg->nregs + 1, sizeof(*t));
+	t = ureg__calloc(s->n + cfg->nregs + 1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	for (size_t i = 0; i < s->n; i++) {
@@ -1183,7 +1233,7 @@ static int apply(struct load *L, struct spec *s)
 				}
 				if (nops == capops) {
 					size_t cap = capops ? capops * 2 : 16;
-					struct op *v = realloc(ops, cap * sizeof(*v));
+					struct op *v = cfg_realloc(ops, cap * sizeof(*v));
 					if (!v) {
 						rc = -ENOMEM;
 						goto fail;
@@ -1203,6 +1253,7 @@ static int apply(struct load *L, struct spec *s)
 		if (t[i].lr)
 			continue;
 		if (!(t[i].lr = live_add(cfg, t[i].name, t[i].type))) {
+			L->nomem = true;
 			err_add(L, t[i].rs->line, t[i].rs->col,
 				"cannot create registry '%s': out of memory", t[i].name);
 			rc = -ENOMEM;
@@ -1214,17 +1265,21 @@ static int apply(struct load *L, struct spec *s)
 	for (size_t i = 0; i < nt; i++)
 		for (size_t j = t[i].first; j < t[i].first + t[i].nops; j++)
 			if (ops[j].es && build_op(L, &ops[j], t[i].lr->rt) && !rc)
-				rc = -EBADMSG;
+				rc = -EBADMSG; /* reload_text makes it -ENOMEM if L->nomem */
 	if (rc)
 		goto fail;
 	/* stage */
 	for (size_t i = 0; i < nt; i++) {
 		if (!t[i].nops)
 			continue;
-		if ((rc = ureg_batch_new(t[i].lr->reg, &t[i].batch)))
+		if ((rc = ureg_batch_new(t[i].lr->reg, &t[i].batch))) {
+			oom_at(L, 0, 0);
 			goto fail;
+		}
 		for (size_t j = t[i].first; j < t[i].first + t[i].nops; j++)
 			if ((rc = stage_op(t[i].batch, &ops[j], t[i].rs ? t[i].rs->file : L->file))) {
+				if (rc == -ENOMEM)
+					L->nomem = true;
 				err_add(L, ops[j].es ? ops[j].es->line : 0,
 					ops[j].es ? ops[j].es->col : 0,
 					"staging '%s/%s': %s", ops[j].reg, ops[j].key,
@@ -1232,11 +1287,37 @@ static int apply(struct load *L, struct spec *s)
 				goto fail;
 			}
 	}
-	/* commit: one generation per registry */
+	/*
+	 * Commit: one generation per registry, one registry after the other.
+	 * The first commit is the point of no return.  If it fails (-ENOMEM:
+	 * the batch is intact and nothing changed) everything is rolled back.
+	 * A later registry's failed commit cannot be undone - the earlier
+	 * registries' replaced objects are already on their way out - so it
+	 * is retried (ureg_batch_commit leaves the batch valid for that),
+	 * each time after rcu_barrier() has freed the generations the earlier
+	 * commits retired; only if memory stays exhausted the reload ends
+	 * partially applied, as documented in ureg/config.h.
+	 */
+	bool committed_any = false;
 	for (size_t i = 0; i < nt; i++) {
-		if (t[i].batch && (rc = ureg_batch_commit(t[i].batch, 0))) {
+		if (!t[i].batch)
+			continue;
+		rc = ureg_batch_commit(t[i].batch, 0);
+		for (int tries = 0; rc == -ENOMEM && committed_any &&
+		     tries < COMMIT_RETRIES; tries++) {
+			urcu_memb_barrier();
+			rc = ureg_batch_commit(t[i].batch, 0);
+		}
+		if (rc && !committed_any) {
+			L->nomem = L->nomem || rc == -ENOMEM;
 			err_add(L, 0, 0, "committing registry '%s': %s", t[i].name,
 				ureg_last_error());
+			goto fail; /* nothing committed: roll everything back */
+		}
+		if (rc) {
+			L->nomem = L->nomem || rc == -ENOMEM;
+			err_add(L, 0, 0, "committing registry '%s': %s; the registries before it keep the new state",
+				t[i].name, ureg_last_error());
 			for (size_t k = i; k < nt; k++) {
 				ureg_batch_abort(t[k].batch);
 				t[k].batch = NULL;
@@ -1249,10 +1330,11 @@ static int apply(struct load *L, struct spec *s)
 					if (s->r[m] == t[k].rs)
 						s->r[m] = NULL;
 			}
-			free(ops);
-			free(t);
+			ureg__free(ops);
+			ureg__free(t);
 			return rc;
 		}
+		committed_any = true;
 		t[i].batch = NULL;
 	}
 	/* the new spec becomes live */
@@ -1262,8 +1344,8 @@ static int apply(struct load *L, struct spec *s)
 	}
 	for (size_t m = 0; m < s->n; m++)
 		s->r[m] = NULL;
-	free(ops);
-	free(t);
+	ureg__free(ops);
+	ureg__free(t);
 	return 0;
 fail:
 	for (size_t i = 0; i < nt; i++) {
@@ -1281,8 +1363,8 @@ fail:
 		pthread_mutex_unlock(&cfg->lock);
 		live_free(t[i].lr);
 	}
-	free(ops);
-	free(t);
+	ureg__free(ops);
+	ureg__free(t);
 	return rc ? rc : -ENOMEM;
 }
 
@@ -1309,27 +1391,34 @@ static int reload_text(ureg_config *cfg, const char *text, size_t len,
 	int rc = 0;
 
 	const char *slash = strrchr(name, '/');
-	if (slash && !(L.dir = strndup(name, (size_t)(slash - name) ? (size_t)(slash - name) : 1)))
-		return -ENOMEM;
+	if (slash && !(L.dir = cfg_strndup(name, (size_t)(slash - name) ? (size_t)(slash - name) : 1))) {
+		oom_at(&L, 0, 0);
+		rc = -ENOMEM;
+		goto out;
+	}
 	parse_text(&L, text, len, &s);
 	if (L.nerr) {
-		rc = -EBADMSG;
+		rc = L.nomem ? -ENOMEM : -EBADMSG;
 		goto out;
 	}
 	if (plan || (flags & UREG_CONFIG_DRY_RUN)) {
-		if ((rc = make_plan(cfg, &s, plan ? plan : &local_plan)))
+		if ((rc = make_plan(cfg, &s, plan ? plan : &local_plan))) {
+			ureg_config_plan_free(plan); /* no partial plan */
+			oom_at(&L, 0, 0);
 			goto out;
+		}
 	}
 	if (flags & UREG_CONFIG_DRY_RUN)
 		goto out;
 	rc = apply(&L, &s);
-	if (rc && L.nerr)
-		rc = rc == -ENOMEM ? -ENOMEM : -EBADMSG;
+	/* an allocation failure anywhere wins over the errors it caused */
+	if (rc)
+		rc = L.nomem || rc == -ENOMEM ? -ENOMEM : -EBADMSG;
 out:
 	spec_free(&s);
 	plugins_prune(cfg);
 	ureg_config_plan_free(&local_plan);
-	free(L.dir);
+	ureg__free(L.dir);
 	if (rc)
 		ureg__err(rc, "config '%s': %zu error(s)%s%s", name, L.nerr,
 			  errs && errs->count ? ", first: " : "",
@@ -1369,20 +1458,20 @@ static int read_file(const char *path, char **buf, size_t *len)
 
 	if (!f)
 		return -errno;
-	b = malloc(cap);
+	b = ureg__malloc(cap);
 	while (b) {
 		size_t r = fread(b + n, 1, cap - n, f);
 		n += r;
 		if (n < cap)
 			break;
 		if (cap >= CONFIG_MAX_BYTES) {
-			free(b);
+			ureg__free(b);
 			fclose(f);
 			return -EFBIG;
 		}
-		char *nb = realloc(b, cap * 2);
+		char *nb = cfg_realloc(b, cap * 2);
 		if (!nb) {
-			free(b);
+			ureg__free(b);
 			b = NULL;
 			break;
 		}
@@ -1394,7 +1483,7 @@ static int read_file(const char *path, char **buf, size_t *len)
 	if (!b)
 		return -ENOMEM;
 	if (err) {
-		free(b);
+		ureg__free(b);
 		return -EIO;
 	}
 	*buf = b;
@@ -1420,7 +1509,7 @@ int ureg_config_reload(ureg_config *cfg, const char *path, unsigned flags,
 		return ureg__err(rc, "config '%s': cannot read: %s", path, strerror(-rc));
 	}
 	rc = ureg_config_reload_buffer(cfg, text, len, path, flags, plan, errs);
-	free(text);
+	ureg__free(text);
 	return rc;
 }
 
@@ -1436,11 +1525,12 @@ int ureg_config_new(ureg_config **out)
 {
 	if (!out)
 		return ureg__err(-EINVAL, "config_new: out is NULL");
-	ureg_config *cfg = calloc(1, sizeof(*cfg));
+	ureg_config *cfg = ureg__calloc(1, sizeof(*cfg));
 	if (!cfg)
 		return ureg__err(-ENOMEM, "config_new: out of memory");
 	pthread_mutex_init(&cfg->reload_lock, NULL);
 	pthread_mutex_init(&cfg->lock, NULL);
+	pthread_mutex_init(&cfg->watch_lock, NULL);
 	*out = cfg;
 	return 0;
 }
@@ -1466,12 +1556,12 @@ int ureg_config_type_register(ureg_config *cfg, const ureg_type *type)
 	if (type_find(cfg, type->name)) {
 		rc = ureg__err(-EEXIST, "config: type '%s' is already registered", type->name);
 	} else {
-		struct named_type *v = realloc(cfg->types, (cfg->ntypes + 1) * sizeof(*v));
-		char *n = strdup(type->name);
+		struct named_type *v = cfg_realloc(cfg->types, (cfg->ntypes + 1) * sizeof(*v));
+		char *n = ureg__strdup(type->name);
 		if (v)
 			cfg->types = v;
 		if (!v || !n) {
-			free(n);
+			ureg__free(n);
 			rc = ureg__err(-ENOMEM, "config_type_register: out of memory");
 		} else {
 			v[cfg->ntypes++] = (struct named_type){ n, type };
@@ -1494,12 +1584,12 @@ int ureg_config_provider_register(ureg_config *cfg, const char *name,
 	if (prov_find(cfg, name)) {
 		rc = ureg__err(-EEXIST, "config: provider '%s' is already registered", name);
 	} else {
-		struct named_prov *v = realloc(cfg->provs, (cfg->nprovs + 1) * sizeof(*v));
-		char *n = strdup(name);
+		struct named_prov *v = cfg_realloc(cfg->provs, (cfg->nprovs + 1) * sizeof(*v));
+		char *n = ureg__strdup(name);
 		if (v)
 			cfg->provs = v;
 		if (!v || !n) {
-			free(n);
+			ureg__free(n);
 			rc = ureg__err(-ENOMEM, "config_provider_register: out of memory");
 		} else {
 			v[cfg->nprovs++] = (struct named_prov){ n, *p };
@@ -1562,23 +1652,30 @@ void ureg_config_destroy(ureg_config *cfg)
 		live_free(cfg->regs[i]);
 	ureg__plugin_prune(&cfg->plugins, true);
 	for (size_t i = 0; i < cfg->ntypes; i++)
-		free(cfg->types[i].name);
+		ureg__free(cfg->types[i].name);
 	for (size_t i = 0; i < cfg->nprovs; i++)
-		free(cfg->provs[i].name);
-	free(cfg->types);
-	free(cfg->provs);
-	free(cfg->regs);
+		ureg__free(cfg->provs[i].name);
+	ureg__free(cfg->types);
+	ureg__free(cfg->provs);
+	ureg__free(cfg->regs);
 	pthread_mutex_destroy(&cfg->lock);
 	pthread_mutex_destroy(&cfg->reload_lock);
-	free(cfg);
+	pthread_mutex_destroy(&cfg->watch_lock);
+	ureg__free(cfg);
 }
 
 /* -------------------------------------------------------------- watcher */
 
+/* The config whose watcher runs on this thread: its callback must not
+ * start or stop that watcher (stop joins this very thread). */
+static __thread ureg_config *watcher_of;
+
 static void *watch_main(void *arg)
 {
-	ureg_config *cfg = arg;
-	struct cfg_watch *w = cfg->watch;
+	struct cfg_watch *w = arg;
+	ureg_config *cfg = w->cfg;
+
+	watcher_of = cfg;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 
 	for (;;) {
@@ -1611,34 +1708,57 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
+static void watch_free(struct cfg_watch *w)
+{
+	if (w->ifd >= 0)
+		close(w->ifd);
+	if (w->stopfd >= 0)
+		close(w->stopfd);
+	ureg__free(w->path);
+	ureg__free(w->base);
+	ureg__free(w);
+}
+
 int ureg_config_watch_start(ureg_config *cfg, const char *path,
 			    ureg_config_watch_fn fn, void *arg)
 {
 	struct cfg_watch *w;
-	char *dir;
+	char *dir = NULL;
 	int rc;
 
 	if (!cfg || !path || !*path)
 		return ureg__err(-EINVAL, "config_watch_start: NULL config or path");
-	if (cfg->watch)
+	if (watcher_of == cfg)
+		return ureg__err(-EBUSY, "config_watch_start: called from its own watcher");
+	pthread_mutex_lock(&cfg->watch_lock);
+	if (cfg->watch) {
+		pthread_mutex_unlock(&cfg->watch_lock);
 		return ureg__err(-EBUSY, "config_watch_start: already watching");
-	w = calloc(1, sizeof(*w));
-	if (!w)
+	}
+	w = ureg__calloc(1, sizeof(*w));
+	if (!w) {
+		pthread_mutex_unlock(&cfg->watch_lock);
 		return ureg__err(-ENOMEM, "config_watch_start: out of memory");
+	}
+	w->cfg = cfg;
 	w->fn = fn;
 	w->arg = arg;
 	w->ifd = w->stopfd = -1;
-	w->path = strdup(path);
+	w->path = ureg__strdup(path);
 	const char *slash = strrchr(path, '/');
-	dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-	w->base = strdup(slash ? slash + 1 : path);
+	dir = slash ? cfg_strndup(path, slash == path ? 1 : (size_t)(slash - path)) : ureg__strdup(".");
+	w->base = ureg__strdup(slash ? slash + 1 : path);
 	if (!w->path || !dir || !w->base) {
 		rc = -ENOMEM;
 		goto fail;
 	}
 	w->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (w->ifd < 0) {
+		rc = -errno;
+		goto fail;
+	}
 	w->stopfd = eventfd(0, EFD_CLOEXEC);
-	if (w->ifd < 0 || w->stopfd < 0) {
+	if (w->stopfd < 0) {
 		rc = -errno;
 		goto fail;
 	}
@@ -1647,23 +1767,17 @@ int ureg_config_watch_start(ureg_config *cfg, const char *path,
 		rc = -errno;
 		goto fail;
 	}
-	cfg->watch = w;
-	if ((rc = -pthread_create(&w->thread, NULL, watch_main, cfg))) {
-		cfg->watch = NULL;
+	if ((rc = -pthread_create(&w->thread, NULL, watch_main, w)))
 		goto fail;
-	}
-	free(dir);
+	cfg->watch = w;
+	pthread_mutex_unlock(&cfg->watch_lock);
+	ureg__free(dir);
 	return 0;
 fail:
-	if (w->ifd >= 0)
-		close(w->ifd);
-	if (w->stopfd >= 0)
-		close(w->stopfd);
-	free(w->path);
-	free(w->base);
-	free(w);
-	free(dir);
-	return ureg__err(rc, "config_watch_start: %s", strerror(-rc));
+	pthread_mutex_unlock(&cfg->watch_lock);
+	watch_free(w);
+	ureg__free(dir);
+	return ureg__err(rc, "config_watch_start: %s", ureg_strerror(rc));
 }
 
 void ureg_config_watch_stop(ureg_config *cfg)
@@ -1671,15 +1785,21 @@ void ureg_config_watch_stop(ureg_config *cfg)
 	struct cfg_watch *w;
 	uint64_t one = 1;
 
-	if (!cfg || !(w = cfg->watch))
+	/* from the watcher's own callback: joining itself would deadlock */
+	if (!cfg || watcher_of == cfg)
 		return;
-	if (write(w->stopfd, &one, sizeof(one)) != sizeof(one))
+	pthread_mutex_lock(&cfg->watch_lock);
+	w = cfg->watch;
+	if (!w) {
+		pthread_mutex_unlock(&cfg->watch_lock);
 		return;
+	}
+	/* an eventfd write fails only when the counter would overflow,
+	 * which one write per watcher cannot reach */
+	while (write(w->stopfd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
 	pthread_join(w->thread, NULL);
 	cfg->watch = NULL;
-	close(w->ifd);
-	close(w->stopfd);
-	free(w->path);
-	free(w->base);
-	free(w);
+	pthread_mutex_unlock(&cfg->watch_lock);
+	watch_free(w);
 }

@@ -55,8 +55,8 @@ static void plugin_release(ureg_anchor *a)
 
 	if (p->handle)
 		dlclose(p->handle);
-	free(p->path);
-	free(p);
+	ureg__free(p->path);
+	ureg__free(p);
 }
 
 /* Copy @fd to a private file and dlopen it; the copy is unlinked. */
@@ -145,9 +145,9 @@ int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
 			return 0;
 		}
 	}
-	p = calloc(1, sizeof(*p));
-	if (!p || !(p->path = strdup(path))) {
-		free(p);
+	p = ureg__calloc(1, sizeof(*p));
+	if (!p || !(p->path = ureg__strdup(path))) {
+		ureg__free(p);
 		close(fd);
 		snprintf(why, whylen, "out of memory");
 		return -ENOMEM;
@@ -157,8 +157,8 @@ int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
 	close(fd);
 	if (!p->handle) {
 		snprintf(why, whylen, "plugin '%s': %s", path, w);
-		free(p->path);
-		free(p);
+		ureg__free(p->path);
+		ureg__free(p);
 		return -ENOENT;
 	}
 	p->dev = st.st_dev;

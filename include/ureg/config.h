@@ -35,10 +35,18 @@
  * ONE registry changed by the same reload are seen all old or all new
  * (the batch publishes a registry's new table with a single pointer
  * store).  Two different registries are committed one after the other: a
- * reader may see registry A new and registry B old.  If a commit fails for
- * lack of memory after an earlier registry was committed, the reload
- * returns -ENOMEM and the registries already committed keep the new
- * state (validation and construction errors never get that far).
+ * reader may see registry A new and registry B old.
+ *
+ * Out of memory.  Every allocation failure before the first registry is
+ * committed (parsing, planning, building, staging, the first commit)
+ * returns -ENOMEM with every registry unchanged and nothing leaked; the
+ * objects built for the reload are destroyed, live ones are not touched.
+ * A later registry's commit that fails for lack of memory is retried (up
+ * to 8 times, each after the previous generations were freed); only if
+ * memory stays exhausted does the reload return -ENOMEM with the
+ * registries committed before it in the new state and the others in the
+ * old one (the config's view matches what is live, so the next reload
+ * computes its diff from there).
  *
  * Registries dropped from the file are emptied (one generation), not
  * destroyed: pointers the application holds stay valid until
@@ -57,7 +65,8 @@
  * allocates, takes mutexes and waits for grace periods):
  *
  *   sigset_t s; sigemptyset(&s); sigaddset(&s, SIGHUP);
- *   pthread_sigmask(SIG_BLOCK, &s, NULL);      // before starting threads
+ *   pthread_sigmask(SIG_BLOCK, &s, NULL);      // in main, before ANY thread
+ *                                              // (every thread must block it)
  *   int sfd = signalfd(-1, &s, SFD_CLOEXEC);
  *   // in the server's event loop / a normal thread, when sfd is readable:
  *   struct signalfd_siginfo si; read(sfd, &si, sizeof si);
@@ -293,16 +302,20 @@ typedef void (*ureg_config_watch_fn)(ureg_config *cfg, int rc,
  * ureg_config_watch_start - opt-in: a thread that watches @path with
  * inotify (its directory, so editors' write-and-rename is seen) and calls
  * ureg_config_reload() each time the file is written or replaced, then
- * @fn (may be NULL).  Any thread; starts one thread.  Returns 0,
- * -EINVAL, -EBUSY (already watching), or the inotify / pthread error.
+ * @fn (may be NULL).  Any thread; starts one thread.  Concurrent calls
+ * (and calls racing ureg_config_watch_stop) serialize on the config's
+ * watcher mutex: exactly one of two racing starts wins, the other gets
+ * -EBUSY.  Returns 0, -EINVAL, -EBUSY (already watching, or called from
+ * the watcher's own callback), -ENOMEM, or the inotify / pthread error.
  */
 int ureg_config_watch_start(ureg_config *cfg, const char *path,
 			    ureg_config_watch_fn fn, void *arg);
 
 /**
- * ureg_config_watch_stop - stop and join the watcher thread.  Not from the
- * watcher callback.  Blocks until a running reload ends.  No-op when not
- * watching.
+ * ureg_config_watch_stop - stop and join the watcher thread.  Any thread;
+ * blocks on the watcher mutex and until a running reload ends.  No-op
+ * when not watching, and when called from the watcher's own callback (it
+ * cannot join itself).
  */
 void ureg_config_watch_stop(ureg_config *cfg);
 
