@@ -330,3 +330,210 @@ int agent_client_run(const struct agent_client_opts *o, struct agent_client_resu
 	free(cl.conns);
 	return 0;
 }
+
+/* ------------------------------------------------- the scripted exchange */
+
+struct exchange {
+	const struct agent_exchange_opts *o;
+	struct agent_exchange_result *r;
+	struct lws *wsi;
+	unsigned step;           /* current step */
+	size_t want;             /* frames expected once this step is over */
+	size_t off;              /* bytes of the step's message already sent */
+	bool sending, closing, closed;
+	size_t capframes;
+	char *rx;                /* frame being received */
+	size_t rx_len, rx_cap;
+};
+
+static size_t step_len(const struct agent_exchange_step *st)
+{
+	return st->len ? st->len : strlen(st->send);
+}
+
+static void exchange_begin_step(struct exchange *x);
+
+/* Advance over every step whose frames are all in. */
+static void exchange_progress(struct exchange *x)
+{
+	while (!x->closing && !x->sending && x->r->nframes >= x->want) {
+		if (x->o->on_step)
+			x->o->on_step(x->step, x->r, x->o->arg);
+		x->r->steps_done++;
+		if (++x->step == x->o->nsteps) {
+			x->closing = true;
+			lws_callback_on_writable(x->wsi);
+			return;
+		}
+		exchange_begin_step(x);
+	}
+}
+
+static void exchange_begin_step(struct exchange *x)
+{
+	const struct agent_exchange_step *st = &x->o->steps[x->step];
+
+	x->want += st->expect;
+	x->off = 0;
+	x->sending = st->send != NULL;
+	if (x->sending)
+		lws_callback_on_writable(x->wsi);
+}
+
+static int exchange_write(struct exchange *x)
+{
+	const struct agent_exchange_step *st = &x->o->steps[x->step];
+	size_t len = step_len(st), chunk = len - x->off;
+	int flags;
+
+	if (st->frag && chunk > st->frag)
+		chunk = st->frag;
+	flags = x->off ? LWS_WRITE_CONTINUATION : st->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT;
+	if (x->off + chunk < len)
+		flags |= LWS_WRITE_NO_FIN;
+	unsigned char *buf = malloc(LWS_PRE + chunk + 1);
+	if (!buf)
+		return -1;
+	memcpy(buf + LWS_PRE, st->send + x->off, chunk);
+	int n = lws_write(x->wsi, buf + LWS_PRE, chunk, (enum lws_write_protocol)flags);
+	free(buf);
+	if (n < (int)chunk)
+		return -1;
+	x->off += chunk;
+	if (x->off < len) {
+		lws_callback_on_writable(x->wsi);
+		return 0;
+	}
+	x->sending = false;
+	exchange_progress(x);
+	return 0;
+}
+
+static int exchange_receive(struct exchange *x, const void *in, size_t len)
+{
+	struct agent_exchange_result *r = x->r;
+
+	if (x->rx_len + len + 1 > x->rx_cap) {
+		size_t cap = x->rx_cap ? x->rx_cap : 4096;
+		while (cap < x->rx_len + len + 1)
+			cap *= 2;
+		char *p = realloc(x->rx, cap);
+		if (!p)
+			return -1;
+		x->rx = p;
+		x->rx_cap = cap;
+	}
+	memcpy(x->rx + x->rx_len, in, len);
+	x->rx_len += len;
+	if (!lws_is_final_fragment(x->wsi))
+		return 0;
+	x->rx[x->rx_len] = 0;
+	if (r->nframes == x->capframes) {
+		size_t cap = x->capframes ? 2 * x->capframes : 16;
+		char **p = realloc(r->frames, cap * sizeof(*p));
+		if (!p)
+			return -1;
+		r->frames = p;
+		x->capframes = cap;
+	}
+	r->frames[r->nframes++] = x->rx; /* the buffer becomes the frame */
+	x->rx = NULL;
+	x->rx_len = x->rx_cap = 0;
+	exchange_progress(x);
+	return 0;
+}
+
+static int exchange_callback(struct lws *wsi, enum lws_callback_reasons reason,
+			     void *user, void *in, size_t len)
+{
+	struct exchange *x = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		if (x)
+			x->closed = true;
+		return 0;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		x->r->connected = true;
+		if (x->o->nsteps) {
+			exchange_begin_step(x);
+			exchange_progress(x);
+		} else {
+			x->closing = true;
+			lws_callback_on_writable(wsi);
+		}
+		return 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		if (x->closing) {
+			lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
+			return -1;
+		}
+		return x->sending ? exchange_write(x) : 0;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return exchange_receive(x, in, len);
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		if (!x->closing)
+			x->r->closed_by_peer = true;
+		x->closed = true;
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols exchange_protocols[] = {
+	{ "ureg-agents", exchange_callback, 0, 65536, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+int agent_exchange_run(const struct agent_exchange_opts *o, struct agent_exchange_result *r)
+{
+	struct lws_context_creation_info info;
+	struct lws_client_connect_info ci;
+	struct lws_context *lws;
+	struct exchange x = { .o = o, .r = r };
+
+	memset(r, 0, sizeof(*r));
+	if (!o || o->port <= 0 || (o->nsteps && !o->steps))
+		return -EINVAL;
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = exchange_protocols;
+	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	if (!(lws = lws_create_context(&info)))
+		return -EIO;
+	memset(&ci, 0, sizeof(ci));
+	ci.context = lws;
+	ci.address = o->host ? o->host : "127.0.0.1";
+	ci.port = o->port;
+	ci.path = "/";
+	ci.host = ci.address;
+	ci.origin = ci.address;
+	ci.protocol = "ureg-agents";
+	ci.userdata = &x;
+	ci.pwsi = &x.wsi;
+	uint64_t deadline = now_ns() + (uint64_t)(o->timeout_ms ? o->timeout_ms : 10000) * 1000000ull;
+	if (!lws_client_connect_via_info(&ci))
+		x.closed = true;
+	while (!x.closed) {
+		if (now_ns() > deadline) {
+			r->timed_out = true;
+			break;
+		}
+		if (lws_service(lws, 50) < 0)
+			break;
+	}
+	lws_context_destroy(lws);
+	free(x.rx);
+	return 0;
+}
+
+void agent_exchange_free(struct agent_exchange_result *r)
+{
+	for (size_t i = 0; i < r->nframes; i++)
+		free(r->frames[i]);
+	free(r->frames);
+	r->frames = NULL;
+	r->nframes = 0;
+}

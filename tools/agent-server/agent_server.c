@@ -22,8 +22,11 @@
  *
  * Session lifetime.  `users` counts the connection plus in-flight runs:
  * whoever drops it to zero (the service thread at close, or the worker
- * finishing the last run) releases the session's agents, checks that the
- * context holds no byte any more, and destroys the context.  `refs` counts
+ * finishing the last run) releases the session's agents (every distinct
+ * agent it obtained, however many: a growable list, room reserved before
+ * the agent is obtained so that tracking cannot fail after it), checks
+ * that the context holds no byte and no instance any more, and destroys
+ * the context.  `refs` counts
  * the sessions-registry entry plus the users side: the memory goes when the
  * entry's grace period has passed (a bridge may still hold the borrowed
  * pointer until then) and the context is gone.
@@ -54,7 +57,6 @@
 #include "page.h"
 
 #define ECHO_STEPS 3
-#define MAX_SESSION_AGENTS 8
 #define PROTOCOL_NAME "ureg-agents"
 
 uint64_t agent_server_now_ns(void)
@@ -83,10 +85,18 @@ struct session {
 	int wake;                        /* 1: a wake-up for it is pending */
 	long users;                      /* connection + in-flight runs */
 	long refs;                       /* registry entry + users side */
-	/* agents this session obtained: written by its worker only, read at
-	 * teardown after `users` reached zero (acq_rel on users orders it) */
-	struct ureg_agent *agents[MAX_SESSION_AGENTS];
-	unsigned nagents;
+	/* agents this session obtained (malloc, no cap): written by its
+	 * worker only, read at teardown after `users` reached zero (acq_rel
+	 * on users orders it) */
+	struct ureg_agent **agents;
+	size_t nagents, cap_agents;
+	/* the request being received (a message may come in several
+	 * fragments and lws callbacks): service thread only */
+	char *rx;
+	size_t rx_len, rx_cap;
+	bool rx_in_msg;                  /* inside a message */
+	bool rx_refused;                 /* this message is refused (too large) */
+	bool rx_binary;                  /* this message is binary */
 	struct session *prev, *next;     /* open list, service thread only */
 };
 
@@ -127,7 +137,7 @@ struct agent_server {
 	/* sessions whose context still lives, and the idle condition */
 	pthread_mutex_t idle_lock;
 	pthread_cond_t idle_cond;
-	uint64_t sessions_open, sessions_total, leaked_bytes;
+	uint64_t sessions_open, sessions_total, leaked_bytes, leaked_instances;
 };
 
 static __thread struct worker *this_worker;
@@ -156,7 +166,7 @@ static int echo_run(struct ureg_agent *a, const char *input)
 
 	if (!q)
 		return -EINVAL;
-	cap = strlen(q) + 96;
+	cap = 2 * strlen(q) + 96; /* "completed" carries the input twice */
 	if (!(payload = malloc(cap))) {
 		free(q);
 		return -ENOMEM;
@@ -229,6 +239,7 @@ static void session_free(struct session *s)
 	while ((n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt)))
 		free(caa_container_of(n, struct out_msg, node));
 	cds_wfcq_destroy(&s->qh, &s->qt);
+	free(s->rx);
 	free(s);
 }
 
@@ -258,19 +269,23 @@ static void session_users_put(struct session *s)
 
 	if (__atomic_sub_fetch(&s->users, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	for (unsigned i = 0; i < s->nagents; i++)
+	for (size_t i = 0; i < s->nagents; i++)
 		ureg_instance_release(s->ctx, s->agents[i]);
+	free(s->agents);
+	s->agents = NULL;
+	s->nagents = s->cap_agents = 0;
 	ureg_ctx_stats(s->ctx, &st);
 	ureg_ctx_destroy(s->ctx);
 	s->ctx = NULL;
 	pthread_mutex_lock(&srv->idle_lock);
 	srv->leaked_bytes += st.live_bytes;
+	srv->leaked_instances += st.instances;
 	srv->sessions_open--;
 	pthread_cond_broadcast(&srv->idle_cond);
 	pthread_mutex_unlock(&srv->idle_lock);
 	if (srv->verbose)
-		fprintf(stderr, "ureg-agent-server: %s: context destroyed (%zu bytes left before destroy)\n",
-			s->id, st.live_bytes);
+		fprintf(stderr, "ureg-agent-server: %s: context destroyed (%zu bytes, %zu instances left before destroy)\n",
+			s->id, st.live_bytes, (size_t)st.instances);
 	session_ref_put(s);
 }
 
@@ -290,19 +305,49 @@ static struct out_msg *msg_new(size_t cap)
 	return m;
 }
 
-static void session_push_text(struct session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void session_push_text(struct session *s, const char *fmt, ...)
+/*
+ * A protocol error for the client: {"ev":"error","agent":AGENT,"user":ID,
+ * "seq":0,"error":MESSAGE} ("agent" only when known).  seq 0 tells it from
+ * an agent's own error event (seq > 0).  Built with jansson, so the agent
+ * name (any JSON string the client sent) is escaped correctly.  Any thread.
+ */
+static void session_push_error(struct session *s, const char *agent, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void session_push_error(struct session *s, const char *agent, const char *fmt, ...)
 {
+	char msg[256];
 	va_list ap;
-	struct out_msg *m = msg_new(512);
-	if (!m)
-		return;
+	json_t *o;
+	char *txt;
+	size_t n;
+
 	va_start(ap, fmt);
-	int n = vsnprintf((char *)m->buf + LWS_PRE, 512, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	m->len = n < 512 ? (size_t)n : 511;
-	session_push(s, m);
+	for (char *p = msg; *p; p++) /* jansson's texts may quote raw input */
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
+	o = json_object();
+	if (!o)
+		return;
+	json_object_set_new(o, "ev", json_string("error"));
+	if (agent)
+		json_object_set_new(o, "agent", json_string(agent));
+	json_object_set_new(o, "user", json_string(s->id));
+	json_object_set_new(o, "seq", json_integer(0));
+	json_object_set_new(o, "error", json_string(msg));
+	txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!txt)
+		return;
+	n = strlen(txt);
+	struct out_msg *m = msg_new(n);
+	if (m) {
+		memcpy(m->buf + LWS_PRE, txt, n);
+		m->len = n;
+		session_push(s, m);
+	}
+	free(txt);
 }
 
 /* ----------------------------------------------------------- the bridge */
@@ -345,23 +390,41 @@ static void run_job(struct agent_server *srv, struct job *j)
 	struct ureg_agent *a = NULL;
 	int rc;
 
+	/* room for one more agent first: once the agent exists it must be
+	 * tracked, so that teardown releases it and checks its bytes */
+	if (s->nagents == s->cap_agents) {
+		size_t cap = s->cap_agents ? 2 * s->cap_agents : 4;
+		struct ureg_agent **p = realloc(s->agents, cap * sizeof(*p));
+		if (!p) {
+			session_push_error(s, j->key, "out of memory");
+			goto done;
+		}
+		s->agents = p;
+		s->cap_agents = cap;
+	}
 	ureg_read_lock();
 	rc = ureg_agent_reg_get(srv->agents, j->key, s->ctx, &a);
 	if (rc == 0) {
-		unsigned i;
+		size_t i;
 		for (i = 0; i < s->nagents && s->agents[i] != a; i++)
 			;
-		if (i == s->nagents && i < MAX_SESSION_AGENTS)
+		if (i == s->nagents)
 			s->agents[s->nagents++] = a;
 		rc = a->ops->run ? a->ops->run(a, j->input) : -ENOSYS;
+		ureg_read_unlock();
+		if (rc)
+			session_push_error(s, j->key, "agent run failed: %s", ureg_strerror(rc));
+	} else {
+		ureg_read_unlock();
+		if (rc == -ENOENT)
+			session_push_error(s, j->key, "unknown agent");
+		else if (rc == -EINVAL)
+			session_push_error(s, j->key, "invalid agent name (1 to %d printable "
+					   "ASCII bytes, no space)", UREG_KEY_MAX);
+		else
+			session_push_error(s, j->key, "cannot create the agent: %s", ureg_strerror(rc));
 	}
-	ureg_read_unlock();
-	if (rc) {
-		char *q = json_quote(j->key);
-		session_push_text(s, "{\"ev\":\"error\",\"agent\":%s,\"user\":\"%s\",\"seq\":0,"
-				  "\"error\":\"%s\"}", q ? q : "null", s->id, ureg_strerror(rc));
-		free(q);
-	}
+done:
 	__atomic_store_n(&this_worker->runs, this_worker->runs + 1, __ATOMIC_RELAXED);
 	free(j->key);
 	free(j->input);
@@ -414,37 +477,52 @@ static bool worker_push(struct worker *w, struct job *j)
 
 /* ---------------------------------------------------- lws (service thread) */
 
+/*
+ * One complete request (service thread).  Anything but
+ * {"run": "<agent>", "input": "<text>"} gets one error event and changes
+ * nothing: no job, no agent, no context byte.
+ */
 static void handle_request(struct agent_server *srv, struct session *s,
 			   const char *in, size_t len)
 {
 	json_error_t err;
-	json_t *root = json_loadb(in, len, 0, &err);
-	const char *key = root ? json_string_value(json_object_get(root, "run")) : NULL;
-	const char *input = root ? json_string_value(json_object_get(root, "input")) : NULL;
+	json_t *root = json_loadb(in, len, 0, &err), *run, *input;
 	struct job *j;
 
-	if (!key) {
-		session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,\"error\":"
-				  "\"expected {\\\"run\\\":\\\"agent\\\",\\\"input\\\":\\\"text\\\"}\"}", s->id);
+	if (!root) {
+		session_push_error(s, NULL, "request is not JSON (column %d: %s); expected "
+				   "{\"run\":\"<agent>\",\"input\":\"<text>\"}", err.column, err.text);
+		return;
+	}
+	run = json_object_get(root, "run");
+	input = json_object_get(root, "input");
+	if (!json_is_object(root) || !json_is_string(run) || !json_is_string(input)) {
+		session_push_error(s, json_string_value(run), "%s; expected "
+				   "{\"run\":\"<agent>\",\"input\":\"<text>\"}",
+				   !json_is_object(root) ? "request is not a JSON object" :
+				   !run ? "missing \"run\"" :
+				   !json_is_string(run) ? "\"run\" is not a string" :
+				   !input ? "missing \"input\"" : "\"input\" is not a string");
 		json_decref(root);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (j) {
 		j->s = s;
-		j->key = strdup(key);
-		j->input = strdup(input ? input : "");
+		j->key = strdup(json_string_value(run));
+		j->input = strdup(json_string_value(input));
 	}
-	json_decref(root);
 	if (!j || !j->key || !j->input) {
 		if (j) {
 			free(j->key);
 			free(j->input);
 			free(j);
 		}
-		session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,\"error\":\"out of memory\"}", s->id);
+		session_push_error(s, json_string_value(run), "out of memory");
+		json_decref(root);
 		return;
 	}
+	json_decref(root);
 	__atomic_add_fetch(&s->users, 1, __ATOMIC_RELAXED);
 	if (!worker_push(&srv->workers[s->worker], j)) {
 		free(j->key);
@@ -452,6 +530,63 @@ static void handle_request(struct agent_server *srv, struct session *s,
 		free(j);
 		__atomic_sub_fetch(&s->users, 1, __ATOMIC_RELAXED); /* connection still holds one */
 	}
+}
+
+/*
+ * A piece of a client message (service thread).  lws hands a message over
+ * in pieces (WebSocket fragments, and pieces of at most the rx buffer); they
+ * are joined here up to AGENT_SERVER_MAX_REQUEST bytes.  A longer message
+ * is dropped as it arrives (never buffered) and answered with one error.
+ */
+static void receive_piece(struct agent_server *srv, struct session *s, struct lws *wsi,
+			  const void *in, size_t len)
+{
+	bool final = lws_is_final_fragment(wsi);
+
+	if (!s->rx_in_msg) {
+		s->rx_in_msg = true;
+		s->rx_len = 0;
+		s->rx_binary = lws_frame_is_binary(wsi); /* of its first frame */
+		s->rx_refused = s->rx_binary;
+	}
+	if (!s->rx_refused && len) {
+		if (len > AGENT_SERVER_MAX_REQUEST - s->rx_len) {
+			s->rx_refused = true;
+		} else {
+			if (s->rx_len + len > s->rx_cap) {
+				size_t cap = s->rx_cap ? s->rx_cap : 1024;
+				while (cap < s->rx_len + len)
+					cap *= 2;
+				char *p = realloc(s->rx, cap);
+				if (!p) {
+					s->rx_refused = true;
+					goto out;
+				}
+				s->rx = p;
+				s->rx_cap = cap;
+			}
+			memcpy(s->rx + s->rx_len, in, len);
+			s->rx_len += len;
+		}
+	}
+out:
+	if (!final)
+		return;
+	s->rx_in_msg = false;
+	if (s->rx_binary)
+		session_push_error(s, NULL, "binary message refused: send a JSON text message");
+	else if (s->rx_refused)
+		session_push_error(s, NULL, "request too large (limit %d bytes) or out of memory",
+				   AGENT_SERVER_MAX_REQUEST);
+	else
+		handle_request(srv, s, s->rx, s->rx_len);
+	/* a large buffer is not kept for the connection's life */
+	if (s->rx_cap > 16384) {
+		free(s->rx);
+		s->rx = NULL;
+		s->rx_cap = 0;
+	}
+	s->rx_len = 0;
 }
 
 static struct session *session_open(struct agent_server *srv, struct lws *wsi)
@@ -551,12 +686,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_RECEIVE:
 		if (!(s = *pss))
 			return -1;
-		if (!lws_is_first_fragment(wsi) || !lws_is_final_fragment(wsi)) {
-			session_push_text(s, "{\"ev\":\"error\",\"user\":\"%s\",\"seq\":0,"
-					  "\"error\":\"fragmented request\"}", s->id);
-			return 0;
-		}
-		handle_request(srv, s, in, len);
+		receive_piece(srv, s, wsi, in, len);
 		return 0;
 
 	case LWS_CALLBACK_SERVER_WRITEABLE: {
@@ -749,6 +879,11 @@ int agent_server_port(const struct agent_server *s)
 	return s->port;
 }
 
+ureg_agent_reg_registry *agent_server_agents(struct agent_server *s)
+{
+	return s->agents;
+}
+
 void agent_server_stats(const struct agent_server *s, struct agent_server_stats *st)
 {
 	struct agent_server *srv = (struct agent_server *)s;
@@ -764,6 +899,7 @@ void agent_server_stats(const struct agent_server *s, struct agent_server_stats 
 	st->sessions_open = s->sessions_open;
 	st->sessions_total = s->sessions_total;
 	st->leaked_bytes = s->leaked_bytes;
+	st->leaked_instances = s->leaked_instances;
 	pthread_mutex_unlock(&srv->idle_lock);
 }
 

@@ -16,6 +16,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ureg/registries.h>
+
+/*
+ * The protocol.  A client sends text messages {"run":"<agent>","input":
+ * "<text>"} of at most AGENT_SERVER_MAX_REQUEST bytes (fragments are
+ * joined).  It receives, per run, the agent's events
+ *   {"ev":"started|progress|completed|error","agent":A,"user":U,"seq":N,
+ *    "t":NS,"data":{...}}                        (seq > 0, per agent)
+ * and, for a request the server cannot run (not JSON, a missing or
+ * non-string field, too large, binary, unknown or invalid agent name),
+ * one protocol error that changed nothing:
+ *   {"ev":"error","agent":A (when known),"user":U,"seq":0,"error":"why"}
+ */
+#define AGENT_SERVER_MAX_REQUEST 65536
+
 struct agent_server;
 
 struct agent_server_opts {
@@ -34,6 +49,7 @@ struct agent_server_stats {
 	uint64_t events_dropped;   /* events for a session already closed */
 	uint64_t leaked_bytes;     /* context bytes still live after every
 				    * agent of the session was released */
+	uint64_t leaked_instances; /* instances still live at that point */
 };
 
 /**
@@ -47,6 +63,15 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 
 /** agent_server_port - the port it listens on. Any thread, never blocks. */
 int agent_server_port(const struct agent_server *s);
+
+/**
+ * agent_server_agents - the agent registry the server runs from ("echo"
+ * and "fail" are registered at start).  An application or test may
+ * register more factories (UREG_SCOPE_CONTEXT, agents embedding struct
+ * ureg_agent) at any time; they are reachable by name at once.  Any
+ * thread; valid until agent_server_stop().
+ */
+ureg_agent_reg_registry *agent_server_agents(struct agent_server *s);
 
 /** agent_server_stats - copy the counters. Any thread, never blocks. */
 void agent_server_stats(const struct agent_server *s, struct agent_server_stats *st);

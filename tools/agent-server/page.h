@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The page served at "/": connects to the server and shows every event of
- * this connection (this user).  Kept tiny and dependency-free on purpose. */
+ * this connection (this user).  Kept tiny and dependency-free on purpose.
+ * On connect it runs echo("page loaded"), or the run given in the URL:
+ * /?run=AGENT&input=TEXT (used by browser-check.sh). */
 #ifndef UREG_AGENT_PAGE_H
 #define UREG_AGENT_PAGE_H
 static const char agent_page_html[] =
@@ -20,13 +22,17 @@ static const char agent_page_html[] =
 "var ws=new WebSocket((location.protocol==='https:'?'wss://':'ws://')+location.host+'/','ureg-agents');\n"
 "function line(cls,t){var d=document.createElement('div');d.className=cls;d.textContent=t;"
 "log.appendChild(d);log.scrollTop=log.scrollHeight;}\n"
+"var q=new URLSearchParams(location.search);\n"
+"if(q.get('run')){document.getElementById('agent').value=q.get('run');"
+"document.getElementById('input').value=q.get('input')||'';}\n"
 "ws.onopen=function(){document.getElementById('status').textContent='connected';"
-"ws.send(JSON.stringify({run:'echo',input:'page loaded'}));};\n"
+"ws.send(JSON.stringify(q.get('run')?{run:q.get('run'),input:q.get('input')||''}"
+":{run:'echo',input:'page loaded'}));};\n"
 "ws.onclose=function(){document.getElementById('status').textContent='closed';};\n"
 "ws.onmessage=function(m){var e=JSON.parse(m.data);n++;"
 "document.getElementById('count').textContent=n;"
 "if(e.user)document.getElementById('user').textContent=e.user;"
-"line(e.ev,'#'+e.seq+' '+e.agent+' '+e.ev+' '+JSON.stringify(e.data||e.error||''));};\n"
+"line(e.ev,'#'+e.seq+' '+(e.agent||'-')+' '+e.ev+' '+JSON.stringify(e.data||e.error||''));};\n"
 "document.getElementById('run').onclick=function(){ws.send(JSON.stringify({run:"
 "document.getElementById('agent').value,input:document.getElementById('input').value}));};\n"
 "</script></body></html>\n";

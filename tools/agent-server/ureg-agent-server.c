@@ -68,8 +68,9 @@ int main(int argc, char **argv)
 	agent_server_stats(srv, &st);
 	agent_server_stop(srv);
 	fprintf(stderr, "ureg-agent-server: %llu sessions, %llu runs, %llu events sent, "
-		"%llu leaked context bytes\n",
+		"%llu leaked context bytes, %llu leaked instances\n",
 		(unsigned long long)st.sessions_total, (unsigned long long)st.runs,
-		(unsigned long long)st.events_sent, (unsigned long long)st.leaked_bytes);
+		(unsigned long long)st.events_sent, (unsigned long long)st.leaked_bytes,
+		(unsigned long long)st.leaked_instances);
 	return 0;
 }
