@@ -50,12 +50,97 @@ struct ureg_instance {
 	bool cached;
 };
 
+/*
+ * Object pointer -> instance record, so ureg_instance_release is O(1):
+ * open addressing with linear probing, at most half full, deletion by
+ * backward shift.  Under ctx->lock; allocated on the first instance.
+ */
+struct inst_map {
+	uint32_t mask, used;
+	uint32_t reserved; /* creations in flight that hold a free slot */
+	struct ureg_instance **slot;
+};
+
+static inline uint32_t ptr_hash(const void *p)
+{
+	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
+}
+
+/*
+ * Hold room for one more record, taken before a factory runs so that the
+ * insert after it cannot fail; -ENOMEM leaves the map as it was.
+ */
+static int map_reserve(struct inst_map *m)
+{
+	uint32_t n = m->slot ? (m->mask + 1) * 2 : 16;
+	struct ureg_instance **ns;
+
+	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
+		m->reserved++;
+		return 0;
+	}
+	if (!(ns = ureg__calloc(n, sizeof(*ns))))
+		return -ENOMEM;
+	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
+		if (!m->slot[i])
+			continue;
+		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
+		while (ns[j])
+			j = (j + 1) & (n - 1);
+		ns[j] = m->slot[i];
+	}
+	ureg__free(m->slot);
+	m->slot = ns;
+	m->mask = n - 1;
+	m->reserved++;
+	return 0;
+}
+
+static void map_insert(struct inst_map *m, struct ureg_instance *in)
+{
+	uint32_t i = ptr_hash(in->obj) & m->mask;
+
+	while (m->slot[i])
+		i = (i + 1) & m->mask;
+	m->slot[i] = in;
+	m->used++;
+	m->reserved--;
+}
+
+/* Remove and return the record of @obj, or NULL. */
+static struct ureg_instance *map_take(struct inst_map *m, const void *obj)
+{
+	struct ureg_instance *in;
+	uint32_t i, j;
+
+	if (!m->slot)
+		return NULL;
+	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
+		if (m->slot[i]->obj == obj)
+			break;
+	if (!(in = m->slot[i]))
+		return NULL;
+	/* backward-shift the rest of the cluster into the hole */
+	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
+		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
+		/* move j to i when its home is not cyclically in (i, j] */
+		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+			m->slot[i] = m->slot[j];
+			i = j;
+		}
+	}
+	m->slot[i] = NULL;
+	m->used--;
+	return in;
+}
+
 struct ureg_ctx {
 	pthread_mutex_t lock;             /* allocations, instances, cache writes */
 	pthread_cond_t created;           /* single-flight wake-up */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	struct alloc_hdr allocs;          /* circular list sentinel */
 	struct ureg_instance *oldest, *newest;
+	struct inst_map instances;        /* object -> record, for release */
 	struct ureg_ctx_stats st;
 	struct cds_list_head all_node;    /* all_contexts */
 	char name[UREG_NAME_MAX + 1];
@@ -140,6 +225,7 @@ static void instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
 	ureg__free(in);
 }
 
+/* Under ctx->lock: out of the creation-order list (not the map). */
 static void instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
 {
 	if (in->prev)
@@ -169,7 +255,7 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 		pthread_mutex_lock(&ctx->lock);
 		in = ctx->newest;
 		if (in)
-			instance_unlink(ctx, in);
+			instance_unlink(ctx, in); /* the map is dropped whole below */
 		pthread_mutex_unlock(&ctx->lock);
 		if (!in)
 			break;
@@ -187,6 +273,7 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	/* no other thread may use ctx now (contract), so no reader can be
 	 * probing the cache: free it at once */
 	free(ctx->cache);
+	ureg__free(ctx->instances.slot);
 	pthread_cond_destroy(&ctx->created);
 	pthread_mutex_destroy(&ctx->lock);
 	ureg__free(ctx);
@@ -327,8 +414,22 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 
 /* ------------------------------------------------------------ instances */
 
+static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
+				       void *obj, ureg_ctx *ctx)
+{
+	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
+		fb->f.instance_destroy : fb->type->instance_destroy;
+	if (destroy)
+		destroy(obj, ctx);
+}
+
+/*
+ * Run @fb's factory in @ctx and record the instance (creation order list,
+ * object map).  @cached marks a CONTEXT-scope instance.  No lock is held
+ * while the factory and on_create hook run.
+ */
 int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
-		     struct ureg_factory_box *fb, void **out)
+		     struct ureg_factory_box *fb, bool cached, void **out)
 {
 	struct ureg_instance *in;
 	void *obj = NULL;
@@ -337,6 +438,15 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	if (!(in = ureg__calloc(1, sizeof(*in))))
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
+	pthread_mutex_lock(&ctx->lock);
+	rc = map_reserve(&ctx->instances);
+	pthread_mutex_unlock(&ctx->lock);
+	if (rc) {
+		ureg__free(in);
+		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
+				 reg->name, fb->key);
+	}
+	ureg__clear_err();
 	rc = fb->f.create(ctx, fb->f.arg, &obj);
 	if (rc == 0 && !obj)
 		rc = ureg__err(-EINVAL, "registry '%s': factory '%s' returned success but no instance",
@@ -347,15 +457,15 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		rc = fb->type->on_create(reg, fb->key, obj, ctx,
 					 fb->type->on_create_arg);
 		if (rc) {
-			void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
-				fb->f.instance_destroy : fb->type->instance_destroy;
-			if (destroy)
-				destroy(obj, ctx);
+			instance_destroy_unrecorded(fb, obj, ctx);
 			if (rc > 0)
 				rc = -rc;
 		}
 	}
 	if (rc) {
+		pthread_mutex_lock(&ctx->lock);
+		ctx->instances.reserved--;
+		pthread_mutex_unlock(&ctx->lock);
 		ureg__free(in);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
@@ -365,9 +475,9 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	in->obj = obj;
 	in->fb = fb;
 	in->reg = reg;
-	ureg__fbox_get(fb);
-	ureg__registry_get(reg);
+	in->cached = cached;
 	pthread_mutex_lock(&ctx->lock);
+	map_insert(&ctx->instances, in);
 	in->prev = ctx->newest;
 	if (ctx->newest)
 		ctx->newest->next = in;
@@ -376,6 +486,8 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	ctx->newest = in;
 	ctx->st.instances++;
 	pthread_mutex_unlock(&ctx->lock);
+	ureg__fbox_get(fb);
+	ureg__registry_get(reg);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;
@@ -452,7 +564,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	int rc;
 
 	if (fb->f.scope == UREG_SCOPE_TRANSIENT)
-		return ureg__ctx_create(ctx, reg, fb, out);
+		return ureg__ctx_create(ctx, reg, fb, false, out);
 
 	/* fast path: lock-free probe, no writes */
 	s = cache_find(rcu_dereference(ctx->cache), fb->serial);
@@ -488,18 +600,10 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	}
 	pthread_mutex_unlock(&ctx->lock);
 
-	rc = ureg__ctx_create(ctx, reg, fb, &obj);
+	rc = ureg__ctx_create(ctx, reg, fb, true, &obj);
 
 	pthread_mutex_lock(&ctx->lock);
 	s = cache_find(ctx->cache, fb->serial); /* the table may have grown */
-	if (rc == 0) {
-		/* find our record to mark it cached */
-		for (struct ureg_instance *in = ctx->newest; in; in = in->prev)
-			if (in->obj == obj) {
-				in->cached = true;
-				break;
-			}
-	}
 	__atomic_store_n(&s->obj, rc == 0 ? obj : TOMB, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&ctx->created);
 	pthread_mutex_unlock(&ctx->lock);
@@ -516,9 +620,7 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
 	ureg__rcu_ensure();
 	pthread_mutex_lock(&ctx->lock);
-	for (in = ctx->newest; in; in = in->prev)
-		if (in->obj == instance)
-			break;
+	in = map_take(&ctx->instances, instance);
 	if (!in) {
 		pthread_mutex_unlock(&ctx->lock);
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",

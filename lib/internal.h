@@ -254,7 +254,7 @@ void ureg__events_detach_registry(ureg_registry *reg);
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_entry *e, void **out);
 int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
-		     struct ureg_factory_box *fb, void **out);
+		     struct ureg_factory_box *fb, bool cached, void **out);
 void ureg__ctx_lock_all(void);
 void ureg__ctx_unlock_all(void);
 

@@ -684,7 +684,7 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, key);
-	rc = ureg__ctx_create(ctx, reg, fb, out);
+	rc = ureg__ctx_create(ctx, reg, fb, false, out);
 	ureg__fbox_put(fb);
 	return rc;
 }

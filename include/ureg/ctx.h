@@ -128,9 +128,8 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p);
  * runs on the calling thread) instead of at ureg_ctx_destroy().  A
  * CONTEXT-scope instance is also dropped from the context's cache; the
  * caller must know no other thread still uses it.  Not inside a read
- * section.  Finds the instance by a walk from the newest one: linear in
- * the context's live instances (contexts hold few).  Returns 0, -EINVAL,
- * -ENOENT (not an instance of @ctx).
+ * section.  Constant time (a per-context map from object to record).
+ * Returns 0, -EINVAL, -ENOENT (not an instance of @ctx).
  */
 int ureg_instance_release(ureg_ctx *ctx, void *instance);
 

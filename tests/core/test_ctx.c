@@ -625,3 +625,67 @@ Test(ctx, a_hundred_thousand_shared_contexts_live_at_once, .timeout = 60)
 	free(ctx);
 	free(mem);
 }
+
+/*
+ * Release finds an instance through the context's object map: releasing in
+ * any order (here a fixed shuffle of 1,000) destroys exactly the instance
+ * named, keeps every other one alive, and leaves the accounting exact.
+ */
+static int shuffle_made;
+static void *shuffle_seen[1000];
+
+static int shuffle_factory(ureg_ctx *ctx, void *arg, void **out)
+{
+	int *p = ureg_ctx_alloc(ctx, sizeof(int));
+	if (!p)
+		return -ENOMEM;
+	*p = shuffle_made++;
+	*out = p;
+	return 0;
+}
+
+static int shuffle_destroyed[1000];
+static void shuffle_destroy(void *inst, ureg_ctx *ctx)
+{
+	shuffle_destroyed[*(int *)inst]++;
+	ureg_ctx_free(ctx, inst);
+}
+
+Test(ctx, instances_are_released_in_any_order_and_only_the_named_one_dies)
+{
+	static const ureg_type t = { .name = "shuffle" };
+	ureg_registry *reg;
+	ureg_ctx *ctx;
+	struct ureg_ctx_stats st;
+	unsigned order[1000], x = 12345;
+
+	cr_assert_eq(ureg_registry_new(&t, "shuffle", &reg), 0);
+	cr_assert_eq(ureg_register_factory(reg, "f", &(struct ureg_factory){
+		.create = shuffle_factory, .instance_destroy = shuffle_destroy }), 0);
+	cr_assert_eq(ureg_ctx_new("shuffle", 0, &ctx), 0);
+	for (int i = 0; i < 1000; i++) {
+		cr_assert_eq(ureg_create_instance(reg, "f", ctx, &shuffle_seen[i]), 0);
+		order[i] = (unsigned)i;
+	}
+	for (int i = 999; i > 0; i--) { /* Fisher-Yates with a fixed LCG */
+		x = x * 1103515245u + 12345u;
+		unsigned j = (x >> 8) % (unsigned)(i + 1), tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+	for (int n = 0; n < 1000; n++) {
+		unsigned victim = order[n];
+		cr_assert_eq(ureg_instance_release(ctx, shuffle_seen[victim]), 0);
+		cr_assert_eq(shuffle_destroyed[victim], 1);
+		cr_assert_eq(ureg_instance_release(ctx, shuffle_seen[victim]), -ENOENT);
+		cr_assert_eq(ureg_ctx_stats(ctx, &st), 0);
+		cr_assert_eq(st.instances, (size_t)(999 - n));
+		cr_assert_eq(st.allocations, (size_t)(999 - n));
+	}
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(shuffle_destroyed[i], 1, "instance %d destroyed %d times", i,
+			     shuffle_destroyed[i]);
+	cr_assert_eq(st.live_bytes, 0);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(reg);
+}
