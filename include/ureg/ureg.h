@@ -38,6 +38,7 @@
 #ifndef UREG_UREG_H
 #define UREG_UREG_H
 
+#include <errno.h>   /* return values are negative errno constants */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
