@@ -143,40 +143,56 @@ static void unbuilt_table_free(struct cds_lfht *ht, bool keep_op_boxes,
 	ureg__ht_destroy(ht);
 }
 
-int ureg_batch_commit(ureg_batch *b, uint64_t generation)
-{
+/* A batch's next generation, built beside the live table. */
+struct built {
 	ureg_registry *reg;
-	struct cds_lfht *old_ht, *ht;
+	struct cds_lfht *ht;
+	struct cds_lfht *old_ht;
+	struct cds_list_head events;   /* prepared ureg_event_node */
+	size_t count;
+	unsigned long buckets;
+	uint64_t gen;
+};
+
+static void built_events_free(struct built *bt)
+{
+	struct ureg_event_node *evn, *tmp;
+
+	cds_list_for_each_entry_safe(evn, tmp, &bt->events, node) {
+		cds_list_del(&evn->node);
+		ureg__free(evn);
+	}
+}
+
+/*
+ * With b->reg's writer mutex held: build the table of the next generation
+ * (the batch's entries plus a copy of every entry it does not touch) and
+ * prepare its events.  Every allocation of a commit happens here; on
+ * -ENOMEM everything built is freed and nothing is visible.
+ */
+static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
+{
+	ureg_registry *reg = b->reg;
+	bool want_events = ureg__has_listeners(reg);
 	struct cds_lfht_iter iter;
 	struct ureg_entry *e, *ne;
-	struct cds_list_head events;
-	struct ureg_event_node *evn, *tmp;
-	bool want_events;
-	size_t count = 0;
-	uint64_t gen;
+	struct ureg_event_node *evn;
 
-	ureg__rcu_ensure();
-	if (!b)
-		return ureg__err(-EINVAL, "batch_commit: batch is NULL");
-	if (ureg__thread.read_depth)
-		return ureg__err(-EPERM, "batch_commit inside a read section would deadlock");
-	reg = b->reg;
-	CDS_INIT_LIST_HEAD(&events);
-	want_events = ureg__has_listeners(reg);
-
-	pthread_mutex_lock(&reg->writer);
-	old_ht = reg->ht;
-	gen = reg->generation + 1;
+	CDS_INIT_LIST_HEAD(&bt->events);
+	bt->reg = reg;
+	bt->old_ht = reg->ht;
+	bt->gen = reg->generation + 1;
+	bt->count = 0;
+	bt->buckets = ureg__buckets_for(reg->count + b->n);
 	if (!generation)
-		generation = gen;
-	ht = ureg__ht_new(reg->count + b->n);
-	if (!ht)
-		goto nomem_unlocked_ht;
+		generation = bt->gen;
+	if (!(bt->ht = ureg__ht_new(reg->count + b->n)))
+		return -ENOMEM;
 
 	urcu_memb_read_lock();
 	/* 1. the batch's own entries; removals as placeholder entries */
 	for (struct batch_op *op = b->ops; op; op = op->next) {
-		struct ureg_entry *old = ureg__find(old_ht, &op->k);
+		struct ureg_entry *old = ureg__find(bt->old_ht, &op->k);
 		if (!(ne = ureg__entry_alloc(&op->k)))
 			goto nomem;
 		ureg__cold(ne)->ibox = op->ib;
@@ -187,79 +203,98 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
 		}
-		cds_lfht_add(ht, op->k.hash, &ne->node);
+		cds_lfht_add(bt->ht, op->k.hash, &ne->node);
 		if (want_events && (old || op->ib || op->fb)) {
 			enum ureg_event_kind kind = !(op->ib || op->fb) ?
 				UREG_EV_UNREGISTERED : old ? UREG_EV_REPLACED :
 				UREG_EV_REGISTERED;
 			if (!(evn = ureg__event_prepare(reg, kind, op->key)))
 				goto nomem;
-			cds_list_add_tail(&evn->node, &events);
+			cds_list_add_tail(&evn->node, &bt->events);
 		}
 	}
 	/* 2. copies of every entry the batch does not touch */
-	cds_lfht_for_each_entry(old_ht, &iter, e, node) {
-		struct ureg_key k = { .str = e->key, .len = e->keylen, .hash = ureg__cold(e)->hash };
-		if (ureg__find(ht, &k))
+	cds_lfht_for_each_entry(bt->old_ht, &iter, e, node) {
+		struct ureg_entry_cold *c = ureg__cold(e);
+		struct ureg_key k = { .str = e->key, .len = e->keylen, .hash = c->hash };
+		if (ureg__find(bt->ht, &k))
 			continue;
 		if (!(ne = ureg__entry_alloc(&k)))
 			goto nomem;
 		struct ureg_source src = {
-			.provider = ureg__cold(e)->provider, .file = ureg__cold(e)->source_file,
-			.line = ureg__cold(e)->source_line, .column = ureg__cold(e)->source_column,
+			.provider = c->provider, .file = c->source_file,
+			.line = c->source_line, .column = c->source_column,
 		};
 		if (ureg__entry_set_source(ne, &src)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
 		}
-		ureg__cold(ne)->ibox = ureg__cold(e)->ibox;
+		ureg__cold(ne)->ibox = c->ibox;
 		ne->item = e->item;
 		ne->fbox = e->fbox;
-		ureg__cold(ne)->generation = ureg__cold(e)->generation;
-		if (ureg__cold(ne)->ibox)
-			__atomic_add_fetch(&ureg__cold(ne)->ibox->refs, 1, __ATOMIC_RELAXED);
+		ureg__cold(ne)->generation = c->generation;
+		if (c->ibox)
+			__atomic_add_fetch(&c->ibox->refs, 1, __ATOMIC_RELAXED);
 		if (ne->fbox)
 			ureg__fbox_get(ne->fbox);
-		cds_lfht_add(ht, k.hash, &ne->node);
+		cds_lfht_add(bt->ht, k.hash, &ne->node);
 	}
 	if (want_events) {
 		if (!(evn = ureg__event_prepare(reg, UREG_EV_RELOAD_APPLIED, NULL)))
 			goto nomem;
-		cds_list_add_tail(&evn->node, &events);
+		cds_list_add_tail(&evn->node, &bt->events);
 	}
 	/* 3. drop the removal placeholders; count */
-	cds_lfht_for_each_entry(ht, &iter, e, node) {
-		if (!ureg__cold(e)->ibox && !e->fbox) {
-			cds_lfht_del(ht, &e->node);
+	cds_lfht_for_each_entry(bt->ht, &iter, e, node) {
+		if (!e->item && !e->fbox) {
+			cds_lfht_del(bt->ht, &e->node);
 			ureg__entry_retire_unused(e);
 		} else {
-			count++;
+			bt->count++;
 		}
 	}
 	urcu_memb_read_unlock();
+	return 0;
 
-	/* 4. publish: one pointer store */
-	rcu_assign_pointer(reg->ht, ht);
-	__atomic_store_n(&reg->buckets, ureg__buckets_for(reg->count + b->n),
-			 __ATOMIC_RELAXED);
-	__atomic_store_n(&reg->count, count, __ATOMIC_RELAXED);
-	__atomic_store_n(&reg->generation, gen, __ATOMIC_RELAXED);
-	cds_list_for_each_entry_safe(evn, tmp, &events, node) {
+nomem:
+	urcu_memb_read_unlock();
+	unbuilt_table_free(bt->ht, true, b);
+	built_events_free(bt);
+	return -ENOMEM;
+}
+
+/* With the writer mutex held: one pointer store makes it live. */
+static void batch_publish(ureg_batch *b, struct built *bt)
+{
+	ureg_registry *reg = b->reg;
+	struct ureg_event_node *evn, *tmp;
+
+	rcu_assign_pointer(reg->ht, bt->ht);
+	__atomic_store_n(&reg->buckets, bt->buckets, __ATOMIC_RELAXED);
+	__atomic_store_n(&reg->count, bt->count, __ATOMIC_RELAXED);
+	__atomic_store_n(&reg->generation, bt->gen, __ATOMIC_RELAXED);
+	cds_list_for_each_entry_safe(evn, tmp, &bt->events, node) {
 		cds_list_del(&evn->node);
-		ureg__event_queue(reg, evn, gen);
+		ureg__event_queue(reg, evn, bt->gen);
 	}
-	pthread_mutex_unlock(&reg->writer);
-	ureg__events_flush(reg);
+}
 
-	/* the boxes now belong to the published entries */
+/* After publish: the boxes now belong to the published entries. */
+static void batch_free_published(ureg_batch *b)
+{
 	for (struct batch_op *op = b->ops, *next; op; op = next) {
 		next = op->next;
 		op_free(op, false);
 	}
 	ureg__free(b);
+}
 
-	/* 5. no reader is left on the old table after a grace period */
-	urcu_memb_synchronize_rcu();
+/* After a grace period: no reader is left on the old table. */
+static void retire_old_table(ureg_registry *reg, struct cds_lfht *old_ht)
+{
+	struct cds_lfht_iter iter;
+	struct ureg_entry *e;
+
 	urcu_memb_read_lock();
 	cds_lfht_for_each_entry(old_ht, &iter, e, node) {
 		cds_lfht_del(old_ht, &e->node);
@@ -270,20 +305,86 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation)
 	pthread_mutex_unlock(&reg->resize_lock);
 	ureg__ht_destroy(old_ht);
 	ureg__maybe_resize(reg);
+}
+
+int ureg_batch_commit(ureg_batch *b, uint64_t generation)
+{
+	return ureg_batch_commit_all(&b, 1, generation);
+}
+
+static int reg_order(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)(*(ureg_batch *const *)a)->reg;
+	uintptr_t y = (uintptr_t)(*(ureg_batch *const *)b)->reg;
+	return x < y ? -1 : x > y;
+}
+
+int ureg_batch_commit_all(ureg_batch **bs, size_t n, uint64_t generation)
+{
+	struct built one, *bt = &one;
+	ureg_batch *sorted_one, **sorted = &sorted_one;
+	size_t i, j;
+	int rc = 0;
+
+	ureg__rcu_ensure();
+	if (!bs || n == 0)
+		return ureg__err(-EINVAL, "batch_commit: no batch");
+	for (i = 0; i < n; i++) {
+		if (!bs[i])
+			return ureg__err(-EINVAL, "batch_commit: batch %zu is NULL", i);
+		for (j = 0; j < i; j++)
+			if (bs[j]->reg == bs[i]->reg)
+				return ureg__err(-EINVAL, "batch_commit: two batches for registry '%s'",
+						 bs[i]->reg->name);
+	}
+	if (ureg__thread.read_depth)
+		return ureg__err(-EPERM, "batch_commit inside a read section would deadlock");
+	if (n > 1) {
+		bt = ureg__malloc(n * sizeof(*bt));
+		sorted = ureg__malloc(n * sizeof(*sorted));
+		if (!bt || !sorted) {
+			ureg__free(bt);
+			ureg__free(sorted);
+			return ureg__err(-ENOMEM, "batch_commit: out of memory, nothing changed");
+		}
+	}
+	/* writer mutexes in address order: two multi-commits cannot deadlock */
+	memcpy(sorted, bs, n * sizeof(*sorted));
+	qsort(sorted, n, sizeof(*sorted), reg_order);
+	for (i = 0; i < n; i++)
+		pthread_mutex_lock(&sorted[i]->reg->writer);
+	for (i = 0; i < n && rc == 0; i++)
+		rc = batch_build(sorted[i], generation, &bt[i]);
+	if (rc) {
+		/* batch i-1 freed its own; undo the ones before it */
+		for (j = 0; j + 1 < i; j++) {
+			unbuilt_table_free(bt[j].ht, true, sorted[j]);
+			built_events_free(&bt[j]);
+		}
+		for (i = n; i-- > 0;)
+			pthread_mutex_unlock(&sorted[i]->reg->writer);
+		if (n > 1) {
+			ureg__free(bt);
+			ureg__free(sorted);
+		}
+		return ureg__err(-ENOMEM, "batch_commit: out of memory, nothing changed");
+	}
+	for (i = 0; i < n; i++)
+		batch_publish(sorted[i], &bt[i]);
+	for (i = n; i-- > 0;)
+		pthread_mutex_unlock(&sorted[i]->reg->writer);
+
+	for (i = 0; i < n; i++) {
+		ureg__events_flush(bt[i].reg);
+		batch_free_published(sorted[i]);
+	}
+	urcu_memb_synchronize_rcu();
+	for (i = 0; i < n; i++)
+		retire_old_table(bt[i].reg, bt[i].old_ht);
+	if (n > 1) {
+		ureg__free(bt);
+		ureg__free(sorted);
+	}
 	ureg__clear_err();
 	return 0;
-
-nomem:
-	urcu_memb_read_unlock();
-	pthread_mutex_unlock(&reg->writer);
-	unbuilt_table_free(ht, true, b);
-	goto nomem_events;
-nomem_unlocked_ht:
-	pthread_mutex_unlock(&reg->writer);
-nomem_events:
-	cds_list_for_each_entry_safe(evn, tmp, &events, node) {
-		cds_list_del(&evn->node);
-		ureg__free(evn);
-	}
-	return ureg__err(-ENOMEM, "batch_commit: out of memory, nothing changed");
 }

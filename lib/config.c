@@ -51,7 +51,6 @@ void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 #define CONFIG_MAX_BYTES (16u << 20)
 /* Retries of a later registry's commit after an earlier one succeeded. */
-#define COMMIT_RETRIES 8
 
 /* Every allocation of the config layer goes through the ureg__ wrappers
  * (lib/alloc.c) so a fault-injection build can fail each one.  libyaml
@@ -1288,55 +1287,30 @@ static int apply(struct load *L, struct spec *s)
 			}
 	}
 	/*
-	 * Commit: one generation per registry, one registry after the other.
-	 * The first commit is the point of no return.  If it fails (-ENOMEM:
-	 * the batch is intact and nothing changed) everything is rolled back.
-	 * A later registry's failed commit cannot be undone - the earlier
-	 * registries' replaced objects are already on their way out - so it
-	 * is retried (ureg_batch_commit leaves the batch valid for that),
-	 * each time after rcu_barrier() has freed the generations the earlier
-	 * commits retired; only if memory stays exhausted the reload ends
-	 * partially applied, as documented in ureg/config.h.
+	 * Commit: one generation per registry, all registries together -
+	 * ureg_batch_commit_all builds every next table before it publishes
+	 * any, so running out of memory here changes nothing and leaves the
+	 * batches valid for the rollback below.
 	 */
-	bool committed_any = false;
-	for (size_t i = 0; i < nt; i++) {
-		if (!t[i].batch)
-			continue;
-		rc = ureg_batch_commit(t[i].batch, 0);
-		for (int tries = 0; rc == -ENOMEM && committed_any &&
-		     tries < COMMIT_RETRIES; tries++) {
-			urcu_memb_barrier();
-			rc = ureg_batch_commit(t[i].batch, 0);
-		}
-		if (rc && !committed_any) {
-			L->nomem = L->nomem || rc == -ENOMEM;
-			err_add(L, 0, 0, "committing registry '%s': %s", t[i].name,
-				ureg_last_error());
-			goto fail; /* nothing committed: roll everything back */
-		}
-		if (rc) {
-			L->nomem = L->nomem || rc == -ENOMEM;
-			err_add(L, 0, 0, "committing registry '%s': %s; the registries before it keep the new state",
-				t[i].name, ureg_last_error());
-			for (size_t k = i; k < nt; k++) {
-				ureg_batch_abort(t[k].batch);
-				t[k].batch = NULL;
-			}
-			/* registries before i are committed: their spec moves */
-			for (size_t k = 0; k < i; k++) {
-				rspec_free(t[k].lr->spec);
-				t[k].lr->spec = t[k].rs;
-				for (size_t m = 0; m < s->n; m++)
-					if (s->r[m] == t[k].rs)
-						s->r[m] = NULL;
-			}
-			ureg__free(ops);
-			ureg__free(t);
-			return rc;
-		}
-		committed_any = true;
-		t[i].batch = NULL;
+	size_t nb = 0;
+	ureg_batch **bs = ureg__malloc((nt ? nt : 1) * sizeof(*bs));
+	if (!bs) {
+		rc = -ENOMEM;
+		oom_at(L, 0, 0);
+		goto fail;
 	}
+	for (size_t i = 0; i < nt; i++)
+		if (t[i].batch)
+			bs[nb++] = t[i].batch;
+	rc = nb ? ureg_batch_commit_all(bs, nb, 0) : 0;
+	ureg__free(bs);
+	if (rc) {
+		L->nomem = L->nomem || rc == -ENOMEM;
+		err_add(L, 0, 0, "committing: %s", ureg_last_error());
+		goto fail; /* nothing committed: roll everything back */
+	}
+	for (size_t i = 0; i < nt; i++)
+		t[i].batch = NULL;
 	/* the new spec becomes live */
 	for (size_t i = 0; i < nt; i++) {
 		rspec_free(t[i].lr->spec);

@@ -34,19 +34,16 @@
  * Consistency guarantee for readers: inside ONE read section, the keys of
  * ONE registry changed by the same reload are seen all old or all new
  * (the batch publishes a registry's new table with a single pointer
- * store).  Two different registries are committed one after the other: a
- * reader may see registry A new and registry B old.
+ * store).  All registries of a reload are committed together
+ * (ureg_batch_commit_all: every new table is built before any is
+ * published), but published one pointer store after the other: a reader
+ * reading two registries in one read section may, for those few stores,
+ * see registry A new and registry B old.
  *
- * Out of memory.  Every allocation failure before the first registry is
- * committed (parsing, planning, building, staging, the first commit)
- * returns -ENOMEM with every registry unchanged and nothing leaked; the
- * objects built for the reload are destroyed, live ones are not touched.
- * A later registry's commit that fails for lack of memory is retried (up
- * to 8 times, each after the previous generations were freed); only if
- * memory stays exhausted does the reload return -ENOMEM with the
- * registries committed before it in the new state and the others in the
- * old one (the config's view matches what is live, so the next reload
- * computes its diff from there).
+ * Out of memory.  Every allocation failure (parsing, planning, building,
+ * staging, committing) returns -ENOMEM with every registry unchanged and
+ * nothing leaked; the objects built for the reload are destroyed, live
+ * ones are not touched.  A load or reload is all or nothing.
  *
  * Registries dropped from the file are emptied (one generation), not
  * destroyed: pointers the application holds stay valid until

@@ -433,6 +433,23 @@ int ureg_batch_put(ureg_batch *b, const char *key, void *item,
  */
 int ureg_batch_commit(ureg_batch *b, uint64_t generation);
 
+/**
+ * ureg_batch_commit_all - commit batches of @n different registries
+ * together: all of them or none.
+ *
+ * Takes the registries' writer mutexes (in a fixed order), builds every
+ * next generation, and only when all were built publishes them one after
+ * the other while still holding every mutex; then one grace period
+ * releases all previous generations.  On -ENOMEM nothing changed and every
+ * batch is still valid (retry or abort each).  Each registry switches
+ * atomically; a reader that reads two of them in one read section may see
+ * the first switched and the second not yet (for a few stores).  Call
+ * outside a read section.  Returns 0; -EINVAL (no batch, a NULL one, two
+ * for one registry); -EPERM (inside a read section); -ENOMEM.  On success
+ * the batches are consumed.
+ */
+int ureg_batch_commit_all(ureg_batch **b, size_t n, uint64_t generation);
+
 /** ureg_batch_abort - drop @b and everything it owns.  NULL is a no-op. */
 void ureg_batch_abort(ureg_batch *b);
 

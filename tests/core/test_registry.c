@@ -1284,3 +1284,38 @@ Test(batch, single_key_calls_keep_working_after_a_commit)
 	cr_assert_eq(ureg_count(reg), 1);
 	ureg_registry_destroy(reg);
 }
+
+Test(batch, batches_of_several_registries_commit_together_or_are_refused_whole)
+{
+	ureg_registry *a = new_reg(&item_type), *b = new_reg(&item_type);
+	ureg_batch *ba, *bb, *pair[2];
+	void *p;
+
+	cr_assert_eq(ureg_batch_new(a, &ba), 0);
+	cr_assert_eq(ureg_batch_new(b, &bb), 0);
+	cr_assert_eq(ureg_batch_put(ba, "x", item_new(1), NULL, NULL), 0);
+	cr_assert_eq(ureg_batch_put(bb, "y", item_new(2), NULL, NULL), 0);
+
+	/* refused whole: the same registry twice, a NULL batch, none */
+	pair[0] = ba;
+	pair[1] = ba;
+	cr_assert_eq(ureg_batch_commit_all(pair, 2, 0), -EINVAL);
+	pair[1] = NULL;
+	cr_assert_eq(ureg_batch_commit_all(pair, 2, 0), -EINVAL);
+	cr_assert_eq(ureg_batch_commit_all(pair, 0, 0), -EINVAL);
+	cr_assert_eq(ureg_count(a) + ureg_count(b), 0);
+
+	pair[1] = bb;
+	cr_assert_eq(ureg_batch_commit_all(pair, 2, 7), 0);
+	ureg_read_lock();
+	cr_assert_eq(ureg_lookup(a, "x", &p), 0);
+	cr_assert_eq(((struct item *)p)->id, 1);
+	cr_assert_eq(ureg_lookup(b, "y", &p), 0);
+	cr_assert_eq(((struct item *)p)->id, 2);
+	struct ureg_entry_info info;
+	cr_assert_eq(ureg_entry_info(b, "y", &info), 0);
+	cr_assert_eq(info.generation, 7);
+	ureg_read_unlock();
+	ureg_registry_destroy(a);
+	ureg_registry_destroy(b);
+}

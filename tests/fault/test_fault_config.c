@@ -8,8 +8,8 @@
  * back, the process's registries are exactly as before (the full
  * ureg_report, every singleton pointer and label, every context-scope
  * instance), every object the failed call built was destroyed and no live
- * one was.  A call that reaches the Nth allocation and still succeeds
- * (a later registry's commit is retried) must have applied everything.
+ * one was.  Loads and reloads are all or nothing: a call that reached its
+ * Nth allocation cannot succeed.
  * LeakSanitizer in the ASan build proves that no failure path leaks.
  *
  * Needs a library built with -Dfault_injection=true.
@@ -278,10 +278,9 @@ Test(fault_config, a_first_load_that_runs_out_of_memory_creates_nothing)
 	}
 	cr_assert_lt(n, WALK_MAX);
 	cr_assert_gt(n, 20, "the walk covered only %ld allocations", n);
-	/* 3 registries commit one after the other: a fault in the 2nd or
-	 * 3rd commit is retried; every other fault fails the whole load */
-	cr_assert_gt(survived, 0, "no later commit's failure was exercised");
-	cr_assert_eq(failed + survived, n - 1);
+	/* the 3 registries commit together: every fault fails the load */
+	cr_assert_eq(survived, 0, "%ld loads succeeded although a fault hit them", survived);
+	cr_assert_eq(failed, n - 1);
 	free(path);
 	ct_rmdir(dir);
 }
@@ -310,12 +309,10 @@ Test(fault_config, a_reload_that_runs_out_of_memory_leaves_every_registry_as_it_
 	}
 	cr_assert_lt(n, WALK_MAX);
 	cr_assert_gt(n, 20, "the walk covered only %ld allocations", n);
-	/* 4 registries commit one after the other: a fault in the 2nd, 3rd
-	 * or 4th commit is retried and the reload still applies whole */
-	cr_assert_gt(survived, 0, "no later commit's failure was exercised");
-	cr_assert_eq(failed + survived, n - 1);
-	cr_log_info("reload walk: %ld allocations, %ld failed cleanly, %ld survived by a commit retry",
-		    n - 1, failed, survived);
+	/* the 4 registries commit together: every fault fails the reload */
+	cr_assert_eq(survived, 0, "%ld reloads succeeded although a fault hit them", survived);
+	cr_assert_eq(failed, n - 1);
+	cr_log_info("reload walk: %ld allocations, each failed cleanly", n - 1);
 	ureg_config_destroy(cfg);
 }
 
