@@ -46,7 +46,7 @@ struct ureg_instance {
 	struct ureg_instance *prev, *next; /* creation order */
 	void *obj;
 	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor */
-	ureg_registry *reg;                /* counted: may outlive the owner */
+	ureg_registry *reg;                /* alive while fb is */
 	bool cached;
 };
 
@@ -221,7 +221,6 @@ static void instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
 	if (destroy)
 		destroy(in->obj, ctx);
 	ureg__fbox_put(in->fb);
-	ureg__registry_put(in->reg);
 	ureg__free(in);
 }
 
@@ -487,7 +486,6 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	ctx->st.instances++;
 	pthread_mutex_unlock(&ctx->lock);
 	ureg__fbox_get(fb);
-	ureg__registry_get(reg);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;

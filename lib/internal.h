@@ -18,8 +18,9 @@
  * and the factory's arg_free run there, never under a writer mutex.
  *
  * A registry is itself reference counted: the owner holds one (dropped by
- * ureg_registry_destroy), every live instance another, so an instance may
- * outlive the registry that made it without dangling.
+ * ureg_registry_destroy), every factory box another; an instance holds its
+ * factory box, so it may outlive the registry that made it without
+ * dangling, and creating it touches no registry-wide counter.
  */
 #ifndef UREG_INTERNAL_H
 #define UREG_INTERNAL_H
@@ -112,6 +113,9 @@ struct ureg_factory_box {
 	struct ureg_factory f;
 	const ureg_type *type;
 	uint64_t serial;   /* unique per factory registration: context cache key */
+	ureg_registry *reg; /* counted: instances reach their registry through
+			     * their factory, so creating one writes no
+			     * registry-wide counter */
 	char *key;         /* for instance events */
 };
 
@@ -211,7 +215,7 @@ void ureg__entry_free_unpublished(struct ureg_entry *e);
 void ureg__entry_retire(struct ureg_entry *e);
 void ureg__entry_retire_unused(struct ureg_entry *e);
 int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src);
-struct ureg_factory_box *ureg__fbox_new(const ureg_registry *reg,
+struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const char *key,
 					const struct ureg_factory *f);
 struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item);

@@ -47,7 +47,7 @@ void ureg__ibox_put(struct ureg_item_box *ib)
 	ureg__free(ib);
 }
 
-struct ureg_factory_box *ureg__fbox_new(const ureg_registry *reg,
+struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const char *key,
 					const struct ureg_factory *f)
 {
@@ -63,6 +63,8 @@ struct ureg_factory_box *ureg__fbox_new(const ureg_registry *reg,
 	fb->refs = 1;
 	fb->f = *f;
 	fb->type = reg->type;
+	fb->reg = reg;
+	ureg__registry_get(reg);
 	fb->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
 	if (fb->f.anchor)
 		ureg_anchor_get(fb->f.anchor);
@@ -73,6 +75,7 @@ void ureg__fbox_free_unused(struct ureg_factory_box *fb)
 {
 	if (fb->f.anchor)
 		ureg_anchor_put(fb->f.anchor);
+	ureg__registry_put(fb->reg);
 	ureg__free(fb->key);
 	ureg__free(fb);
 }
