@@ -72,7 +72,7 @@ static inline uint32_t ptr_hash(const void *p)
  */
 static int map_reserve(struct inst_map *m)
 {
-	uint32_t n = m->slot ? (m->mask + 1) * 2 : 16;
+	uint32_t n = m->slot ? (m->mask + 1) * 2 : 8;
 	struct ureg_instance **ns;
 
 	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {

@@ -6,6 +6,7 @@
 # size in the run).
 #
 #   tools/bench-plot.sh [-o OUT.png] [-j OUT.json] [-b BENCH] [--] [ureg-bench options]
+#   tools/bench-plot.sh [-o OUT.png] -i IN.json   (plot a saved --json run)
 #
 # Defaults: -o doc/bench-read-mostly.png under the repository root; the
 # ureg-bench options not given are --workload read-mostly --keys 1000
@@ -24,12 +25,14 @@ usage() {
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/doc/bench-read-mostly.png"
 json_out=""
+json_in=""
 bench="${UREG_BENCH:-}"
 
 while (($#)); do
 	case "$1" in
 	-o) out="$2"; shift 2 ;;
 	-j) json_out="$2"; shift 2 ;;
+	-i) json_in="$2"; shift 2 ;;
 	-b) bench="$2"; shift 2 ;;
 	-h|--help) usage 0 ;;
 	--) shift; break ;;
@@ -44,6 +47,12 @@ for tool in gnuplot python3; do
 	}
 done
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [[ -n "$json_in" ]]; then
+	cp "$json_in" "$tmp/bench.json"
+else
 if [[ -z "$bench" ]]; then
 	bench=$(ls -t "$root"/build*/stress/bench/ureg-bench 2>/dev/null | head -n 1 || true)
 fi
@@ -71,12 +80,10 @@ has --keys || args+=(--keys 1000)
 has --threads || args+=(--threads "$sweep")
 has --repeat || args+=(--repeat 3)
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
 echo "bench-plot: $bench --json ${args[*]}" >&2
 "$bench" --json "${args[@]}" >"$tmp/bench.json"
 [[ -n "$json_out" ]] && cp "$tmp/bench.json" "$json_out"
+fi
 
 # JSON -> one data file per (workload, keys) panel + a gnuplot script.
 python3 - "$tmp" "$out" <<'EOF'
