@@ -76,6 +76,13 @@ void *ureg__aligned_alloc(size_t align, size_t n)
 	return aligned_alloc(align, (n + align - 1) & ~(align - 1));
 }
 
+void *ureg__realloc(void *p, size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+	return realloc(p, n);
+}
+
 void *ureg__calloc(size_t n, size_t size)
 {
 	if (ureg__fault_hit())

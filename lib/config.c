@@ -39,29 +39,11 @@
 #include "internal.h"
 #include "ureg/config.h"
 
-/* plugin.c */
-struct ureg_plugin;
-int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
-		      struct ureg_plugin **out, char *why, size_t whylen);
-const void *ureg__plugin_sym(struct ureg_plugin *p, const char *sym,
-			     char *why, size_t whylen);
-ureg_anchor *ureg__plugin_anchor(struct ureg_plugin *p);
-void ureg__plugin_mark(struct ureg_plugin *p);
-void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
-
 #define CONFIG_MAX_BYTES (16u << 20)
-/* Retries of a later registry's commit after an earlier one succeeded. */
 
 /* Every allocation of the config layer goes through the ureg__ wrappers
  * (lib/alloc.c) so a fault-injection build can fail each one.  libyaml
  * allocates with its own malloc and is not covered. */
-static void *cfg_realloc(void *p, size_t n)
-{
-	if (ureg__fault_hit())
-		return NULL;
-	return realloc(p, n);
-}
-
 static char *cfg_strndup(const char *s, size_t n)
 {
 	size_t len = strnlen(s, n);
@@ -324,7 +306,7 @@ static void err_add(struct load *L, unsigned line, unsigned col,
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		va_end(ap);
 	}
-	struct ureg_config_error *v = cfg_realloc(L->out->v,
+	struct ureg_config_error *v = ureg__realloc(L->out->v,
 		(L->out->count + 1) * sizeof(*v));
 	if (!v)
 		return;
@@ -739,7 +721,7 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 	}
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 8;
-		struct espec *v = cfg_realloc(r->e, cap * sizeof(*v));
+		struct espec *v = ureg__realloc(r->e, cap * sizeof(*v));
 		if (!v) {
 			OOM_AT(L, n);
 			espec_clear(&e);
@@ -846,7 +828,7 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 		}
 	}
 	/* keep it even when broken: its name detects duplicates */
-	struct rspec **v = cfg_realloc(s->r, (s->n + 1) * sizeof(*v));
+	struct rspec **v = ureg__realloc(s->r, (s->n + 1) * sizeof(*v));
 	if (!v) {
 		OOM_AT(L, n);
 		rspec_free(r);
@@ -946,7 +928,7 @@ static bool espec_equal(const struct espec *a, const struct espec *b)
 static int plan_add(struct ureg_config_plan *p, enum ureg_plan_op op,
 		    const char *reg, const char *key)
 {
-	struct ureg_plan_item *v = cfg_realloc(p->v, (p->count + 1) * sizeof(*v));
+	struct ureg_plan_item *v = ureg__realloc(p->v, (p->count + 1) * sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	p->v = v;
@@ -1070,7 +1052,7 @@ static struct live_reg *live_add(ureg_config *cfg, const char *name,
 	if (cfg->nregs == cfg->capregs) {
 		size_t cap = cfg->capregs ? cfg->capregs * 2 : 8;
 		pthread_mutex_lock(&cfg->lock);
-		struct live_reg **v = cfg_realloc(cfg->regs, cap * sizeof(*v));
+		struct live_reg **v = ureg__realloc(cfg->regs, cap * sizeof(*v));
 		if (v) {
 			cfg->regs = v;
 			cfg->capregs = cap;
@@ -1232,7 +1214,7 @@ static int apply(struct load *L, struct spec *s)
 				}
 				if (nops == capops) {
 					size_t cap = capops ? capops * 2 : 16;
-					struct op *v = cfg_realloc(ops, cap * sizeof(*v));
+					struct op *v = ureg__realloc(ops, cap * sizeof(*v));
 					if (!v) {
 						rc = -ENOMEM;
 						goto fail;
@@ -1443,7 +1425,7 @@ static int read_file(const char *path, char **buf, size_t *len)
 			fclose(f);
 			return -EFBIG;
 		}
-		char *nb = cfg_realloc(b, cap * 2);
+		char *nb = ureg__realloc(b, cap * 2);
 		if (!nb) {
 			ureg__free(b);
 			b = NULL;
@@ -1530,7 +1512,7 @@ int ureg_config_type_register(ureg_config *cfg, const ureg_type *type)
 	if (type_find(cfg, type->name)) {
 		rc = ureg__err(-EEXIST, "config: type '%s' is already registered", type->name);
 	} else {
-		struct named_type *v = cfg_realloc(cfg->types, (cfg->ntypes + 1) * sizeof(*v));
+		struct named_type *v = ureg__realloc(cfg->types, (cfg->ntypes + 1) * sizeof(*v));
 		char *n = ureg__strdup(type->name);
 		if (v)
 			cfg->types = v;
@@ -1558,7 +1540,7 @@ int ureg_config_provider_register(ureg_config *cfg, const char *name,
 	if (prov_find(cfg, name)) {
 		rc = ureg__err(-EEXIST, "config: provider '%s' is already registered", name);
 	} else {
-		struct named_prov *v = cfg_realloc(cfg->provs, (cfg->nprovs + 1) * sizeof(*v));
+		struct named_prov *v = ureg__realloc(cfg->provs, (cfg->nprovs + 1) * sizeof(*v));
 		char *n = ureg__strdup(name);
 		if (v)
 			cfg->provs = v;

@@ -274,7 +274,7 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	}
 	/* no other thread may use ctx now (contract), so no reader can be
 	 * probing the cache: free it at once */
-	free(ctx->cache);
+	ureg__free(ctx->cache);
 	ureg__free(ctx->instances.slot);
 	pthread_cond_destroy(&ctx->created);
 	pthread_mutex_destroy(&ctx->lock);
@@ -517,7 +517,7 @@ static struct cache_slot *cache_find(struct ctx_cache *c, uint64_t serial)
 
 static void cache_free_rcu(struct rcu_head *head)
 {
-	free(caa_container_of(head, struct ctx_cache, rcu));
+	ureg__free(caa_container_of(head, struct ctx_cache, rcu));
 }
 
 /* Under ctx->lock: a pending slot for @serial (absent before). */
@@ -528,8 +528,7 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 
 	if (!c || (c->used + 1) * 2 > c->mask + 1) {
 		uint32_t n = c ? (c->mask + 1) * 2 : 8;
-		nc = ureg__fault_hit() ? NULL :
-			calloc(1, sizeof(*nc) + n * sizeof(nc->slots[0]));
+		nc = ureg__calloc(1, sizeof(*nc) + n * sizeof(nc->slots[0]));
 		if (!nc)
 			return NULL;
 		nc->mask = n - 1;

@@ -88,6 +88,7 @@ bool ureg__fault_hit(void);
 void *ureg__malloc(size_t n);
 void *ureg__aligned_alloc(size_t align, size_t n);
 void *ureg__calloc(size_t n, size_t size);
+void *ureg__realloc(void *p, size_t n);
 char *ureg__strdup(const char *s);
 void ureg__free(void *p);
 
@@ -261,6 +262,16 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		     struct ureg_factory_box *fb, bool cached, void **out);
 void ureg__ctx_lock_all(void);
 void ureg__ctx_unlock_all(void);
+
+/* ---- plugins (plugin.c), used by config.c ---- */
+struct ureg_plugin;
+int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
+		      struct ureg_plugin **out, char *why, size_t whylen);
+const void *ureg__plugin_sym(struct ureg_plugin *p, const char *sym,
+			     char *why, size_t whylen);
+ureg_anchor *ureg__plugin_anchor(struct ureg_plugin *p);
+void ureg__plugin_mark(struct ureg_plugin *p);
+void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 /* ---- arenas (arena_pool.c) ---- */
 int ureg__arena_shared(unsigned *arena, int *pool_slot);

@@ -40,15 +40,6 @@ struct ureg_plugin {
 	bool used;                /* mark for the cache pruning */
 };
 
-/* shared with config.c */
-int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
-		      struct ureg_plugin **out, char *why, size_t whylen);
-const void *ureg__plugin_sym(struct ureg_plugin *p, const char *sym,
-			     char *why, size_t whylen);
-ureg_anchor *ureg__plugin_anchor(struct ureg_plugin *p);
-void ureg__plugin_mark(struct ureg_plugin *p);
-void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
-
 static void plugin_release(ureg_anchor *a)
 {
 	struct ureg_plugin *p = (struct ureg_plugin *)a;

@@ -765,9 +765,7 @@ int ureg_keys(ureg_registry *reg, char ***keys, size_t *n)
 	ht = ureg__ht(reg);
 	cds_lfht_for_each_entry(ht, &iter, e, node) {
 		if (len + 1 >= cap) {
-			char **nv = NULL;
-			if (!ureg__fault_hit())
-				nv = realloc(v, cap * 2 * sizeof(*v));
+			char **nv = ureg__realloc(v, cap * 2 * sizeof(*v));
 			if (!nv) {
 				rc = -ENOMEM;
 				break;

@@ -16,13 +16,6 @@
 #include "ureg/config.h"
 
 /* Through the fault-injection wrappers, like every library allocation. */
-static void *report_realloc(void *p, size_t n)
-{
-	if (ureg__fault_hit())
-		return NULL;
-	return realloc(p, n);
-}
-
 static void json_str(FILE *out, const char *s)
 {
 	if (!s) {
@@ -192,7 +185,7 @@ int ureg_report(FILE *out, unsigned flags)
 	cds_list_for_each_entry(reg, &ureg__registries, all_node) {
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 16;
-			ureg_registry **v = report_realloc(regs, nc * sizeof(*v));
+			ureg_registry **v = ureg__realloc(regs, nc * sizeof(*v));
 			if (!v) {
 				rc = -ENOMEM;
 				break;
