@@ -337,7 +337,7 @@ int ureg_batch_commit_all(ureg_batch **bs, size_t n, uint64_t generation)
 				return ureg__err(-EINVAL, "batch_commit: two batches for registry '%s'",
 						 bs[i]->reg->name);
 	}
-	if (ureg__thread.read_depth)
+	if (ureg__thread.read_depth || urcu_memb_read_ongoing())
 		return ureg__err(-EPERM, "batch_commit inside a read section would deadlock");
 	if (n > 1) {
 		bt = ureg__malloc(n * sizeof(*bt));

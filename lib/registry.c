@@ -267,8 +267,8 @@ void ureg__maybe_resize(ureg_registry *reg)
 {
 	unsigned long count, want, have;
 
-	if (ureg__thread.read_depth)
-		return;
+	if (ureg__thread.read_depth || urcu_memb_read_ongoing())
+		return; /* also an application's own liburcu read section */
 	count = __atomic_load_n(&reg->count, __ATOMIC_RELAXED);
 	have = __atomic_load_n(&reg->buckets, __ATOMIC_RELAXED);
 	want = ureg__buckets_for(count);
