@@ -16,6 +16,8 @@
 
 #define POOL_MAX 1024
 
+/* The pool is process-wide because jemalloc's arenas are: one bounded set
+ * shared by every shared context of the process, whatever its registry. */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned pool_size = 8;          /* ureg_arena_pool_size() */
 static unsigned pool_arenas[POOL_MAX];

@@ -22,6 +22,8 @@ struct ureg_listener {
 	void *arg;
 };
 
+/* Global listeners hear every registry of the process: the list is global
+ * by definition.  listeners_lock only serializes listen / unlisten. */
 static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 static CDS_LIST_HEAD(global_listeners);
 /* number of listeners anywhere: writers skip event work when zero */
