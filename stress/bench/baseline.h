@@ -102,4 +102,68 @@ static inline uint64_t base_cached_instance(struct base_thread *bt,
 	return in->value;
 }
 
+
+/*
+ * BASE_RCU_READERS(prefix, find) - the reader operations and loop of a
+ * baseline whose lookups run in a liburcu memb read section (raw cds_lfht,
+ * ck_hs): @find(table, key) returns the struct base_item or NULL.  One
+ * definition for both, so they differ only in their table.  The caller's
+ * file includes <urcu/urcu-memb.h> (with _LGPL_SOURCE, as ureg does).
+ */
+#define BASE_RCU_READERS(prefix, find)                                        \
+	static uint64_t prefix##_op_lookup(void *table, struct bench_thread *t, \
+					   const char *key)                    \
+	{                                                                      \
+		(void)t;                                                       \
+		uint64_t v = 0;                                                \
+		urcu_memb_read_lock();                                         \
+		struct base_item *it = find(table, key);                       \
+		if (it != NULL)                                                \
+			v = it->value;                                         \
+		urcu_memb_read_unlock();                                       \
+		return v;                                                      \
+	}                                                                      \
+	static uint64_t prefix##_op_factory(void *table, struct bench_thread *t, \
+					    const char *key)                   \
+	{                                                                      \
+		struct bench_instance *in = NULL;                              \
+		urcu_memb_read_lock();                                         \
+		struct base_item *it = find(table, key);                       \
+		if (it != NULL)                                                \
+			in = it->factory->create(it->value);                   \
+		urcu_memb_read_unlock();                                       \
+		if (in == NULL)                                                \
+			return 0;                                              \
+		uint64_t v = in->value;                                        \
+		base_keep_instance(t->state, in);                              \
+		return v;                                                      \
+	}                                                                      \
+	static uint64_t prefix##_op_context_get(void *table,                  \
+						struct bench_thread *t,        \
+						const char *key)               \
+	{                                                                      \
+		uint64_t v = 0;                                                \
+		urcu_memb_read_lock();                                         \
+		struct base_item *it = find(table, key);                       \
+		if (it != NULL)                                                \
+			v = base_cached_instance(t->state, it, it->factory,    \
+						 it->value);                   \
+		urcu_memb_read_unlock();                                       \
+		return v;                                                      \
+	}                                                                      \
+	static void prefix##_read_loop(void *table, struct bench_thread *t)   \
+	{                                                                      \
+		switch (t->workload) {                                         \
+		case WL_FACTORY:                                               \
+			bench_reader_loop(table, t, prefix##_op_factory);      \
+			break;                                                 \
+		case WL_CONTEXT_GET:                                           \
+			bench_reader_loop(table, t, prefix##_op_context_get);  \
+			break;                                                 \
+		default:                                                       \
+			bench_reader_loop(table, t, prefix##_op_lookup);       \
+			break;                                                 \
+		}                                                              \
+	}
+
 #endif /* UREG_BENCH_BASELINE_H */

@@ -156,61 +156,7 @@ lfht_find(struct lfht_table *tb, const char *key)
 	return n != NULL ? item_of_node(n) : NULL;
 }
 
-static uint64_t lfht_op_lookup(void *table, struct bench_thread *t,
-			       const char *key)
-{
-	(void)t;
-	uint64_t v = 0;
-	urcu_memb_read_lock();
-	struct base_item *it = lfht_find(table, key);
-	if (it != NULL)
-		v = it->value;
-	urcu_memb_read_unlock();
-	return v;
-}
-
-static uint64_t lfht_op_factory(void *table, struct bench_thread *t,
-				const char *key)
-{
-	struct bench_instance *in = NULL;
-	urcu_memb_read_lock();
-	struct base_item *it = lfht_find(table, key);
-	if (it != NULL)
-		in = it->factory->create(it->value);
-	urcu_memb_read_unlock();
-	if (in == NULL)
-		return 0;
-	uint64_t v = in->value;
-	base_keep_instance(t->state, in);
-	return v;
-}
-
-static uint64_t lfht_op_context_get(void *table, struct bench_thread *t,
-				    const char *key)
-{
-	uint64_t v = 0;
-	urcu_memb_read_lock();
-	struct base_item *it = lfht_find(table, key);
-	if (it != NULL)
-		v = base_cached_instance(t->state, it, it->factory, it->value);
-	urcu_memb_read_unlock();
-	return v;
-}
-
-static void lfht_read_loop(void *table, struct bench_thread *t)
-{
-	switch (t->workload) {
-	case WL_FACTORY:
-		bench_reader_loop(table, t, lfht_op_factory);
-		break;
-	case WL_CONTEXT_GET:
-		bench_reader_loop(table, t, lfht_op_context_get);
-		break;
-	default:
-		bench_reader_loop(table, t, lfht_op_lookup);
-		break;
-	}
-}
+BASE_RCU_READERS(lfht, lfht_find)
 
 /* ---- writer operations ---- */
 
