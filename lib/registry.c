@@ -823,5 +823,6 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 	info->provider = ureg__cold(e)->provider;
 	info->source_file = ureg__cold(e)->source_file;
 	info->source_line = ureg__cold(e)->source_line;
+	info->source_column = ureg__cold(e)->source_column;
 	return 0;
 }

@@ -110,7 +110,8 @@ static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 			if (in.source_file) {
 				fputs("{\"file\": ", out);
 				json_str(out, in.source_file);
-				fprintf(out, ", \"line\": %u}", in.source_line);
+				fprintf(out, ", \"line\": %u, \"column\": %u}",
+					in.source_line, in.source_column);
 			} else {
 				fputs("null", out);
 			}
@@ -121,7 +122,8 @@ static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 				kind_name(&in), scope ? scope : "-",
 				in.provider ? in.provider : "-");
 			if (in.source_file)
-				fprintf(out, "%s:%u", in.source_file, in.source_line);
+				fprintf(out, "%s:%u:%u", in.source_file,
+					in.source_line, in.source_column);
 			else
 				fputs("-", out);
 			fprintf(out, "  gen %llu\n", (unsigned long long)in.generation);

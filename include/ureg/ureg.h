@@ -370,7 +370,8 @@ struct ureg_entry_info {
 	uint64_t generation;     /* registry generation that last wrote it */
 	const char *provider;    /* provider name, or NULL */
 	const char *source_file; /* config file, or NULL */
-	unsigned source_line;
+	unsigned source_line;    /* 1-based; 0 when unknown */
+	unsigned source_column;  /* 1-based; 0 when unknown */
 };
 
 /**

@@ -73,6 +73,7 @@ Test(config_load, a_valid_config_populates_its_registries_in_one_generation)
 	cr_assert_str_eq(in.provider, "test.item");
 	cr_assert_str_eq(in.source_file, "test.yaml");
 	cr_assert_eq(in.source_line, 5);
+	cr_assert_eq(in.source_column, 9, "column %u", in.source_column); /* "key:" after "- " */
 	ureg_read_unlock();
 	ureg_config_destroy(cfg);
 	cr_assert_eq(atomic_load(&titems_destroyed), 1);

@@ -66,7 +66,7 @@ Test(config_tools, ureg_report_shows_registries_type_chains_entries_and_contexts
 	cr_assert(strstr(buf, "planner"));
 	cr_assert(strstr(buf, "factory"));
 	cr_assert(strstr(buf, "context"));
-	cr_assert(strstr(buf, "test.yaml:5"));
+	cr_assert(strstr(buf, "test.yaml:5:9"), "%s", buf);
 	cr_assert(strstr(buf, "alice"));
 	cr_assert(strstr(buf, "instances 1"));
 	free(buf);
@@ -75,7 +75,7 @@ Test(config_tools, ureg_report_shows_registries_type_chains_entries_and_contexts
 	fclose(m);
 	cr_assert(strstr(buf, "\"type_chain\": [\"agent\", \"base\"]"), "%s", buf);
 	cr_assert(strstr(buf, "\"key\": \"q\\\"uote\""), "%s", buf);
-	cr_assert(strstr(buf, "\"source\": {\"file\": \"test.yaml\", \"line\": 5}"), "%s", buf);
+	cr_assert(strstr(buf, "\"source\": {\"file\": \"test.yaml\", \"line\": 5, \"column\": 9}"), "%s", buf);
 	cr_assert(strstr(buf, "\"name\": \"alice\", \"instances\": 1, \"live_bytes\": "), "%s", buf);
 	free(buf);
 	cr_assert_eq(ureg_report(NULL, 0), -EINVAL);
