@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,8 +35,20 @@ static int count_ctx(ureg_ctx *ctx, void *arg)
 	return 0;
 }
 
+/* 200 clients and the server's 200 ends live in this process: make sure a
+ * low soft descriptor limit (some CI shells) is raised to the hard one. */
+static void raise_fd_limit(void)
+{
+	struct rlimit r;
+
+	if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+		r.rlim_cur = r.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &r);
+	}
+}
+
 Test(isolation, two_hundred_websocket_clients_each_get_exactly_their_own_events_and_leave_nothing_behind,
-     .timeout = 60)
+     .timeout = 60, .init = raise_fd_limit)
 {
 	struct agent_server_opts so = { .port = 0, .workers = 2 };
 	struct agent_server *srv;
