@@ -133,7 +133,7 @@ static int arena_create(extent_hooks_t *hooks, unsigned *out)
 	return 0;
 }
 
-int ureg__arena_shared(unsigned *arena, int *pool_slot)
+int ureg__arena_shared(unsigned *arena)
 {
 	int rc = 0;
 
@@ -147,61 +147,10 @@ int ureg__arena_shared(unsigned *arena, int *pool_slot)
 		else if (pool_ready > 0)
 			rc = 0, slot %= pool_ready; /* use an existing arena */
 	}
-	if (rc == 0) {
+	if (rc == 0)
 		*arena = pool_arenas[slot];
-		*pool_slot = (int)slot;
-	}
 	pthread_mutex_unlock(&pool_lock);
 	return rc;
-}
-
-/*
- * Thread caches for the shared pool.  jemalloc's automatic tcache mixes
- * arenas, so context memory never uses it.  Instead each thread gets, per
- * pool arena it touches, an explicit tcache that only ever holds blocks of
- * that one arena: a block freed by any thread goes into that thread's cache
- * for the block's arena, and is handed out again only for that arena.
- * Without this every context allocation and free takes the arena's lock,
- * which all threads sharing the arena contend on.  Dedicated arenas use no
- * cache (they are destroyed whole, and a cache would keep their blocks).
- * The ids are destroyed at thread exit (rcu_thread.c's exit hook).
- */
-#define TCACHE_SLOTS 16
-#define TCACHE_FAILED UINT32_MAX
-static UREG_TLS uint32_t thread_tcache[TCACHE_SLOTS]; /* id + 1; 0: none yet */
-
-int ureg__tcache_flags(int pool_slot)
-{
-	uint32_t *tc;
-	unsigned id;
-	size_t sz = sizeof(id);
-
-	if (pool_slot < 0 || pool_slot >= TCACHE_SLOTS)
-		return MALLOCX_TCACHE_NONE;
-	tc = &thread_tcache[pool_slot];
-	if (UREG_LIKELY(*tc && *tc != TCACHE_FAILED))
-		return MALLOCX_TCACHE(*tc - 1);
-	if (*tc == TCACHE_FAILED)
-		return MALLOCX_TCACHE_NONE;
-	ureg__rcu_ensure(); /* arms the thread-exit hook that destroys it */
-	if (mallctl("tcache.create", &id, &sz, NULL, 0) != 0) {
-		*tc = TCACHE_FAILED; /* jemalloc's ids are finite: do without */
-		return MALLOCX_TCACHE_NONE;
-	}
-	*tc = id + 1;
-	return MALLOCX_TCACHE(id);
-}
-
-void ureg__tcache_thread_exit(void)
-{
-	for (int i = 0; i < TCACHE_SLOTS; i++) {
-		uint32_t tc = thread_tcache[i];
-		if (tc && tc != TCACHE_FAILED) {
-			unsigned id = tc - 1;
-			mallctl("tcache.destroy", NULL, NULL, &id, sizeof(id));
-		}
-		thread_tcache[i] = 0;
-	}
 }
 
 int ureg__arena_dedicated_new(unsigned *arena)

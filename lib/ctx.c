@@ -142,7 +142,6 @@ struct ureg_ctx {
 	struct ureg_instance *oldest, *newest;
 	struct inst_map instances;        /* object -> record, for release */
 	struct ureg_ctx_stats st;
-	int pool_slot;                    /* shared pool slot, -1: dedicated */
 	struct cds_list_head all_node;    /* all_contexts */
 	char name[UREG_NAME_MAX + 1];
 };
@@ -192,9 +191,8 @@ int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out)
 	if (flags & UREG_CTX_DEDICATED) {
 		rc = ureg__arena_dedicated_new(&ctx->st.arena);
 		ctx->st.dedicated = 1;
-		ctx->pool_slot = -1;
 	} else {
-		rc = ureg__arena_shared(&ctx->st.arena, &ctx->pool_slot);
+		rc = ureg__arena_shared(&ctx->st.arena);
 	}
 	if (rc) {
 		ureg__free(ctx);
@@ -266,10 +264,9 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 		ureg__arena_dedicated_destroy(ctx->st.arena);
 	} else {
 		struct alloc_hdr *h = ctx->allocs.next, *next;
-		int flags = ureg__tcache_flags(ctx->pool_slot);
 		for (; h != &ctx->allocs; h = next) {
 			next = h->next;
-			dallocx(h, flags);
+			dallocx(h, MALLOCX_TCACHE_NONE);
 		}
 	}
 	/* no other thread may use ctx now (contract), so no reader can be
@@ -325,8 +322,7 @@ int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg)
 
 static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero)
 {
-	int flags = MALLOCX_ARENA(ctx->st.arena) |
-		    ureg__tcache_flags(ctx->pool_slot) | zero;
+	int flags = MALLOCX_ARENA(ctx->st.arena) | MALLOCX_TCACHE_NONE | zero;
 	struct alloc_hdr *h;
 	size_t total, usable;
 
@@ -412,7 +408,7 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 	ctx->st.live_bytes -= usable;
 	ctx->st.allocations--;
 	pthread_mutex_unlock(&ctx->lock);
-	dallocx(h, ureg__tcache_flags(ctx->pool_slot));
+	dallocx(h, MALLOCX_TCACHE_NONE);
 }
 
 /* ------------------------------------------------------------ instances */

@@ -274,10 +274,7 @@ void ureg__plugin_mark(struct ureg_plugin *p);
 void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 /* ---- arenas (arena_pool.c) ---- */
-int ureg__arena_shared(unsigned *arena, int *pool_slot);
-/* mallocx/dallocx flags for a context of @pool_slot (-1: dedicated) */
-int ureg__tcache_flags(int pool_slot);
-void ureg__tcache_thread_exit(void);
+int ureg__arena_shared(unsigned *arena);
 int ureg__arena_dedicated_new(unsigned *arena);
 void ureg__arena_dedicated_destroy(unsigned arena);
 

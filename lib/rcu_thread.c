@@ -17,7 +17,6 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 static void thread_exit(void *unused)
 {
 	(void)unused;
-	ureg__tcache_thread_exit();
 	if (ureg__thread.registered == 1) {
 		urcu_memb_unregister_thread();
 		ureg__thread.registered = 0;
@@ -40,8 +39,6 @@ void ureg__rcu_register_slow(void)
 		 * registering twice would corrupt liburcu's reader list, and
 		 * the unregistration is not ours to do */
 		ureg__thread.registered = 2;
-		/* still want the exit hook: it drops our jemalloc tcaches */
-		pthread_setspecific(exit_key, &ureg__thread);
 		return;
 	}
 	urcu_memb_register_thread();
