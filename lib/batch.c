@@ -221,20 +221,15 @@ static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
 			continue;
 		if (!(ne = ureg__entry_alloc(&k)))
 			goto nomem;
-		struct ureg_source src = {
-			.provider = c->provider, .file = c->source_file,
-			.line = c->source_line, .column = c->source_column,
-		};
-		if (ureg__entry_set_source(ne, &src)) {
+		if (ureg__entry_copy_source(ne, e)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
 		}
 		ureg__cold(ne)->ibox = c->ibox;
 		ne->item = e->item;
 		ne->fbox = e->fbox;
-		ureg__cold(ne)->generation = c->generation;
 		if (c->ibox)
-			__atomic_add_fetch(&c->ibox->refs, 1, __ATOMIC_RELAXED);
+			ureg__ibox_get(c->ibox);
 		if (ne->fbox)
 			ureg__fbox_get(ne->fbox);
 		cds_lfht_add(bt->ht, k.hash, &ne->node);

@@ -216,6 +216,8 @@ void ureg__entry_free_unpublished(struct ureg_entry *e);
 void ureg__entry_retire(struct ureg_entry *e);
 void ureg__entry_retire_unused(struct ureg_entry *e);
 int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src);
+int ureg__entry_copy_source(struct ureg_entry *dst, const struct ureg_entry *src);
+void ureg__ibox_get(struct ureg_item_box *ib);
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const char *key,
 					const struct ureg_factory *f);

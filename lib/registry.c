@@ -33,7 +33,7 @@ void ureg__ibox_free_unused(struct ureg_item_box *ib)
 	ureg__free(ib);
 }
 
-static void ibox_get(struct ureg_item_box *ib)
+void ureg__ibox_get(struct ureg_item_box *ib)
 {
 	__atomic_add_fetch(&ib->refs, 1, __ATOMIC_RELAXED);
 }
@@ -149,16 +149,17 @@ int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src)
 	return 0;
 }
 
-static void entry_copy_source(struct ureg_entry *dst,
-			      const struct ureg_entry *src, int *rc)
+/* @dst takes @src's provenance (copies) and generation; -ENOMEM or 0. */
+int ureg__entry_copy_source(struct ureg_entry *dst, const struct ureg_entry *src)
 {
+	const struct ureg_entry_cold *c = ureg__cold(src);
 	struct ureg_source s = {
-		.provider = ureg__cold(src)->provider, .file = ureg__cold(src)->source_file,
-		.line = ureg__cold(src)->source_line, .column = ureg__cold(src)->source_column,
+		.provider = c->provider, .file = c->source_file,
+		.line = c->source_line, .column = c->source_column,
 	};
-	if (ureg__entry_set_source(dst, &s))
-		*rc = -ENOMEM;
-	ureg__cold(dst)->generation = ureg__cold(src)->generation;
+
+	ureg__cold(dst)->generation = c->generation;
+	return ureg__entry_set_source(dst, &s);
 }
 
 /* An entry that was never published and whose boxes are not taken. */
@@ -511,30 +512,19 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 				       reg->name, key);
 		break;
 	}
+	if (rc == 0 && old && ureg__entry_copy_source(ne, old))
+		rc = ureg__err(-ENOMEM, "registry '%s': out of memory", reg->name);
 	if (rc == 0 && old) {
-		/* carry over what this change does not touch */
+		/* carry over what this change does not touch (cannot fail) */
 		if (!nib && ureg__cold(old)->ibox &&
 		    !(op == OP_UNREGISTER && (what & UREG_SINGLETON))) {
-			ibox_get(ureg__cold(old)->ibox);
+			ureg__ibox_get(ureg__cold(old)->ibox);
 			nib = ureg__cold(old)->ibox;
 		}
 		if (!nfb && old->fbox &&
 		    !(op == OP_UNREGISTER && (what & UREG_FACTORY))) {
 			ureg__fbox_get(old->fbox);
 			nfb = old->fbox;
-		}
-		entry_copy_source(ne, old, &rc);
-		if (rc) {
-			/* undo the carried references; nothing published */
-			if (nib == ureg__cold(old)->ibox) {
-				__atomic_sub_fetch(&nib->refs, 1, __ATOMIC_RELAXED);
-				nib = NULL;
-			}
-			if (nfb == old->fbox) {
-				__atomic_sub_fetch(&nfb->refs, 1, __ATOMIC_RELAXED);
-				nfb = NULL;
-			}
-			rc = ureg__err(-ENOMEM, "registry '%s': out of memory", reg->name);
 		}
 	}
 	if (rc) {
@@ -576,8 +566,8 @@ fail:
 	if (rc == -ENOMEM)
 		ureg__err(-ENOMEM, "registry '%s': out of memory registering '%s'",
 			  reg->name, key);
-	/* only boxes made by this call are left here: carried ones were
-	 * handed back above */
+	/* only boxes made by this call can be here: boxes are carried over
+	 * only once nothing can fail any more */
 	if (nib)
 		ureg__ibox_free_unused(nib);
 	if (nfb)
@@ -620,19 +610,36 @@ int ureg_unregister(ureg_registry *reg, const char *key, unsigned what)
 
 /* -------------------------------------------------------------- readers */
 
-int ureg_lookup(ureg_registry *reg, const char *key, void **item)
+/*
+ * The common front of the calls that need the caller's read section:
+ * check arguments, validate and hash the key once, check the section, find
+ * the entry in the table this section pinned.  0 with *@e (NULL: absent),
+ * or a negative errno with its message set.
+ */
+static inline int find_in_section(ureg_registry *reg, const char *key,
+				  const void *out, const char *call,
+				  struct ureg_entry **e)
 {
 	struct ureg_key k;
-	struct ureg_entry *e;
 	int rc;
 
-	if (UREG_UNLIKELY(!reg || !item))
-		return ureg__err(-EINVAL, "lookup: NULL registry or out");
+	if (UREG_UNLIKELY(!reg || !out))
+		return ureg__err(-EINVAL, "%s: NULL registry or out", call);
 	if (UREG_UNLIKELY((rc = ureg__key_prepare(key, &k))))
 		return rc;
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
-		return ureg__err(-EPERM, "lookup outside ureg_read_lock()");
-	e = ureg__find(ureg__ht(reg), &k);
+		return ureg__err(-EPERM, "%s outside ureg_read_lock()", call);
+	*e = ureg__find(ureg__ht(reg), &k);
+	return 0;
+}
+
+int ureg_lookup(ureg_registry *reg, const char *key, void **item)
+{
+	struct ureg_entry *e = NULL;
+	int rc;
+
+	if (UREG_UNLIKELY((rc = find_in_section(reg, key, item, "lookup", &e))))
+		return rc;
 	if (!e || !e->item)
 		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
 	*item = e->item;
@@ -641,17 +648,11 @@ int ureg_lookup(ureg_registry *reg, const char *key, void **item)
 
 int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 {
-	struct ureg_key k;
-	struct ureg_entry *e;
+	struct ureg_entry *e = NULL;
 	int rc;
 
-	if (UREG_UNLIKELY(!reg || !out))
-		return ureg__err(-EINVAL, "get: NULL registry or out");
-	if (UREG_UNLIKELY((rc = ureg__key_prepare(key, &k))))
+	if (UREG_UNLIKELY((rc = find_in_section(reg, key, out, "get", &e))))
 		return rc;
-	if (UREG_UNLIKELY(!ureg__thread.read_depth))
-		return ureg__err(-EPERM, "get outside ureg_read_lock()");
-	e = ureg__find(ureg__ht(reg), &k);
 	if (UREG_UNLIKELY(!e))
 		return ureg__err_static(-ENOENT, "get: no such key");
 	if (e->item) {
@@ -803,17 +804,11 @@ void ureg_keys_free(char **keys)
 int ureg_entry_info(ureg_registry *reg, const char *key,
 		    struct ureg_entry_info *info)
 {
-	struct ureg_key k;
-	struct ureg_entry *e;
+	struct ureg_entry *e = NULL;
 	int rc;
 
-	if (!reg || !info)
-		return ureg__err(-EINVAL, "entry_info: NULL registry or info");
-	if ((rc = ureg__key_prepare(key, &k)))
+	if ((rc = find_in_section(reg, key, info, "entry_info", &e)))
 		return rc;
-	if (!ureg__thread.read_depth)
-		return ureg__err(-EPERM, "entry_info outside ureg_read_lock()");
-	e = ureg__find(ureg__ht(reg), &k);
 	if (!e)
 		return ureg__err_static(-ENOENT, "entry_info: no such key");
 	info->has_singleton = e->item != NULL;
