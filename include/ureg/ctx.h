@@ -10,9 +10,10 @@
  *    jemalloc's ~4,086-arena limit.  Each allocation carries a 16-byte
  *    header that links it into its context, so destroy frees exactly what
  *    the context allocated.
- *  - UREG_CTX_DEDICATED: the context gets its own arena (created with
+ *  - UREG_CTX_DEDICATED: the context gets an arena of its own (created with
  *    extent hooks that unmap, so create/destroy cycles do not grow the
- *    address space) and destroy drops the whole arena.  For heavy tenants;
+ *    address space); destroy resets the arena, dropping every allocation at
+ *    once, and keeps it for the next dedicated context.  For heavy tenants;
  *    fails with -EAGAIN when jemalloc has no arena left.
  * All context allocations bypass the thread cache (MALLOCX_TCACHE_NONE):
  * jemalloc's tcache mixes arenas.
