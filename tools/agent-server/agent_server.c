@@ -71,6 +71,7 @@ uint64_t agent_server_now_ns(void)
 struct out_msg {
 	struct cds_wfcq_node node;
 	size_t len;
+	size_t cost;         /* bytes allocated, counted against the caps */
 	unsigned char buf[]; /* LWS_PRE bytes of room, then the frame */
 };
 
@@ -83,6 +84,16 @@ struct session {
 	struct cds_wfcq_head qh;         /* outgoing frames: many producers, */
 	struct cds_wfcq_tail qt;         /* the service thread consumes */
 	int wake;                        /* 1: a wake-up for it is pending */
+	/* backpressure: `queued` (bytes of the frames in the queue) is added
+	 * to by producers and subtracted from by the service thread;
+	 * `dropping` is set once the hard cap is hit or the connection is
+	 * closing, after which producers drop frames (and count them in
+	 * `dropped`) instead of queueing */
+	size_t queued, queued_peak;
+	int dropping;
+	uint64_t dropped;
+	long inflight;                   /* runs accepted, not finished */
+	int held_waiting;                /* 1: a request is held for a run slot */
 	long users;                      /* connection + in-flight runs */
 	long refs;                       /* registry entry + users side */
 	/* agents this session obtained (malloc, no cap): written by its
@@ -97,6 +108,14 @@ struct session {
 	bool rx_in_msg;                  /* inside a message */
 	bool rx_refused;                 /* this message is refused (too large) */
 	bool rx_binary;                  /* this message is binary */
+	/* flow control, service thread only: reading stops while the queue
+	 * is over the soft cap (RX_BACKLOG) or a request waits for a run slot
+	 * (RX_RUNS, the request in `held`) */
+	unsigned rx_paused;              /* RX_BACKLOG | RX_RUNS */
+	uint64_t backlog_since;          /* ns: over the soft cap since */
+	struct job *held;
+	int close_code;                  /* != 0: closing with this code */
+	char close_why[100];
 	struct session *prev, *next;     /* open list, service thread only */
 };
 
@@ -118,10 +137,16 @@ struct worker {
 	uint64_t runs, queued, dropped;
 };
 
+#define RX_BACKLOG 1u
+#define RX_RUNS 2u
+
 struct agent_server {
 	struct lws_context *lws;
 	int port;
 	int verbose;
+	/* limits (opts with the defaults filled in), read-only once started */
+	size_t max_message, queue_soft, queue_hard, ctx_quota;
+	unsigned max_runs, stall_ms, max_conns;
 	pthread_t service;
 	int stop;                        /* atomic */
 	struct worker *workers;
@@ -131,6 +156,7 @@ struct agent_server {
 	struct ureg_bridge bridge;
 	/* service thread only */
 	struct session *open;
+	unsigned nopen;
 	uint64_t next_num;
 	uint64_t sent;                   /* read relaxed by stats */
 	uint64_t dropped_closed;
@@ -138,6 +164,10 @@ struct agent_server {
 	pthread_mutex_t idle_lock;
 	pthread_cond_t idle_cond;
 	uint64_t sessions_open, sessions_total, leaked_bytes, leaked_instances;
+	/* limits at work: written by the service thread (relaxed), except
+	 * queue_peak and dropped_slow, folded in under idle_lock at teardown */
+	uint64_t closed_slow, closed_stalled, refused_conns, rx_pauses;
+	uint64_t queue_peak, dropped_slow;
 };
 
 static __thread struct worker *this_worker;
@@ -243,6 +273,15 @@ static void session_free(struct session *s)
 	free(s);
 }
 
+static void job_free(struct job *j)
+{
+	if (j) {
+		free(j->key);
+		free(j->input);
+		free(j);
+	}
+}
+
 static void session_ref_put(struct session *s)
 {
 	if (__atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
@@ -280,6 +319,10 @@ static void session_users_put(struct session *s)
 	pthread_mutex_lock(&srv->idle_lock);
 	srv->leaked_bytes += st.live_bytes;
 	srv->leaked_instances += st.instances;
+	/* no producer is left (no run, no connection): plain reads */
+	srv->dropped_slow += s->dropped;
+	if (s->queued_peak > srv->queue_peak)
+		srv->queue_peak = s->queued_peak;
 	srv->sessions_open--;
 	pthread_cond_broadcast(&srv->idle_cond);
 	pthread_mutex_unlock(&srv->idle_lock);
@@ -289,19 +332,54 @@ static void session_users_put(struct session *s)
 	session_ref_put(s);
 }
 
-static void session_push(struct session *s, struct out_msg *m)
+/* Ask the service thread to look at @s (any thread). */
+static void session_wake(struct session *s)
 {
-	cds_wfcq_node_init(&m->node);
-	cds_wfcq_enqueue(&s->qh, &s->qt, &m->node);
 	if (!__atomic_exchange_n(&s->wake, 1, __ATOMIC_ACQ_REL))
 		lws_cancel_service(s->srv->lws);
+}
+
+/*
+ * Queue a frame for @s, or drop it (any thread).  The frame's allocation
+ * counts against the connection's caps: one that would take the queue past
+ * queue_hard is dropped, and the first such drop marks the session
+ * `dropping` and wakes the service thread, which closes the connection
+ * (1008) and frees the queue.  Two atomics on the session, none shared
+ * between sessions.
+ */
+static void session_push(struct session *s, struct out_msg *m)
+{
+	size_t q, peak;
+
+	if (__atomic_load_n(&s->dropping, __ATOMIC_ACQUIRE))
+		goto drop;
+	q = __atomic_add_fetch(&s->queued, m->cost, __ATOMIC_RELAXED);
+	if (q > s->srv->queue_hard) {
+		__atomic_sub_fetch(&s->queued, m->cost, __ATOMIC_RELAXED);
+		__atomic_store_n(&s->dropping, 1, __ATOMIC_RELEASE);
+		session_wake(s);
+		goto drop;
+	}
+	peak = __atomic_load_n(&s->queued_peak, __ATOMIC_RELAXED);
+	while (q > peak && !__atomic_compare_exchange_n(&s->queued_peak, &peak, q, true,
+							__ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	cds_wfcq_node_init(&m->node);
+	cds_wfcq_enqueue(&s->qh, &s->qt, &m->node);
+	session_wake(s);
+	return;
+drop:
+	__atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
+	free(m);
 }
 
 static struct out_msg *msg_new(size_t cap)
 {
 	struct out_msg *m = malloc(sizeof(*m) + LWS_PRE + cap);
-	if (m)
+	if (m) {
 		m->len = 0;
+		m->cost = sizeof(*m) + LWS_PRE + cap;
+	}
 	return m;
 }
 
@@ -426,9 +504,13 @@ static void run_job(struct agent_server *srv, struct job *j)
 	}
 done:
 	__atomic_store_n(&this_worker->runs, this_worker->runs + 1, __ATOMIC_RELAXED);
-	free(j->key);
-	free(j->input);
-	free(j);
+	job_free(j);
+	/* a run slot is free: if the service thread holds a request for it,
+	 * wake it (seq_cst pairs with session_dispatch: one of the two sees
+	 * the other's write) */
+	__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&s->held_waiting, __ATOMIC_SEQ_CST))
+		session_wake(s);
 	session_users_put(s);
 }
 
@@ -478,6 +560,98 @@ static bool worker_push(struct worker *w, struct job *j)
 /* ---------------------------------------------------- lws (service thread) */
 
 /*
+ * Flow control (service thread).  Reading a connection stops for either
+ * reason (bits of rx_paused) and resumes when neither holds; lws keeps one
+ * reason bit per cause, so the two never undo each other.
+ */
+static void rx_pause(struct agent_server *srv, struct session *s, unsigned why)
+{
+	if (s->rx_paused & why)
+		return;
+	s->rx_paused |= why;
+	__atomic_store_n(&srv->rx_pauses, srv->rx_pauses + 1, __ATOMIC_RELAXED);
+	lws_rx_flow_control(s->wsi, LWS_RXFLOW_REASON_APPLIES_DISABLE | (int)why);
+	if (why == RX_BACKLOG) {
+		/* the stall clock: the timer closes it if still over then */
+		s->backlog_since = agent_server_now_ns();
+		lws_set_timer_usecs(s->wsi, (lws_usec_t)srv->stall_ms * 1000);
+	}
+}
+
+static void rx_resume(struct session *s, unsigned why)
+{
+	why &= s->rx_paused;
+	if (!why)
+		return;
+	s->rx_paused &= ~why;
+	lws_rx_flow_control(s->wsi, LWS_RXFLOW_REASON_APPLIES_ENABLE | (int)why |
+			    LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
+}
+
+/* The soft cap: stop reading over it, read again at half of it. */
+static void session_check_backlog(struct agent_server *srv, struct session *s)
+{
+	size_t q = __atomic_load_n(&s->queued, __ATOMIC_RELAXED);
+
+	if (q > srv->queue_soft)
+		rx_pause(srv, s, RX_BACKLOG);
+	else if (q <= srv->queue_soft / 2)
+		rx_resume(s, RX_BACKLOG);
+}
+
+static void session_hold(struct agent_server *srv, struct session *s, struct job *j)
+{
+	struct job **p = &s->held;
+
+	while (*p)
+		p = &(*p)->next;
+	j->next = NULL;
+	*p = j;
+	__atomic_store_n(&s->held_waiting, 1, __ATOMIC_SEQ_CST);
+	rx_pause(srv, s, RX_RUNS);
+}
+
+/* Give @j to the session's worker, or hold it while max_runs are in
+ * flight (service thread). */
+static void session_dispatch(struct agent_server *srv, struct session *s, struct job *j)
+{
+	if (__atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) >= (long)srv->max_runs) {
+		session_hold(srv, s, j);
+		/* a run may have finished before held_waiting was set: its
+		 * worker then did not wake us, so look again */
+		if (__atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) >= (long)srv->max_runs)
+			return;
+		s->held = j->next;
+		if (!s->held) {
+			__atomic_store_n(&s->held_waiting, 0, __ATOMIC_SEQ_CST);
+			rx_resume(s, RX_RUNS);
+		}
+	}
+	__atomic_add_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&s->users, 1, __ATOMIC_RELAXED);
+	if (!worker_push(&srv->workers[s->worker], j)) {
+		job_free(j);
+		__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_SEQ_CST);
+		__atomic_sub_fetch(&s->users, 1, __ATOMIC_RELAXED); /* connection still holds one */
+	}
+}
+
+/* Held requests whose run slot came free (service thread, on a wake). */
+static void session_release_held(struct agent_server *srv, struct session *s)
+{
+	while (s->held &&
+	       __atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) < (long)srv->max_runs) {
+		struct job *j = s->held;
+		s->held = j->next;
+		if (!s->held) {
+			__atomic_store_n(&s->held_waiting, 0, __ATOMIC_SEQ_CST);
+			rx_resume(s, RX_RUNS);
+		}
+		session_dispatch(srv, s, j);
+	}
+}
+
+/*
  * One complete request (service thread).  Anything but
  * {"run": "<agent>", "input": "<text>"} gets one error event and changes
  * nothing: no job, no agent, no context byte.
@@ -523,19 +697,18 @@ static void handle_request(struct agent_server *srv, struct session *s,
 		return;
 	}
 	json_decref(root);
-	__atomic_add_fetch(&s->users, 1, __ATOMIC_RELAXED);
-	if (!worker_push(&srv->workers[s->worker], j)) {
-		free(j->key);
-		free(j->input);
-		free(j);
-		__atomic_sub_fetch(&s->users, 1, __ATOMIC_RELAXED); /* connection still holds one */
+	if (s->held) {
+		/* requests keep their order: behind the one already held */
+		session_hold(srv, s, j);
+		return;
 	}
+	session_dispatch(srv, s, j);
 }
 
 /*
  * A piece of a client message (service thread).  lws hands a message over
  * in pieces (WebSocket fragments, and pieces of at most the rx buffer); they
- * are joined here up to AGENT_SERVER_MAX_REQUEST bytes.  A longer message
+ * are joined here up to srv->max_message bytes.  A longer message
  * is dropped as it arrives (never buffered) and answered with one error.
  */
 static void receive_piece(struct agent_server *srv, struct session *s, struct lws *wsi,
@@ -550,7 +723,7 @@ static void receive_piece(struct agent_server *srv, struct session *s, struct lw
 		s->rx_refused = s->rx_binary;
 	}
 	if (!s->rx_refused && len) {
-		if (len > AGENT_SERVER_MAX_REQUEST - s->rx_len) {
+		if (len > srv->max_message - s->rx_len) {
 			s->rx_refused = true;
 		} else {
 			if (s->rx_len + len > s->rx_cap) {
@@ -576,8 +749,8 @@ out:
 	if (s->rx_binary)
 		session_push_error(s, NULL, "binary message refused: send a JSON text message");
 	else if (s->rx_refused)
-		session_push_error(s, NULL, "request too large (limit %d bytes) or out of memory",
-				   AGENT_SERVER_MAX_REQUEST);
+		session_push_error(s, NULL, "request too large (limit %zu bytes) or out of memory",
+				   srv->max_message);
 	else
 		handle_request(srv, s, s->rx, s->rx_len);
 	/* a large buffer is not kept for the connection's life */
@@ -604,7 +777,8 @@ static struct session *session_open(struct agent_server *srv, struct lws *wsi)
 		free(s);
 		return NULL;
 	}
-	if (ureg_register(srv->sessions, s->id, s)) {
+	if ((srv->ctx_quota != SIZE_MAX && ureg_ctx_set_quota(s->ctx, srv->ctx_quota)) ||
+	    ureg_register(srv->sessions, s->id, s)) {
 		ureg_ctx_destroy(s->ctx);
 		cds_wfcq_destroy(&s->qh, &s->qt);
 		free(s);
@@ -616,6 +790,7 @@ static struct session *session_open(struct agent_server *srv, struct lws *wsi)
 	if (srv->open)
 		srv->open->prev = s;
 	srv->open = s;
+	srv->nopen++;
 	pthread_mutex_lock(&srv->idle_lock);
 	srv->sessions_open++;
 	srv->sessions_total++;
@@ -633,7 +808,14 @@ static void session_close(struct agent_server *srv, struct session *s)
 		srv->open = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
+	srv->nopen--;
 	s->wsi = NULL;
+	while (s->held) { /* requests that never got a run slot */
+		struct job *j = s->held;
+		s->held = j->next;
+		job_free(j);
+	}
+	__atomic_store_n(&s->held_waiting, 0, __ATOMIC_SEQ_CST);
 	if (srv->verbose)
 		fprintf(stderr, "ureg-agent-server: %s: closed\n", s->id);
 	/* no new event finds it; the entry's grace period then frees our ref */
@@ -641,74 +823,332 @@ static void session_close(struct agent_server *srv, struct session *s)
 	session_users_put(s);
 }
 
-static int serve_http(struct lws *wsi, const char *uri)
+/* ------------------------------------------------------ HTTP (service thread) */
+
+/* What lws keeps per connection for us: the session of a WebSocket, or the
+ * body of an HTTP response being written in pieces. */
+struct conn {
+	struct session *s;
+	char *body;               /* malloc'd (NULL: the static page) */
+	const char *out;          /* what is written: body or the page */
+	size_t out_len, out_off;
+};
+
+#define HTTP_CHUNK 16384
+
+static uint64_t process_rss(void)
+{
+	unsigned long size, resident;
+	FILE *f = fopen("/proc/self/statm", "r");
+	int n = f ? fscanf(f, "%lu %lu", &size, &resident) : 0;
+
+	if (f)
+		fclose(f);
+	return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/*
+ * GET /stats: the limits, the counters, the process RSS and, per open
+ * connection, what it holds (service thread: it owns the open list, and a
+ * listed session's context is alive).
+ */
+static char *stats_json(struct agent_server *srv, size_t *len)
+{
+	struct agent_server_stats st;
+	json_t *o = json_object(), *lim = json_object(), *conns = json_array();
+	uint64_t queued = 0;
+	char *txt = NULL;
+
+	if (!o || !lim || !conns)
+		goto out;
+	agent_server_stats(srv, &st);
+	json_object_set_new(lim, "max_message", json_integer((json_int_t)srv->max_message));
+	json_object_set_new(lim, "max_runs", json_integer(srv->max_runs));
+	json_object_set_new(lim, "queue_soft", json_integer((json_int_t)srv->queue_soft));
+	json_object_set_new(lim, "queue_hard", json_integer((json_int_t)srv->queue_hard));
+	json_object_set_new(lim, "stall_ms", json_integer(srv->stall_ms));
+	json_object_set_new(lim, "max_conns", json_integer(srv->max_conns));
+	json_object_set_new(lim, "ctx_quota", srv->ctx_quota == SIZE_MAX ? json_null() :
+			    json_integer((json_int_t)srv->ctx_quota));
+	for (struct session *s = srv->open; s; s = s->next) {
+		struct ureg_ctx_stats cs;
+		json_t *c = json_object();
+		size_t q = __atomic_load_n(&s->queued, __ATOMIC_RELAXED);
+
+		if (!c)
+			goto out;
+		ureg_ctx_stats(s->ctx, &cs);
+		queued += q;
+		json_object_set_new(c, "user", json_string(s->id));
+		json_object_set_new(c, "queued_bytes", json_integer((json_int_t)q));
+		json_object_set_new(c, "queue_peak", json_integer((json_int_t)
+				    __atomic_load_n(&s->queued_peak, __ATOMIC_RELAXED)));
+		json_object_set_new(c, "runs_in_flight", json_integer(
+				    __atomic_load_n(&s->inflight, __ATOMIC_RELAXED)));
+		json_object_set_new(c, "reading", json_boolean(!s->rx_paused));
+		json_object_set_new(c, "ctx_live_bytes", json_integer((json_int_t)cs.live_bytes));
+		json_object_set_new(c, "ctx_instances", json_integer((json_int_t)cs.instances));
+		json_array_append_new(conns, c);
+	}
+	json_object_set_new(o, "rss_bytes", json_integer((json_int_t)process_rss()));
+	json_object_set_new(o, "connections_open", json_integer(srv->nopen));
+	json_object_set_new(o, "queued_bytes", json_integer((json_int_t)queued));
+	json_object_set_new(o, "sessions_open", json_integer((json_int_t)st.sessions_open));
+	json_object_set_new(o, "sessions_total", json_integer((json_int_t)st.sessions_total));
+	json_object_set_new(o, "runs", json_integer((json_int_t)st.runs));
+	json_object_set_new(o, "events_sent", json_integer((json_int_t)st.events_sent));
+	json_object_set_new(o, "frames_dropped_slow", json_integer((json_int_t)st.frames_dropped_slow));
+	json_object_set_new(o, "closed_slow", json_integer((json_int_t)st.closed_slow));
+	json_object_set_new(o, "closed_stalled", json_integer((json_int_t)st.closed_stalled));
+	json_object_set_new(o, "refused_conns", json_integer((json_int_t)st.refused_conns));
+	json_object_set_new(o, "rx_pauses", json_integer((json_int_t)st.rx_pauses));
+	json_object_set_new(o, "queue_peak_closed", json_integer((json_int_t)st.queue_peak));
+	json_object_set_new(o, "limits", lim);
+	json_object_set_new(o, "connections", conns);
+	lim = conns = NULL;
+	txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (txt)
+		*len = strlen(txt);
+out:
+	json_decref(lim);
+	json_decref(conns);
+	json_decref(o);
+	return txt;
+}
+
+static int http_reply(struct lws *wsi, struct conn *c, unsigned status,
+		      const char *type, const char *body, size_t len, char *owned)
 {
 	uint8_t buf[LWS_PRE + 512], *start = &buf[LWS_PRE], *p = start,
 		*end = &buf[sizeof(buf) - 1];
 
-	if (strcmp(uri, "/") && strcmp(uri, "/index.html")) {
-		lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
-	}
-	if (lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "text/html",
-					sizeof(agent_page_html) - 1, &p, end) ||
+	c->body = owned;
+	c->out = body;
+	c->out_len = len;
+	c->out_off = 0;
+	if (lws_add_http_common_headers(wsi, status, type, len, &p, end) ||
+	    lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+					(const unsigned char *)"no-store", 8, &p, end) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end))
 		return 1;
 	lws_callback_on_writable(wsi);
 	return 0;
 }
 
+static int serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, const char *uri)
+{
+	if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
+		return http_reply(wsi, c, HTTP_STATUS_OK, "text/html", agent_page_html,
+				  sizeof(agent_page_html) - 1, NULL);
+	if (!strcmp(uri, "/stats")) {
+		size_t len = 0;
+		char *j = stats_json(srv, &len);
+		if (!j)
+			return 1;
+		return http_reply(wsi, c, HTTP_STATUS_OK, "application/json", j, len, j);
+	}
+	lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_writeable(struct lws *wsi, struct conn *c)
+{
+	uint8_t buf[LWS_PRE + HTTP_CHUNK];
+	size_t n = c->out_len - c->out_off;
+	bool last = n <= HTTP_CHUNK;
+
+	if (!c->out)
+		return 0;
+	if (!last)
+		n = HTTP_CHUNK;
+	memcpy(buf + LWS_PRE, c->out + c->out_off, n);
+	if (lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
+		return 1;
+	c->out_off += n;
+	if (!last) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	free(c->body);
+	c->body = NULL;
+	c->out = NULL;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* ------------------------------------------- WebSocket (service thread) */
+
+/*
+ * Close @s with @code and a reason: producers drop from now on, the queue
+ * is freed at once (nothing of it will be sent), reading stops, and the
+ * wsi's timer does the close (an lws close needs a callback of that wsi).
+ */
+static void session_begin_close(struct agent_server *srv, struct session *s, int code,
+				const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void session_begin_close(struct agent_server *srv, struct session *s, int code,
+				const char *fmt, ...)
+{
+	struct cds_wfcq_node *n;
+	va_list ap;
+
+	if (s->close_code)
+		return;
+	s->close_code = code;
+	va_start(ap, fmt);
+	vsnprintf(s->close_why, sizeof(s->close_why), fmt, ap);
+	va_end(ap);
+	__atomic_store_n(&s->dropping, 1, __ATOMIC_RELEASE);
+	while ((n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt))) {
+		struct out_msg *m = caa_container_of(n, struct out_msg, node);
+		__atomic_sub_fetch(&s->queued, m->cost, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&s->dropped, 1, __ATOMIC_RELAXED);
+		free(m);
+	}
+	if (srv->verbose)
+		fprintf(stderr, "ureg-agent-server: %s: closing (%d %s)\n", s->id, code, s->close_why);
+	/* read again, and discard (RECEIVE ignores a closing session): a
+	 * socket closed with unread input sends a reset, and the reset would
+	 * destroy the close frame in the client's receive buffer */
+	rx_resume(s, RX_BACKLOG | RX_RUNS);
+	lws_set_timer_usecs(s->wsi, 1);
+}
+
+/* The service thread was woken for @s: a frame to write, a run slot free,
+ * or the hard cap hit. */
+static void session_service(struct agent_server *srv, struct session *s)
+{
+	if (s->close_code)
+		return;
+	if (__atomic_load_n(&s->dropping, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(&srv->closed_slow, srv->closed_slow + 1, __ATOMIC_RELAXED);
+		session_begin_close(srv, s, AGENT_SERVER_CLOSE_SLOW,
+				    "client too slow: outgoing queue over %zu bytes", srv->queue_hard);
+		return;
+	}
+	session_release_held(srv, s);
+	session_check_backlog(srv, s);
+	if (!cds_wfcq_empty(&s->qh, &s->qt))
+		lws_callback_on_writable(s->wsi);
+}
+
+static int ws_writeable(struct agent_server *srv, struct lws *wsi, struct session *s)
+{
+	struct cds_wfcq_node *n;
+
+	if (s->close_code)
+		return 0;
+	if (!(n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt)))
+		return 0;
+	struct out_msg *m = caa_container_of(n, struct out_msg, node);
+	int w = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+	__atomic_sub_fetch(&s->queued, m->cost, __ATOMIC_RELAXED);
+	free(m);
+	if (w < 0)
+		return -1;
+	__atomic_store_n(&srv->sent, srv->sent + 1, __ATOMIC_RELAXED);
+	if (s->rx_paused & RX_BACKLOG)
+		session_check_backlog(srv, s);
+	if (!cds_wfcq_empty(&s->qh, &s->qt))
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* The wsi's timer: a close begun by session_begin_close, or the stall
+ * clock of a connection over the soft cap. */
+static int ws_timer(struct agent_server *srv, struct lws *wsi, struct session *s)
+{
+	if (!s->close_code && (s->rx_paused & RX_BACKLOG)) {
+		uint64_t over = agent_server_now_ns() - s->backlog_since,
+			 limit = (uint64_t)srv->stall_ms * 1000000ull;
+		if (over < limit) {
+			lws_set_timer_usecs(wsi, (lws_usec_t)((limit - over) / 1000 + 1));
+			return 0;
+		}
+		__atomic_store_n(&srv->closed_stalled, srv->closed_stalled + 1, __ATOMIC_RELAXED);
+		session_begin_close(srv, s, AGENT_SERVER_CLOSE_SLOW,
+				    "client stalled: outgoing queue over %zu bytes for %u ms",
+				    srv->queue_soft, srv->stall_ms);
+	}
+	if (!s->close_code)
+		return 0;
+	lws_close_reason(wsi, (enum lws_close_status)s->close_code,
+			 (unsigned char *)s->close_why, strlen(s->close_why));
+	return -1;
+}
+
+/*
+ * A connection we close is often one whose input we stopped reading.  The
+ * kernel answers close() on a socket with unread input with a reset, and a
+ * reset throws away what is still queued for the client - the close frame
+ * and its reason included.  So read and drop what has arrived (lws has
+ * already shut the write side down, after the close frame); a client that
+ * keeps sending after this still gets the reset.  Bounded: 16 MiB.
+ */
+static void discard_input(struct lws *wsi)
+{
+	char buf[16384];
+	int fd = lws_get_socket_fd(wsi);
+
+	for (int i = 0; fd >= 0 && i < 1024; i++)
+		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+			break;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		    void *user, void *in, size_t len)
 {
 	struct agent_server *srv = lws_context_user(lws_get_context(wsi));
-	struct session **pss = user, *s;
+	struct conn *c = user;
+	struct session *s;
 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
-		return serve_http(wsi, in ? (const char *)in : "/");
+		return serve_http(srv, wsi, c, in ? (const char *)in : "/");
 
-	case LWS_CALLBACK_HTTP_WRITEABLE: {
-		static uint8_t body[LWS_PRE + sizeof(agent_page_html)];
-		size_t n = sizeof(agent_page_html) - 1;
-		memcpy(body + LWS_PRE, agent_page_html, n);
-		if (lws_write(wsi, body + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) != (int)n)
-			return 1;
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
-	}
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		return http_writeable(wsi, c);
+
+	case LWS_CALLBACK_CLOSED_HTTP:
+		if (c) {
+			free(c->body);
+			c->body = NULL;
+			c->out = NULL;
+		}
+		break;
 
 	case LWS_CALLBACK_ESTABLISHED:
+		if (srv->nopen >= srv->max_conns) {
+			char why[100];
+			int n = snprintf(why, sizeof(why), "server full: %u connections (limit %u); "
+					 "try again later", srv->nopen, srv->max_conns);
+			__atomic_store_n(&srv->refused_conns, srv->refused_conns + 1, __ATOMIC_RELAXED);
+			lws_close_reason(wsi, AGENT_SERVER_CLOSE_FULL, (unsigned char *)why, (size_t)n);
+			return -1;
+		}
 		if (!(s = session_open(srv, wsi)))
 			return -1; /* refuse: no context for this user */
-		*pss = s;
+		c->s = s;
 		return 0;
 
 	case LWS_CALLBACK_RECEIVE:
-		if (!(s = *pss))
+		if (!(s = c->s))
 			return -1;
+		if (s->close_code)
+			return 0;
 		receive_piece(srv, s, wsi, in, len);
+		session_check_backlog(srv, s);
 		return 0;
 
-	case LWS_CALLBACK_SERVER_WRITEABLE: {
-		if (!(s = *pss))
-			return 0;
-		struct cds_wfcq_node *n = __cds_wfcq_dequeue_blocking(&s->qh, &s->qt);
-		if (!n)
-			return 0;
-		struct out_msg *m = caa_container_of(n, struct out_msg, node);
-		int w = lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-		free(m);
-		if (w < 0)
-			return -1;
-		__atomic_store_n(&srv->sent, srv->sent + 1, __ATOMIC_RELAXED);
-		if (!cds_wfcq_empty(&s->qh, &s->qt))
-			lws_callback_on_writable(wsi);
-		return 0;
-	}
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return (s = c->s) ? ws_writeable(srv, wsi, s) : 0;
+
+	case LWS_CALLBACK_TIMER:
+		return (s = c->s) ? ws_timer(srv, wsi, s) : 0;
 
 	case LWS_CALLBACK_CLOSED:
-		if ((s = *pss)) {
-			*pss = NULL;
+		if ((s = c->s)) {
+			c->s = NULL;
+			if (s->close_code)
+				discard_input(wsi);
 			session_close(srv, s);
 		}
 		return 0;
@@ -719,7 +1159,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		for (s = srv->open; s; s = s->next)
 			if (__atomic_load_n(&s->wake, __ATOMIC_ACQUIRE) &&
 			    __atomic_exchange_n(&s->wake, 0, __ATOMIC_ACQ_REL))
-				lws_callback_on_writable(s->wsi);
+				session_service(srv, s);
 		return 0;
 
 	default:
@@ -729,8 +1169,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 }
 
 static const struct lws_protocols protocols[] = {
-	{ "http", callback, sizeof(struct session *), 4096, 0, NULL, 0 },
-	{ PROTOCOL_NAME, callback, sizeof(struct session *), 4096, 0, NULL, 0 },
+	{ "http", callback, sizeof(struct conn), 4096, 0, NULL, 0 },
+	{ PROTOCOL_NAME, callback, sizeof(struct conn), 4096, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
@@ -795,6 +1235,15 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 		return -ENOMEM;
 	srv->verbose = o->verbose;
 	srv->nworkers = o->workers ? o->workers : 2;
+	srv->max_message = o->max_message ? o->max_message : AGENT_SERVER_MAX_REQUEST;
+	srv->max_runs = o->max_runs ? o->max_runs : AGENT_SERVER_MAX_RUNS;
+	srv->queue_soft = o->queue_soft ? o->queue_soft : AGENT_SERVER_QUEUE_SOFT;
+	srv->queue_hard = o->queue_hard ? o->queue_hard : AGENT_SERVER_QUEUE_HARD;
+	if (srv->queue_hard < srv->queue_soft)
+		srv->queue_hard = srv->queue_soft;
+	srv->stall_ms = o->stall_ms ? o->stall_ms : AGENT_SERVER_STALL_MS;
+	srv->max_conns = o->max_conns ? o->max_conns : AGENT_SERVER_MAX_CONNS;
+	srv->ctx_quota = o->ctx_quota ? o->ctx_quota : AGENT_SERVER_CTX_QUOTA;
 	pthread_mutex_init(&srv->idle_lock, NULL);
 	pthread_cond_init(&srv->idle_cond, NULL);
 	if ((rc = ureg_agent_registry_new("agents", &srv->agents)))
@@ -900,7 +1349,13 @@ void agent_server_stats(const struct agent_server *s, struct agent_server_stats 
 	st->sessions_total = s->sessions_total;
 	st->leaked_bytes = s->leaked_bytes;
 	st->leaked_instances = s->leaked_instances;
+	st->frames_dropped_slow = s->dropped_slow;
+	st->queue_peak = s->queue_peak;
 	pthread_mutex_unlock(&srv->idle_lock);
+	st->closed_slow = __atomic_load_n(&s->closed_slow, __ATOMIC_RELAXED);
+	st->closed_stalled = __atomic_load_n(&s->closed_stalled, __ATOMIC_RELAXED);
+	st->refused_conns = __atomic_load_n(&s->refused_conns, __ATOMIC_RELAXED);
+	st->rx_pauses = __atomic_load_n(&s->rx_pauses, __ATOMIC_RELAXED);
 }
 
 int agent_server_wait_idle(struct agent_server *s, int timeout_ms)

@@ -20,16 +20,57 @@
 
 /*
  * The protocol.  A client sends text messages {"run":"<agent>","input":
- * "<text>"} of at most AGENT_SERVER_MAX_REQUEST bytes (fragments are
- * joined).  It receives, per run, the agent's events
+ * "<text>"} of at most opts.max_message bytes (fragments are joined).  It
+ * receives, per run, the agent's events
  *   {"ev":"started|progress|completed|error","agent":A,"user":U,"seq":N,
  *    "t":NS,"data":{...}}                        (seq > 0, per agent)
- * and, for a request the server cannot run (not JSON, a missing or
- * non-string field, too large, binary, unknown or invalid agent name),
- * one protocol error that changed nothing:
+ * and, for a request the server cannot run (not JSON, valid JSON of the
+ * wrong shape, a missing or non-string field, too large, binary, unknown or
+ * invalid agent name), one protocol error that changed nothing:
  *   {"ev":"error","agent":A (when known),"user":U,"seq":0,"error":"why"}
+ *
+ * Limits (struct agent_server_opts; 0 picks the default), and what a
+ * client that breaks them sees:
+ *  - max_message: a longer message is dropped as it streams in and
+ *    answered with one protocol error; the connection stays usable.
+ *  - max_runs: runs in flight per connection (= per user).  With that many
+ *    runs accepted and not finished the server holds the next request and
+ *    stops reading the connection until a run finishes: nothing is
+ *    refused, a pipelining client just waits (TCP backpressure).
+ *  - queue_soft / queue_hard: bytes of outgoing frames queued for one
+ *    connection (allocation sizes, so the real memory).  Past queue_soft the
+ *    server stops reading the connection's requests until the queue falls
+ *    to half of it, so a client that does not read can only add the output
+ *    of the runs already in flight; a connection that stays over queue_soft
+ *    for stall_ms is closed with 1008 "client stalled ...".  queue_hard is
+ *    the backstop for agents whose output has no bound: an event that would
+ *    take the queue past it is dropped, the queue freed and the connection
+ *    closed with 1008 "client too slow ...".  A client that reads is never
+ *    closed while queue_hard >= queue_soft + max_runs * (largest output of
+ *    one run): echo's largest is about 6 * max_message, 390 KB by default.
+ *  - max_conns: one more WebSocket is accepted and closed at once with
+ *    1013 "server full ...".
+ *  - ctx_quota: live bytes of one user context (agents allocating past it
+ *    get -EDQUOT, reported as the run's error).
+ * So the memory one connection can hold is bounded by about
+ *   min(queue_hard, queue_soft + max_runs * largest run output)
+ *   + max_message (request being joined)
+ *   + (max_runs + 1) * (max_message + 64) (accepted and held requests)
+ *   + ctx_quota + one frame inside lws (a partly written frame) + 4 KiB rx;
+ * agent_server_stats and GET /stats report what it holds.
  */
 #define AGENT_SERVER_MAX_REQUEST 65536
+#define AGENT_SERVER_MAX_RUNS 2
+#define AGENT_SERVER_QUEUE_SOFT (256u << 10)
+#define AGENT_SERVER_QUEUE_HARD (4u << 20)
+#define AGENT_SERVER_STALL_MS 30000
+#define AGENT_SERVER_MAX_CONNS 10000
+#define AGENT_SERVER_CTX_QUOTA (4u << 20)
+
+/* WebSocket close codes the server sends, with a reason text */
+#define AGENT_SERVER_CLOSE_SLOW 1008   /* policy: queue over its caps */
+#define AGENT_SERVER_CLOSE_FULL 1013   /* try again later: max_conns */
+#define AGENT_SERVER_CLOSE_GOING_AWAY 1001 /* the server stops */
 
 struct agent_server;
 
@@ -38,6 +79,14 @@ struct agent_server_opts {
 	int port;           /* 0: the kernel picks a free port */
 	unsigned workers;   /* agent threads, default 2 */
 	int verbose;        /* log connects / closes to stderr */
+	/* limits, 0: the AGENT_SERVER_* default above */
+	size_t max_message; /* bytes of one client message */
+	unsigned max_runs;  /* runs in flight per connection */
+	size_t queue_soft;  /* outgoing bytes: stop reading past this */
+	size_t queue_hard;  /* outgoing bytes: close past this */
+	unsigned stall_ms;  /* close a connection over queue_soft this long */
+	unsigned max_conns; /* open WebSocket connections */
+	size_t ctx_quota;   /* live bytes per user context; SIZE_MAX: none */
 };
 
 struct agent_server_stats {
@@ -50,6 +99,16 @@ struct agent_server_stats {
 	uint64_t leaked_bytes;     /* context bytes still live after every
 				    * agent of the session was released */
 	uint64_t leaked_instances; /* instances still live at that point */
+	/* limits at work */
+	uint64_t frames_dropped_slow; /* frames dropped: queue at its hard cap
+				       * or connection closing */
+	uint64_t closed_slow;      /* connections closed over queue_hard */
+	uint64_t closed_stalled;   /* connections closed after stall_ms */
+	uint64_t refused_conns;    /* connections refused over max_conns */
+	uint64_t rx_pauses;        /* times a connection stopped being read
+				    * (queue over soft cap, or max_runs) */
+	uint64_t queue_peak;       /* largest outgoing queue one closed
+				    * connection reached (bytes) */
 };
 
 /**

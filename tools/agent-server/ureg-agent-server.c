@@ -1,16 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ureg-agent-server - agents over WebSocket, one user context per
- * connection.  See agent_server.c for the threads and lifetimes.
+ * connection.  See agent_server.c for the threads and lifetimes and
+ * agent_server.h for the limits and what a client past them sees.
  *
- *   ureg-agent-server [--host 127.0.0.1] [--port 8080 | --port 0] [--workers 2] [--verbose]
+ *   ureg-agent-server [--host 127.0.0.1] [--port 8080 | --port 0] [--workers 2]
+ *                     [--max-message 64K] [--max-runs 2] [--queue-soft 256K]
+ *                     [--queue-hard 4M] [--stall-ms 30000] [--max-conns 10000]
+ *                     [--ctx-quota 4M | --ctx-quota none] [--verbose]
  *
- * Prints "listening on http://HOST:PORT/" (PORT is the real one when
- * --port 0 let the kernel pick) and serves until SIGINT / SIGTERM.
+ * Sizes take a K, M or G suffix (powers of 1024).  Prints "listening on
+ * http://HOST:PORT/" (PORT is the real one when --port 0 let the kernel
+ * pick) and serves until SIGINT / SIGTERM.  GET /stats reports the limits,
+ * the counters, the RSS and what each connection holds.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,15 +29,58 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ureg-agent-server [--host ADDR] [--port N (0: any free port)] "
-		"[--workers N] [--verbose]\n");
+		"[--workers N]\n"
+		"         [--max-message SIZE] [--max-runs N] [--queue-soft SIZE] "
+		"[--queue-hard SIZE]\n"
+		"         [--stall-ms MS] [--max-conns N] [--ctx-quota SIZE|none] [--verbose]\n"
+		"  SIZE: bytes, or with a K, M or G suffix; see agent_server.h for the limits\n");
+}
+
+/* "64K" -> 65536; false on anything else (0 included) */
+static bool parse_size(const char *s, size_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+
+	if (errno || end == s || s[0] == '-')
+		return false;
+	switch (*end) {
+	case 'K': case 'k': shift = 10; end++; break;
+	case 'M': case 'm': shift = 20; end++; break;
+	case 'G': case 'g': shift = 30; end++; break;
+	default: break;
+	}
+	if (*end || v == 0 || v > (SIZE_MAX >> shift))
+		return false;
+	*out = (size_t)(v << shift);
+	return true;
+}
+
+static bool parse_uint(const char *s, unsigned *out)
+{
+	size_t v;
+	if (!parse_size(s, &v) || v > UINT_MAX)
+		return false;
+	*out = (unsigned)v;
+	return true;
 }
 
 int main(int argc, char **argv)
 {
+	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA };
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "workers", required_argument, NULL, 'w' },
+		{ "max-message", required_argument, NULL, O_MSG },
+		{ "max-runs", required_argument, NULL, O_RUNS },
+		{ "queue-soft", required_argument, NULL, O_SOFT },
+		{ "queue-hard", required_argument, NULL, O_HARD },
+		{ "stall-ms", required_argument, NULL, O_STALL },
+		{ "max-conns", required_argument, NULL, O_CONNS },
+		{ "ctx-quota", required_argument, NULL, O_QUOTA },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -39,16 +90,43 @@ int main(int argc, char **argv)
 	struct agent_server_stats st;
 	sigset_t set;
 	int c, sig, rc;
+	bool ok;
 
-	while ((c = getopt_long(argc, argv, "H:p:w:vh", longopts, NULL)) != -1) {
+	int li = -1;
+	while ((c = getopt_long(argc, argv, "H:p:w:vh", longopts, &li)) != -1) {
+		ok = true;
 		switch (c) {
 		case 'H': o.host = optarg; break;
 		case 'p': o.port = atoi(optarg); break;
-		case 'w': o.workers = (unsigned)atoi(optarg); break;
+		case 'w': ok = parse_uint(optarg, &o.workers); break;
+		case O_MSG: ok = parse_size(optarg, &o.max_message); break;
+		case O_RUNS: ok = parse_uint(optarg, &o.max_runs); break;
+		case O_SOFT: ok = parse_size(optarg, &o.queue_soft); break;
+		case O_HARD: ok = parse_size(optarg, &o.queue_hard); break;
+		case O_STALL: ok = parse_uint(optarg, &o.stall_ms); break;
+		case O_CONNS: ok = parse_uint(optarg, &o.max_conns); break;
+		case O_QUOTA:
+			if (!strcmp(optarg, "none"))
+				o.ctx_quota = SIZE_MAX;
+			else
+				ok = parse_size(optarg, &o.ctx_quota);
+			break;
 		case 'v': o.verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+		if (!ok) {
+			fprintf(stderr, "ureg-agent-server: bad value for --%s: '%s'\n",
+				li >= 0 ? longopts[li].name : "workers", optarg);
+			usage(stderr);
+			return 2;
+		}
+		li = -1;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ureg-agent-server: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
 	}
 	/* signals are taken by sigwait below, not by any server thread */
 	sigemptyset(&set);
@@ -72,5 +150,11 @@ int main(int argc, char **argv)
 		(unsigned long long)st.sessions_total, (unsigned long long)st.runs,
 		(unsigned long long)st.events_sent, (unsigned long long)st.leaked_bytes,
 		(unsigned long long)st.leaked_instances);
+	fprintf(stderr, "ureg-agent-server: limits: %llu closed too slow, %llu closed stalled, "
+		"%llu refused (full), %llu read pauses, largest queue %llu bytes, "
+		"%llu frames dropped\n",
+		(unsigned long long)st.closed_slow, (unsigned long long)st.closed_stalled,
+		(unsigned long long)st.refused_conns, (unsigned long long)st.rx_pauses,
+		(unsigned long long)st.queue_peak, (unsigned long long)st.frames_dropped_slow);
 	return 0;
 }
