@@ -265,6 +265,9 @@ static void batch_publish(ureg_batch *b, struct built *bt)
 	struct ureg_event_node *evn, *tmp;
 
 	rcu_assign_pointer(reg->ht, bt->ht);
+	/* every entry of the old table is retired after the grace period
+	 * below: move every stamp first (internal.h, "Stamps") */
+	ureg__stamp_all(reg);
 	__atomic_store_n(&reg->buckets, bt->buckets, __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->count, bt->count, __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->generation, bt->gen, __ATOMIC_RELAXED);

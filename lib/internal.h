@@ -52,23 +52,11 @@
 #define UREG_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define UREG_TLS __thread __attribute__((tls_model("initial-exec")))
 
-/* ---- per-thread state (rcu_thread.c) ---- */
-#define UREG_SNAP_SLOTS 16
-struct ureg_thread {
-	int registered;   /* 1: by us; 2: by liburcu or the application */
-	int read_depth;   /* nesting of ureg_read_lock */
-	uint64_t section; /* bumped by each outermost ureg_read_lock */
-	/* Tables seen in the current read section, per registry, so that a
-	 * section sees one generation of each registry (batch atomicity).
-	 * Thread-local: the read path still writes no shared memory. */
-	struct {
-		const void *reg;
-		uint64_t section;
-		struct cds_lfht *ht;
-	} snap[UREG_SNAP_SLOTS];
-};
-extern UREG_TLS struct ureg_thread ureg__thread;
-void ureg__rcu_register_slow(void);
+/* ---- per-thread state (rcu_thread.c) ----
+ * struct ureg__thread and ureg__thread itself are declared in ureg.h (its
+ * private part), because the opt-in inline read path reaches them; the
+ * TLS variable and ureg__rcu_register_slow are exported for that reason. */
+#define UREG_SNAP_SLOTS UREG__SNAP_SLOTS
 void ureg__threads_forget_others_in_child(void);
 
 static inline void ureg__rcu_ensure(void)
@@ -92,14 +80,15 @@ void *ureg__realloc(void *p, size_t n);
 char *ureg__strdup(const char *s);
 void ureg__free(void *p);
 
-/* ---- keys (keys.c) ---- */
-struct ureg_key {
-	const char *str;
-	size_t len;
-	uint64_t hash;
-};
+/* ---- keys (keys.c) ----
+ * Inside the library a key travels as a struct ureg_key (ureg.h): str, len
+ * and hash; the cache fields are used only by the handle lookups. */
 /* Validates and hashes; 0 or -EINVAL (message set). */
 int ureg__key_prepare(const char *key, struct ureg_key *k);
+/* A handle that is not UREG__KEY_READY yet: prepare it.  0: @k is ready
+ * now; 1: another thread is preparing it, use *@tmp (prepared) for this
+ * call; -EINVAL (message set). */
+int ureg__key_handle_slow(ureg_key *k, struct ureg_key *tmp);
 int ureg__name_check(const char *name, const char *what);
 
 /* ---- boxes and entries (registry.c) ---- */
@@ -175,7 +164,38 @@ struct ureg_registry {
 	bool delivering;
 	struct cds_list_head all_node;  /* ureg__registries, for fork */
 	char name[UREG_NAME_MAX + 1];
+	/* Cached key handles' stamps (registry.c): key k lives in stripe
+	 * hash & (UREG_STAMP_STRIPES - 1).  Written under the writer mutex,
+	 * read by cached lookups; see ureg__stamp_key. */
+	uint64_t stamps[];
 };
+
+/*
+ * Stamps: how a cached handle knows, in two loads, that the entry it
+ * remembers is still the live one (ureg_lookup_key, guarantee G.4).
+ *
+ * A stamp value comes from one process-wide counter, so it is never reused
+ * and never equal between two registries.  A change to key k stores a
+ * fresh value into k's stripe both BEFORE and AFTER publishing the change
+ * in the table, and before retiring the entry it replaced (call_rcu); a
+ * batch commit or a registry destroy refreshes every stripe after
+ * publishing and before retiring.  A handle remembers (entry, stamp it
+ * read before searching, table it searched), and only fills from the
+ * registry's current table.  Hence, inside a read section:
+ *  - stripe == remembered stamp  =>  no change to the stripe's keys has
+ *    begun since the stamp was read (the "before" store) and the search
+ *    that followed saw every change that ended before it (the "after"
+ *    store), so the entry is the live one - a cached hit is never older
+ *    than a table lookup made just before it - and it cannot have been
+ *    freed: its retirement comes after the stripe moved, and a grace
+ *    period after that;
+ *  - remembered table == the table this section pinned  =>  the entry
+ *    belongs to the batch generation this section reads.
+ */
+#define UREG_STAMP_STRIPES 1024u
+void ureg__stamp_key(ureg_registry *reg, uint64_t hash);
+void ureg__stamp_all(ureg_registry *reg);
+
 
 /*
  * The table of @reg this read section reads: the first lookup of a section
@@ -187,7 +207,7 @@ struct ureg_registry {
  */
 static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
 {
-	struct ureg_thread *t = &ureg__thread;
+	struct ureg__thread *t = &ureg__thread;
 	unsigned i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
 
 	for (unsigned n = 0; n < UREG_SNAP_SLOTS; n++) {
@@ -234,6 +254,10 @@ unsigned long ureg__buckets_for(unsigned long keys);
 extern pthread_mutex_t ureg__registries_lock;
 extern struct cds_list_head ureg__registries;
 void ureg__fork_init(void);
+/* an upper layer's locks, taken after liburcu's workers pause and before
+ * the core's (fork.c states the whole order); call once per layer */
+void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),
+		      void (*unlock_child)(void));
 
 /* ---- events (events.c) ---- */
 /* An event prepared before the writer lock (allocation may fail), queued
@@ -256,6 +280,8 @@ void ureg__events_flush(ureg_registry *reg);
 void ureg__event_instance(ureg_registry *reg, enum ureg_event_kind kind,
 			  const char *key, ureg_ctx *ctx, void *instance);
 void ureg__events_detach_registry(ureg_registry *reg);
+void ureg__events_lock(void);
+void ureg__events_unlock(void);
 
 /* ---- contexts (ctx.c) ---- */
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,

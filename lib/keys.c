@@ -83,3 +83,73 @@ int ureg__name_check(const char *name, const char *what)
 				 UREG_NAME_MAX);
 	return 0;
 }
+
+/* ------------------------------------------------------------ handles */
+
+static int handle_init(ureg_key *k, const char *key, uint16_t flags)
+{
+	struct ureg_key tmp;
+	int rc;
+
+	if (!k)
+		return ureg__err(-EINVAL, "key_init: handle is NULL");
+	memset(k, 0, sizeof(*k));
+	k->str = key;
+	if ((rc = ureg__key_prepare(key, &tmp))) {
+		k->state = (uint16_t)(UREG__KEY_BAD | flags);
+		return rc;
+	}
+	k->len = tmp.len;
+	k->hash = tmp.hash;
+	k->state = (uint16_t)(UREG__KEY_READY | flags);
+	return 0;
+}
+
+int ureg_key_init(ureg_key *k, const char *key)
+{
+	return handle_init(k, key, 0);
+}
+
+int ureg_key_init_cached(ureg_key *k, const char *key)
+{
+	return handle_init(k, key, UREG__KEY_CACHED);
+}
+
+const char *ureg_key_str(const ureg_key *k)
+{
+	return k ? k->str : NULL;
+}
+
+/*
+ * First use of a statically initialized handle.  Every racing thread
+ * validates and hashes the string itself; one of them wins the BUSY bit,
+ * stores len and hash and publishes READY with a release store, so that
+ * a thread that sees READY (acquire) sees them too.  Nobody writes len or
+ * hash after READY.  The losers use their own copy for this one call.
+ */
+int ureg__key_handle_slow(ureg_key *k, struct ureg_key *tmp)
+{
+	uint16_t st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+	int rc;
+
+	if (st & UREG__KEY_READY)
+		return 0;
+	if (st & UREG__KEY_BAD)
+		return ureg__err(-EINVAL, "key handle '%.40s' holds an invalid key",
+				 k->str ? k->str : "(null)");
+	if ((rc = ureg__key_prepare(k->str, tmp))) {
+		__atomic_fetch_or(&k->state, (uint16_t)UREG__KEY_BAD, __ATOMIC_RELAXED);
+		return rc;
+	}
+	if (!(st & UREG__KEY_BUSY) &&
+	    __atomic_compare_exchange_n(&k->state, &st, (uint16_t)(st | UREG__KEY_BUSY),
+					false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+		k->len = tmp->len;
+		k->hash = tmp->hash;
+		__atomic_store_n(&k->state,
+				 (uint16_t)((st & ~UREG__KEY_BUSY) | UREG__KEY_READY),
+				 __ATOMIC_RELEASE);
+		return 0;
+	}
+	return 1;
+}

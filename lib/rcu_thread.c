@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include "internal.h"
 
-UREG_TLS struct ureg_thread ureg__thread;
+__thread struct ureg__thread ureg__thread __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;

@@ -323,7 +323,8 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 		return ureg__err(-EINVAL, "registry_new: type or type name is NULL");
 	if ((rc = ureg__name_check(name, "registry")))
 		return rc;
-	reg = ureg__calloc(1, sizeof(*reg));
+	reg = ureg__calloc(1, sizeof(*reg) +
+			   UREG_STAMP_STRIPES * sizeof(reg->stamps[0]));
 	if (!reg)
 		return ureg__err(-ENOMEM, "registry_new: out of memory");
 	reg->ht = ureg__ht_new(0);
@@ -334,6 +335,7 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 	}
 	reg->type = type;
 	reg->refs = 1;
+	ureg__stamp_all(reg); /* values no handle can remember yet */
 	pthread_mutex_init(&reg->writer, NULL);
 	pthread_mutex_init(&reg->resize_lock, NULL);
 	pthread_mutex_init(&reg->evq_lock, NULL);
@@ -362,6 +364,9 @@ void ureg_registry_destroy(ureg_registry *reg)
 
 	pthread_mutex_lock(&reg->writer);
 	ht = reg->ht;
+	/* handles are not to be used past destroy; moving every stamp first
+	 * keeps a misused one from reaching a retired entry all the same */
+	ureg__stamp_all(reg);
 	urcu_memb_read_lock();
 	cds_lfht_for_each(ht, &iter, node) {
 		if (!cds_lfht_del(ht, node))
@@ -400,6 +405,27 @@ size_t ureg_count(const ureg_registry *reg)
 uint64_t ureg_generation(const ureg_registry *reg)
 {
 	return reg ? __atomic_load_n(&reg->generation, __ATOMIC_RELAXED) : 0;
+}
+
+/* --------------------------------------------------------------- stamps */
+
+/* Process-wide: a stamp value is never reused and never shared by two
+ * registries (see internal.h).  Only writers touch it, under their own
+ * registry's writer mutex or before the registry is visible. */
+static uint64_t stamp_counter;
+
+void ureg__stamp_key(ureg_registry *reg, uint64_t hash)
+{
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&reg->stamps[hash & (UREG_STAMP_STRIPES - 1)], v,
+			 __ATOMIC_RELEASE);
+}
+
+void ureg__stamp_all(ureg_registry *reg)
+{
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 1, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < UREG_STAMP_STRIPES; i++)
+		__atomic_store_n(&reg->stamps[i], v, __ATOMIC_RELEASE);
 }
 
 /* ------------------------------------------------------------ mutations */
@@ -538,6 +564,8 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	ne->fbox = nfb;
 	uint64_t gen = reg->generation + 1;
 	ureg__cold(ne)->generation = gen;
+	/* stamp before and after publishing (internal.h, "Stamps") */
+	ureg__stamp_key(reg, k.hash);
 	if (!old) {
 		cds_lfht_add_unique(ht, k.hash, entry_match, &k, &ne->node);
 		__atomic_store_n(&reg->count, reg->count + 1, __ATOMIC_RELAXED);
@@ -550,6 +578,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 		cds_lfht_replace(ht, &it, k.hash, entry_match, &k, &ne->node);
 	}
 	urcu_memb_read_unlock();
+	ureg__stamp_key(reg, k.hash);
 	__atomic_store_n(&reg->generation, gen, __ATOMIC_RELAXED);
 	if (old)
 		ureg__entry_retire(old);
@@ -663,6 +692,199 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
 					: "get: key has only a factory and no context was given");
 	return ureg__ctx_get_instance(ctx, reg, e, out);
+}
+
+/* ------------------------------------------------------ key handles */
+
+/*
+ * A refill of a cached handle: a seqlock with a try-lock for writers, so
+ * that threads sharing the handle never wait on each other: the thread
+ * that loses the CAS skips the refill.  Only on a miss, never on a hit.
+ * Readers: handle_cached().
+ */
+static void handle_fill(ureg_key *k, const struct ureg_entry *e,
+			uint64_t stamp, const struct cds_lfht *ht)
+{
+	uint32_t s = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+
+	if ((s & 1) || !__atomic_compare_exchange_n(&k->seq, &s, s + 1, false,
+						    __ATOMIC_RELAXED,
+						    __ATOMIC_RELAXED))
+		return;
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&k->entry, (const void *)e, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->stamp, stamp, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->table, (const void *)ht, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->seq, s + 2, __ATOMIC_RELEASE);
+}
+
+/*
+ * The entry a handle finds in @reg, inside a read section: the remembered
+ * one when the handle is cached, consistent and its stamp and table still
+ * current (internal.h, "Stamps"); else the table's, remembered for next
+ * time.  0 with *@out (NULL: absent), or -EINVAL.
+ */
+static inline int handle_find(ureg_registry *reg, ureg_key *k,
+			      struct ureg_entry **out)
+{
+	uint16_t st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+	struct ureg_key tmp;
+	const struct ureg_key *use = k;
+	struct cds_lfht *ht;
+	uint64_t stamp;
+	struct ureg_entry *e;
+
+	if (UREG_LIKELY(st == (UREG__KEY_READY | UREG__KEY_CACHED))) {
+		uint32_t s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
+		const void *ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
+		uint64_t cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
+		const void *ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		uint32_t s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+
+		stamp = __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
+					__ATOMIC_ACQUIRE);
+		ht = ureg__ht(reg);
+		if (UREG_LIKELY(s2 == (s1 & ~1u) && cs == stamp && ct == ht)) {
+			*out = (struct ureg_entry *)ce;
+			return 0;
+		}
+	} else if (UREG_UNLIKELY(!(st & UREG__KEY_READY))) {
+		int rc = ureg__key_handle_slow(k, &tmp);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			/* another thread is preparing it: no cache this time */
+			*out = ureg__find(ureg__ht(reg), &tmp);
+			return 0;
+		}
+		st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+		stamp = __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
+					__ATOMIC_ACQUIRE);
+		ht = ureg__ht(reg);
+	} else {
+		/* plain handle */
+		*out = ureg__find(ureg__ht(reg), use);
+		return 0;
+	}
+	/* miss: the stamp was read before the search, so a change published
+	 * meanwhile leaves the remembered stamp stale, never the entry */
+	e = ureg__find(ht, use);
+	*out = e;
+	if (e && (st & UREG__KEY_CACHED) && ht == rcu_dereference(reg->ht))
+		handle_fill(k, e, stamp, ht);
+	return 0;
+}
+
+/* The front of the handle calls that need the caller's read section. */
+static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
+				    const void *out, const char *call,
+				    struct ureg_entry **e)
+{
+	if (UREG_UNLIKELY(!reg || !k || !out))
+		return ureg__err(-EINVAL, "%s: NULL registry, key handle or out", call);
+	if (UREG_UNLIKELY(!ureg__thread.read_depth))
+		return ureg__err(-EPERM, "%s outside ureg_read_lock()", call);
+	return handle_find(reg, k, e);
+}
+
+int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
+{
+	struct ureg_entry *e = NULL;
+	int rc;
+
+	if (UREG_UNLIKELY((rc = handle_in_section(reg, k, item, "lookup_key", &e))))
+		return rc;
+	if (UREG_UNLIKELY(!e || !e->item))
+		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
+	*item = e->item;
+	return 0;
+}
+
+int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
+{
+	struct ureg_entry *e = NULL;
+	int rc;
+
+	if (UREG_UNLIKELY((rc = handle_in_section(reg, k, out, "get_key", &e))))
+		return rc;
+	if (UREG_UNLIKELY(!e))
+		return ureg__err_static(-ENOENT, "get: no such key");
+	if (e->item) {
+		*out = e->item;
+		return 0;
+	}
+	if (!ctx || !e->fbox)
+		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
+					: "get: key has only a factory and no context was given");
+	return ureg__ctx_get_instance(ctx, reg, e, out);
+}
+
+int ureg_contains_key(ureg_registry *reg, ureg_key *k)
+{
+	struct ureg_entry *e = NULL;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg || !k)
+		return ureg__err(-EINVAL, "contains_key: NULL registry or key handle");
+	ureg_read_lock();
+	rc = handle_find(reg, k, &e);
+	ureg_read_unlock();
+	return rc ? rc : e != NULL;
+}
+
+int ureg_acquire_key(ureg_registry *reg, ureg_key *k, ureg_ref **ref)
+{
+	struct ureg_entry *e = NULL;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg || !k || !ref)
+		return ureg__err(-EINVAL, "acquire_key: NULL registry, key handle or ref");
+	ureg_read_lock();
+	rc = handle_find(reg, k, &e);
+	if (e && e->item)
+		/* safe: the table's reference cannot be dropped before this
+		 * read section ends */
+		__atomic_add_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_RELAXED);
+	else
+		e = NULL;
+	ureg_read_unlock();
+	if (rc)
+		return rc;
+	if (!e)
+		return ureg__err(-ENOENT, "registry '%s': no singleton under '%s'",
+				 reg->name, k->str);
+	*ref = (ureg_ref *)e;
+	return 0;
+}
+
+int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
+			     void **out)
+{
+	struct ureg_entry *e = NULL;
+	struct ureg_factory_box *fb = NULL;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (!reg || !k || !ctx || !out)
+		return ureg__err(-EINVAL, "create_instance_key: NULL registry, key handle, context or out");
+	ureg_read_lock();
+	rc = handle_find(reg, k, &e);
+	if (e && e->fbox) {
+		fb = e->fbox;
+		ureg__fbox_get(fb);
+	}
+	ureg_read_unlock();
+	if (rc)
+		return rc;
+	if (!fb)
+		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
+				 reg->name, k->str);
+	rc = ureg__ctx_create(ctx, reg, fb, false, out);
+	ureg__fbox_put(fb);
+	return rc;
 }
 
 int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,

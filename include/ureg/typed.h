@@ -13,6 +13,8 @@
  *   UREG_DECLARE_TYPED(agent_reg, struct agent)
  *   agent_reg_registry *r;  agent_reg_new(&agent_type, "agents", &r);
  *   struct agent *a;        agent_reg_lookup(r, "planner", &a);
+ *   static ureg_key planner = UREG_KEY_CACHED_INIT("planner");
+ *                           agent_reg_lookup_key(r, &planner, &a);
  */
 #ifndef UREG_TYPED_H
 #define UREG_TYPED_H
@@ -48,6 +50,14 @@
 				       ureg_ctx *ctx, T **out)                 \
 	{ void *p = NULL; int rc = ureg_get(prefix##_base(r), key, ctx, &p);   \
 	  if (rc == 0) { *out = (T *)p; } return rc; }                             \
+	static inline int prefix##_lookup_key(prefix##_registry *r,           \
+					      ureg_key *k, T **out)            \
+	{ void *p = NULL; int rc = ureg_lookup_key(prefix##_base(r), k, &p);   \
+	  if (rc == 0) { *out = (T *)p; } return rc; }                         \
+	static inline int prefix##_get_key(prefix##_registry *r, ureg_key *k, \
+					   ureg_ctx *ctx, T **out)             \
+	{ void *p = NULL; int rc = ureg_get_key(prefix##_base(r), k, ctx, &p); \
+	  if (rc == 0) { *out = (T *)p; } return rc; }                         \
 	static inline int prefix##_create_instance(prefix##_registry *r,      \
 			const char *key, ureg_ctx *ctx, T **out)               \
 	{ void *p = NULL;                                                      \

@@ -382,6 +382,132 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 		    struct ureg_entry_info *info);
 
 /* ------------------------------------------------------------------ */
+/* Key handles: a key validated, measured and hashed once              */
+/* ------------------------------------------------------------------ */
+
+/**
+ * struct ureg_key - a key handle: a key string validated, measured and
+ * hashed (XXH3) once, for the lookups a server repeats on every request.
+ *
+ * A lookup through a handle (ureg_lookup_key & co.) does no validation, no
+ * strlen and no hashing.  A *cached* handle (UREG_KEY_CACHED_INIT or
+ * ureg_key_init_cached) also remembers the entry it last found, together
+ * with a stamp of the part of the registry that entry lives in: while that
+ * stamp has not moved, a lookup returns the remembered item without
+ * touching the table (guarantee G.4 below).
+ *
+ * Every field is private.  The string is NOT copied: it must outlive the
+ * handle (a string literal, a config string kept for the handle's life).
+ * One handle may be shared by any number of threads and used with any
+ * number of registries (a cached handle remembers one registry at a time).
+ *
+ * Concurrency: a plain handle is only read by lookups, once prepared.  A
+ * cached handle is written only when a lookup misses its cache (a
+ * seqlock-protected refill that a losing thread skips); a hit writes no
+ * shared memory.  Give hot cached handles their own cache line (e.g.
+ * _Alignas(64)) if many of them sit side by side and refill often.
+ */
+typedef struct ureg_key {
+	const char *str;       /* the key; not owned */
+	uint64_t hash;         /* XXH3_64bits(str, len), once prepared */
+	uint16_t len;          /* strlen(str), once prepared */
+	uint16_t state;        /* UREG__KEY_* bits, atomic */
+	/* the cache of a cached handle: a seqlock over (entry, stamp, table) */
+	uint32_t seq;          /* odd while a refill writes */
+	const void *entry;
+	uint64_t stamp;
+	const void *table;
+} ureg_key; /* 48 bytes on LP64 */
+
+#define UREG__KEY_READY  1u /* str, len and hash are set and valid */
+#define UREG__KEY_BAD    2u /* str failed validation: lookups give -EINVAL */
+#define UREG__KEY_CACHED 4u /* remember the entry found */
+#define UREG__KEY_BUSY   8u /* one thread is preparing a static handle */
+
+/**
+ * UREG_KEY_INIT / UREG_KEY_CACHED_INIT - static initializers for a handle
+ * at the call site:
+ *
+ *	static ureg_key planner = UREG_KEY_CACHED_INIT("planner");
+ *	ureg_lookup_key(agents, &planner, &item);
+ *
+ * The first lookup through such a handle validates and hashes @s (once,
+ * publishing the result with a release store; threads racing on that
+ * first use each compute it and one of them stores it).  A handle made
+ * this way must live in writable memory (not `const`).
+ */
+#define UREG_KEY_INIT(s) { .str = (s) }
+#define UREG_KEY_CACHED_INIT(s) { .str = (s), .state = UREG__KEY_CACHED }
+
+/**
+ * ureg_key_init - make @k a plain (uncached) handle for @key.
+ * @k:   the handle to fill (owned by the caller; not yet shared).
+ * @key: 1..UREG_KEY_MAX printable ASCII bytes without space; not copied:
+ *       it must outlive @k.
+ *
+ * Any thread, never blocks, never allocates.  Returns 0 or -EINVAL (bad
+ * key; @k is then a handle every lookup refuses with -EINVAL).
+ */
+int ureg_key_init(ureg_key *k, const char *key);
+
+/**
+ * ureg_key_init_cached - like ureg_key_init(), and @k remembers the entry
+ * its lookups find (see struct ureg_key).  Returns 0 or -EINVAL.
+ */
+int ureg_key_init_cached(ureg_key *k, const char *key);
+
+/**
+ * ureg_key_str - the key string of @k (the pointer it was made with).
+ * Any thread.  Valid as long as that string.
+ */
+const char *ureg_key_str(const ureg_key *k);
+
+/**
+ * ureg_lookup_key - ureg_lookup() through a key handle.
+ *
+ * Call inside a read section.  Never blocks, locks or allocates.  On a
+ * cache hit it reads the handle and two words of the registry; on a miss
+ * it searches the table and, for a cached handle, may refill the handle
+ * (the only write, to the handle itself).  *@item is a borrowed pointer,
+ * valid until the section closes.  Returns 0, -EINVAL (NULL argument or a
+ * handle whose key is invalid), -EPERM (not inside a read section),
+ * -ENOENT.
+ *
+ * G.4 (cached handles): a cached lookup returns exactly what a table
+ * lookup in the same read section would: never an item that was replaced
+ * or unregistered by a change published before the section started, and
+ * within one section the same batch generation as every other lookup of
+ * that registry (guarantee of ureg_batch_commit).
+ */
+int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item);
+
+/**
+ * ureg_get_key - ureg_get() through a key handle: same contract, same
+ * returns.  Call inside a read section.
+ */
+int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out);
+
+/**
+ * ureg_contains_key - ureg_contains() through a key handle.  Any thread,
+ * never blocks (takes its own read section).  Returns 1, 0 or -EINVAL.
+ */
+int ureg_contains_key(ureg_registry *reg, ureg_key *k);
+
+/**
+ * ureg_acquire_key - ureg_acquire() through a key handle: a counted
+ * reference valid until ureg_ref_release().  Any thread, never blocks.
+ * Returns 0, -EINVAL, -ENOENT.
+ */
+int ureg_acquire_key(ureg_registry *reg, ureg_key *k, ureg_ref **ref);
+
+/**
+ * ureg_create_instance_key - ureg_create_instance() through a key handle;
+ * same contract and returns.
+ */
+int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
+			     void **out);
+
+/* ------------------------------------------------------------------ */
 /* Batches: several changes to one registry published as one generation */
 /* ------------------------------------------------------------------ */
 
@@ -474,8 +600,71 @@ const char *ureg_strerror(int err);
  */
 const char *ureg_last_error(void);
 
+/* ------------------------------------------------------------------ */
+/* Inline read sections (opt-in)                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Private: the per-thread reader state of libureg, declared here only so
+ * that the inline read path below can reach it.  Not API; the layout may
+ * change with any release of libureg, which is why the inline path is
+ * opt-in and ties the application to the exact libureg it was built with.
+ */
+#define UREG__SNAP_SLOTS 16
+struct cds_lfht;
+struct ureg__thread {
+	int registered;   /* 1: by us; 2: by liburcu or the application */
+	int read_depth;   /* nesting of ureg_read_lock */
+	uint64_t section; /* bumped by each outermost ureg_read_lock */
+	/* Tables seen in the current read section, per registry, so that a
+	 * section sees one generation of each registry (batch atomicity).
+	 * Thread-local: the read path still writes no shared memory. */
+	struct {
+		const void *reg;
+		uint64_t section;
+		struct cds_lfht *ht;
+	} snap[UREG__SNAP_SLOTS];
+};
+extern __thread struct ureg__thread ureg__thread
+	__attribute__((tls_model("initial-exec")));
+/* Private: registers the calling thread with liburcu (first use). */
+void ureg__rcu_register_slow(void);
+
 #ifdef __cplusplus
 }
+#endif
+
+/*
+ * UREG_INLINE_READ: define it before including <ureg/ureg.h> to make
+ * ureg_read_lock() and ureg_read_unlock() header-inline on liburcu's
+ * public memb fast path (<urcu/static/urcu-memb.h>), so that a read
+ * section plus one lookup crosses the library boundary once.  Same
+ * contract as the library calls.  The application then also compiles
+ * against liburcu's headers and links liburcu-memb
+ * (pkg-config --cflags --libs ureg liburcu-memb), inlines liburcu's
+ * LGPL-2.1 read-side code (as liburcu's own _LGPL_SOURCE does), and must
+ * be rebuilt with every new libureg (the thread state above is private).
+ */
+#if defined(UREG_INLINE_READ) && !defined(UREG_BUILDING)
+#include <urcu/static/urcu-memb.h>
+
+static inline void ureg__read_lock_inline(void)
+{
+	if (__builtin_expect(!ureg__thread.registered, 0))
+		ureg__rcu_register_slow();
+	_urcu_memb_read_lock();
+	if (ureg__thread.read_depth++ == 0)
+		ureg__thread.section++; /* a new section: fresh table pins */
+}
+
+static inline void ureg__read_unlock_inline(void)
+{
+	ureg__thread.read_depth--;
+	_urcu_memb_read_unlock();
+}
+
+#define ureg_read_lock() ureg__read_lock_inline()
+#define ureg_read_unlock() ureg__read_unlock_inline()
 #endif
 
 #include <ureg/ctx.h>

@@ -209,3 +209,26 @@ Test(typed, two_typed_registries_are_independent)
 	agent_reg_destroy(agents);
 	cr_assert_eq(atomic_load(&agents_destroyed), 1);
 }
+
+Test(typed, key_handle_wrappers_hand_back_their_type)
+{
+	static ureg_key planner_key = UREG_KEY_CACHED_INIT("planner");
+	agent_reg_registry *r = NULL;
+	struct agent *planner = agent_new("planner"), *got = NULL;
+	ureg_key missing;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(agent_reg_register(r, "planner", planner), 0);
+	cr_assert_eq(ureg_key_init(&missing, "missing"), 0);
+	ureg_read_lock();
+	cr_assert_eq(agent_reg_lookup_key(r, &planner_key, &got), 0);
+	cr_assert_eq(got, planner);
+	got = NULL;
+	cr_assert_eq(agent_reg_get_key(r, &planner_key, NULL, &got), 0);
+	cr_assert_eq(got, planner);
+	got = NULL;
+	cr_assert_eq(agent_reg_lookup_key(r, &missing, &got), -ENOENT);
+	cr_assert_null(got);
+	ureg_read_unlock();
+	agent_reg_destroy(r);
+}
