@@ -47,8 +47,43 @@ enum bench_workload {
 	WL_CHURN,
 	WL_FACTORY,
 	WL_CONTEXT_GET,
+	/* ureg's key handles: the read-only / read-mostly access pattern,
+	 * ureg looking up through a key handle made once per key (plain or
+	 * cached); the baselines, having no handles, run their string
+	 * lookups, so that a ratio says what a handle buys over them */
+	WL_HANDLE,
+	WL_CACHED_HANDLE,
+	WL_HANDLE_MOSTLY,
+	WL_CACHED_HANDLE_MOSTLY,
 	WL_COUNT
 };
+
+/* Whether @w runs read-mostly's writer (one replace every 100 us). */
+static inline int bench_replaces(enum bench_workload w)
+{
+	return w == WL_READ_MOSTLY || w == WL_HANDLE_MOSTLY ||
+	       w == WL_CACHED_HANDLE_MOSTLY;
+}
+
+/* Whether @w looks up through ureg key handles (and which kind). */
+static inline int bench_uses_handles(enum bench_workload w)
+{
+	return w >= WL_HANDLE && w <= WL_CACHED_HANDLE_MOSTLY;
+}
+
+static inline int bench_cached_handles(enum bench_workload w)
+{
+	return w == WL_CACHED_HANDLE || w == WL_CACHED_HANDLE_MOSTLY;
+}
+
+/*
+ * Every looked-up key string (the strings the sequences point to) is
+ * preceded by BENCH_KEY_PREFIX bytes an implementation may use for a
+ * per-key handle (ureg keeps its ureg_key there), in a 64-byte block of
+ * its own: prefix + string.  Every implementation reads the same string
+ * at the same place, so the layout favours none of them.
+ */
+#define BENCH_KEY_PREFIX 48
 
 /* Whether @w's table holds factories (else singletons). */
 static inline int bench_wants_factories(enum bench_workload w)
@@ -130,6 +165,10 @@ extern const struct bench_impl bench_impl_mutex;
 
 /* The key strings every implementation registers (index i -> string). */
 extern const char *const *bench_keys;
+/* The copies the readers look up with (index i -> string), each preceded
+ * by BENCH_KEY_PREFIX bytes of handle room. */
+extern char *const *bench_lookup_keys;
+extern size_t bench_nkeys;
 
 /*
  * The hash every implementation uses, computed per operation from the key

@@ -5,6 +5,10 @@
  *
  *  lookup workloads: ureg_read_lock(); ureg_lookup(); read item->value;
  *                    ureg_read_unlock() (one read section per operation);
+ *  handle workloads: the same with ureg_lookup_key() and the key's handle
+ *                    (made once, kept in the BENCH_KEY_PREFIX bytes before
+ *                    the looked-up string, shared by every reader thread);
+ *                    plain handles, or cached ones for cached-handle;
  *  factory:          ureg_create_instance() of a TRANSIENT factory into the
  *                    thread's own shared-pool context; instances released
  *                    with ureg_instance_release() every BENCH_FACTORY_BATCH;
@@ -19,9 +23,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The header-inline read section (liburcu's public memb fast path), as
+ * ureg.h recommends for a hot read path; the baselines inline theirs too. */
+#define UREG_INLINE_READ 1
 #include <ureg/ureg.h>
 
 #include "bench.h"
+
+_Static_assert(sizeof(ureg_key) <= BENCH_KEY_PREFIX,
+	       "a ureg_key must fit before each looked-up key string");
+
+static inline ureg_key *ureg_handle_of(const char *lookup_key)
+{
+	return (ureg_key *)(void *)(lookup_key - BENCH_KEY_PREFIX);
+}
 
 struct ureg_bench_item {
 	uint64_t value;
@@ -89,6 +104,14 @@ static int ureg_create(size_t nkeys, enum bench_workload w, void **table)
 				free(it);
 		}
 	}
+	/* handles, made once per key (the previous table's are simply
+	 * overwritten: no reader is running) */
+	for (size_t i = 0; i < nkeys && rc == 0 && bench_uses_handles(w); i++)
+		rc = bench_cached_handles(w)
+			? ureg_key_init_cached(ureg_handle_of(bench_lookup_keys[i]),
+					       bench_lookup_keys[i])
+			: ureg_key_init(ureg_handle_of(bench_lookup_keys[i]),
+					bench_lookup_keys[i]);
 	if (rc != 0) {
 		fprintf(stderr, "ureg-bench: ureg setup: %s (%s)\n",
 			ureg_strerror(rc), ureg_last_error());
@@ -161,6 +184,19 @@ static uint64_t ureg_op_lookup(void *table, struct bench_thread *t,
 	return v;
 }
 
+static uint64_t ureg_op_handle(void *table, struct bench_thread *t,
+			       const char *key)
+{
+	(void)t;
+	void *item;
+	uint64_t v = 0;
+	ureg_read_lock();
+	if (ureg_lookup_key(table, ureg_handle_of(key), &item) == 0)
+		v = ((const struct ureg_bench_item *)item)->value;
+	ureg_read_unlock();
+	return v;
+}
+
 static uint64_t ureg_op_factory(void *table, struct bench_thread *t,
 				const char *key)
 {
@@ -196,6 +232,12 @@ static void ureg_read_loop(void *table, struct bench_thread *t)
 		break;
 	case WL_CONTEXT_GET:
 		bench_reader_loop(table, t, ureg_op_context_get);
+		break;
+	case WL_HANDLE:
+	case WL_CACHED_HANDLE:
+	case WL_HANDLE_MOSTLY:
+	case WL_CACHED_HANDLE_MOSTLY:
+		bench_reader_loop(table, t, ureg_op_handle);
 		break;
 	default:
 		bench_reader_loop(table, t, ureg_op_lookup);

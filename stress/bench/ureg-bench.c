@@ -50,6 +50,7 @@
 
 static const char *const workload_names[WL_COUNT] = {
 	"read-only", "read-mostly", "churn", "factory", "context-get",
+	"handle", "cached-handle", "handle-mostly", "cached-handle-mostly",
 };
 
 static const struct bench_impl *const all_impls[] = {
@@ -59,6 +60,8 @@ static const struct bench_impl *const all_impls[] = {
 #define N_IMPLS (sizeof(all_impls) / sizeof(all_impls[0]))
 
 const char *const *bench_keys;
+char *const *bench_lookup_keys;
+size_t bench_nkeys;
 bool bench_use_tsc;
 
 /* ------------------------------------------------------------------ */
@@ -77,6 +80,7 @@ struct options {
 	unsigned repeat;
 	unsigned sample_every;
 	unsigned churn_writers;
+	uint64_t ops; /* 0: run for --seconds */
 	int progress; /* -1: when stderr is a terminal, 0: never, 1: always */
 };
 
@@ -87,12 +91,17 @@ static void usage(FILE *f)
 "  --seconds S        timed seconds per cell run (default 0.5)\n"
 "  --threads LIST     reader thread counts, e.g. 1,2,8 (default 1,2,<cores>)\n"
 "  --keys LIST        registry sizes (default 16,1000,100000)\n"
-"  --workload LIST    read-only,read-mostly,churn,factory,context-get (default all)\n"
+"  --workload LIST    read-only,read-mostly,churn,factory,context-get,handle,\n"
+"                     cached-handle,handle-mostly,cached-handle-mostly\n"
+"                     (default all)\n"
 "  --impl LIST        ureg,cds_lfht,ck_hs,rwlock,mutex (default all)\n"
 "  --repeat N         runs per cell; every number is the median (default 1)\n"
 "  --json             one JSON document on stdout instead of the table\n"
 "  --sample-every N   time one operation in N for latency (default 61)\n"
 "  --writers N        writer threads of the churn workload (default 1)\n"
+"  --ops N            each reader stops after N timed operations instead of\n"
+"                     after --seconds (for instruction counts: see\n"
+"                     stress/bench/instructions.sh)\n"
 "  --progress / --no-progress\n"
 "                     force / silence the progress line on stderr (default:\n"
 "                     shown on a terminal when the run takes over 3 s)\n"
@@ -222,7 +231,7 @@ static unsigned online_cores(void)
 static void parse_options(int argc, char **argv, struct options *o)
 {
 	enum { O_SECONDS = 256, O_THREADS, O_KEYS, O_WORKLOAD, O_IMPL, O_JSON,
-	       O_REPEAT, O_SAMPLE, O_WRITERS, O_PROGRESS, O_NO_PROGRESS };
+	       O_REPEAT, O_SAMPLE, O_WRITERS, O_PROGRESS, O_NO_PROGRESS, O_OPS };
 	static const struct option longopts[] = {
 		{ "seconds", required_argument, NULL, O_SECONDS },
 		{ "threads", required_argument, NULL, O_THREADS },
@@ -235,6 +244,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		{ "repeat", required_argument, NULL, O_REPEAT },
 		{ "sample-every", required_argument, NULL, O_SAMPLE },
 		{ "writers", required_argument, NULL, O_WRITERS },
+		{ "ops", required_argument, NULL, O_OPS },
 		{ "progress", no_argument, NULL, O_PROGRESS },
 		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ "help", no_argument, NULL, 'h' },
@@ -294,6 +304,9 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case O_WRITERS:
 			o->churn_writers = (unsigned)parse_ulong(optarg,
 				"--writers", 1, 256);
+			break;
+		case O_OPS:
+			o->ops = parse_ulong(optarg, "--ops", 1, ULONG_MAX);
 			break;
 		case O_PROGRESS:
 			o->progress = 1;
@@ -414,12 +427,19 @@ static void make_keys(size_t n)
 	for (size_t i = 0; i < n; i++) {
 		char buf[64];
 		snprintf(buf, sizeof(buf), "svc.tool.%06zu", i);
+		size_t len = strlen(buf);
+		size_t block = (BENCH_KEY_PREFIX + len + 1 + 63) & ~(size_t)63;
+		char *b = aligned_alloc(64, block);
 		reg[i] = strdup(buf);
-		lookup_keys[i] = strdup(buf);
-		if (reg[i] == NULL || lookup_keys[i] == NULL)
+		if (reg[i] == NULL || b == NULL)
 			die_usage("out of memory for %zu keys", n);
+		memset(b, 0, BENCH_KEY_PREFIX);
+		lookup_keys[i] = b + BENCH_KEY_PREFIX;
+		memcpy(lookup_keys[i], buf, len + 1);
 	}
 	bench_keys = (const char *const *)reg;
+	bench_lookup_keys = lookup_keys;
+	bench_nkeys = n;
 }
 
 static uint64_t xorshift64(uint64_t *s)
@@ -486,6 +506,7 @@ struct run {
 	enum bench_workload workload;
 	size_t nkeys;
 	const struct sequences *seq;
+	uint64_t ops;            /* --ops: readers stop after this many */
 	atomic_bool stop;
 	pthread_barrier_t start;
 };
@@ -518,7 +539,7 @@ static void *reader_main(void *arg)
 		t->seq = r->seq->rand + (size_t)t->index * r->seq->len;
 		t->seq_mask = r->seq->len - 1;
 		t->stop = &r->stop;
-		t->max_ops = UINT64_MAX;
+		t->max_ops = r->ops ? r->ops : UINT64_MAX;
 		t->sample_count = 0;
 	}
 	pthread_barrier_wait(&r->start);
@@ -593,7 +614,7 @@ static void *writer_main(void *arg)
 	t->error = r->impl->thread_enter(r->table, ROLE_WRITER, t);
 	pthread_barrier_wait(&r->start);
 	if (t->error == 0) {
-		if (r->workload == WL_READ_MOSTLY)
+		if (bench_replaces(r->workload))
 			writer_read_mostly(r, t);
 		else
 			writer_churn(r, t);
@@ -679,12 +700,12 @@ static int run_cell(const struct options *o, const struct bench_impl *impl,
 		    const struct sequences *seq, unsigned nreaders,
 		    struct measure *m)
 {
-	unsigned nwriters = wl == WL_READ_MOSTLY ? 1
+	unsigned nwriters = bench_replaces(wl) ? 1
 			  : wl == WL_CHURN ? o->churn_writers : 0;
 	unsigned n = nreaders + nwriters;
 	struct run r = {
 		.impl = impl, .table = table, .workload = wl, .nkeys = nkeys,
-		.seq = seq,
+		.seq = seq, .ops = o->ops,
 	};
 	atomic_init(&r.stop, false);
 	pthread_barrier_init(&r.start, NULL, n + 1);
@@ -711,14 +732,20 @@ static int run_cell(const struct options *o, const struct bench_impl *impl,
 		}
 	}
 	pthread_barrier_wait(&r.start);
-	struct timespec d = {
-		.tv_sec = (time_t)o->seconds,
-		.tv_nsec = (long)((o->seconds - (double)(time_t)o->seconds) * 1e9),
-	};
-	while (nanosleep(&d, &d) != 0 && errno == EINTR)
-		;
+	if (o->ops) {
+		/* a fixed amount of work: the readers stop by themselves */
+		for (unsigned i = 0; i < nreaders; i++)
+			pthread_join(workers[i].tid, NULL);
+	} else {
+		struct timespec d = {
+			.tv_sec = (time_t)o->seconds,
+			.tv_nsec = (long)((o->seconds - (double)(time_t)o->seconds) * 1e9),
+		};
+		while (nanosleep(&d, &d) != 0 && errno == EINTR)
+			;
+	}
 	atomic_store_explicit(&r.stop, true, memory_order_relaxed);
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = o->ops ? nreaders : 0; i < n; i++)
 		pthread_join(workers[i].tid, NULL);
 	pthread_barrier_destroy(&r.start);
 
@@ -916,7 +943,7 @@ static void print_json(const struct options *o, const struct machine *mc,
 			"p50_ns", (json_int_t)llround(r->med.p50),
 			"p99_ns", (json_int_t)llround(r->med.p99),
 			"p999_ns", (json_int_t)llround(r->med.p999));
-		if (r->workload == WL_READ_MOSTLY || r->workload == WL_CHURN)
+		if (bench_replaces(r->workload) || r->workload == WL_CHURN)
 			json_object_set_new(row, "writes_per_s",
 					    json_real(r->med.writes_per_s));
 		if (r->workload == WL_CHURN)
@@ -967,7 +994,7 @@ static void print_table(const struct options *o, const struct machine *mc,
 	printf("malloc from %s; %s\n", mc->malloc_lib, BENCH_LIBS);
 	printf("command: %s\n", cmd != NULL ? cmd : "");
 	printf("ureg/x: ureg's ops/s divided by x's (above 1: ureg is faster)\n");
-	const char *hdr = "%-12s %7s %7s  %-9s %9s %10s %7s %7s %7s %9s %7s\n";
+	const char *hdr = "%-20s %7s %7s  %-9s %9s %10s %7s %7s %7s %9s %7s\n";
 	for (size_t i = 0; i < nres; i++) {
 		const struct result *r = &res[i];
 		bool first = i == 0 || res[i - 1].workload != r->workload ||
@@ -986,14 +1013,14 @@ static void print_table(const struct options *o, const struct machine *mc,
 			snprintf(ratio, sizeof(ratio), "%.2f", r->ureg_ratio);
 		else
 			snprintf(ratio, sizeof(ratio), "-");
-		if (r->workload == WL_READ_MOSTLY || r->workload == WL_CHURN)
+		if (bench_replaces(r->workload) || r->workload == WL_CHURN)
 			si(r->med.writes_per_s, w, sizeof(w));
 		else
 			snprintf(w, sizeof(w), "-");
 		char keys[32], thr[32];
 		snprintf(keys, sizeof(keys), "%zu", r->keys);
 		snprintf(thr, sizeof(thr), "%u", r->threads);
-		printf("%-12s %7s %7s  %-9s %9s %10.1f %7.0f %7.0f %7.0f %9s %7s\n",
+		printf("%-20s %7s %7s  %-9s %9s %10.1f %7.0f %7.0f %7.0f %9s %7s\n",
 		       first ? workload_names[r->workload] : "",
 		       first ? keys : "", first ? thr : "",
 		       all_impls[r->impl]->name, si(r->med.ops_per_s, a, sizeof(a)),
