@@ -3,119 +3,71 @@
  * jemalloc arenas for user contexts.
  *
  * jemalloc allows ~4,086 manual arenas per process and an empty one costs
- * ~126 KiB and 60-200 us, so contexts cannot each own one.  Shared contexts
- * borrow from a small pool created on first use (round-robin); dedicated
- * contexts create their own arena with extent hooks that really unmap
- * (under the default retain:true, every create/destroy cycle of an arena
- * would otherwise keep 2 MiB of address space).
+ * ~126 KiB of metadata and 60-200 us to create, so contexts cannot each own
+ * one.  Two kinds:
+ *
+ *  - The shared pool: pool_size arenas (default 8), all created together
+ *    the first time any context is made, *before* any dedicated arena can
+ *    take jemalloc's last indices - so shared contexts never fail for lack
+ *    of arenas once the pool exists.  Each thread picks a home arena of the
+ *    pool once (round-robin) and its shared contexts use it: no lock on the
+ *    context path.
+ *
+ *  - Dedicated arenas, one per DEDICATED context, capped by
+ *    ureg_arena_dedicated_max() (past it ureg_ctx_new gives -EAGAIN).  They
+ *    use jemalloc's own extent hooks and are never destroyed: when their
+ *    context goes, "arena.<i>.reset" drops every allocation at once,
+ *    "arena.<i>.purge" hands the pages back to the kernel (MADV_DONTNEED:
+ *    no RSS, the address range stays reserved), and the index is parked for
+ *    the next dedicated context.
+ *
+ * Why no custom extent hooks.  Until 2026-11 dedicated arenas had hooks
+ * whose dalloc/destroy called munmap, so create/destroy cycles would not
+ * keep address space.  jemalloc's default mode is retain:true, and its
+ * extent layer is written for it: with hooks that really unmap, four threads
+ * cycling dedicated contexts (16 B..4 MiB blocks) next to shared-context and
+ * plain malloc traffic crashed in mallocx in 10 of 10 runs of 2 s
+ * (stress/arena_churn.h; `ureg-stress --mode arenas`).  The same workload
+ * with jemalloc's own hooks, which never unmap in retain mode, runs clean:
+ * see stress/loop.sh.  Address space is bounded instead by never destroying
+ * an arena: the parked ones are reused, so a million context create/destroy
+ * cycles reuse the same few arenas' ranges.
+ *
+ * Context allocations never go through a thread cache for dedicated arenas
+ * (MALLOCX_TCACHE_NONE): reset requires that no tcache holds their blocks.
+ * Shared-pool blocks do use the automatic tcache: pool arenas are never
+ * reset or destroyed, so a block moving between pool arenas (or to the
+ * application's arenas when jemalloc is its malloc) through a thread cache
+ * is harmless; each block's size, not its arena, is what accounting reads.
  */
 #include <jemalloc/jemalloc.h>
 #include <stdio.h>
-#include <sys/mman.h>
 #include "internal.h"
 
 #define POOL_MAX 1024
+#define DEDICATED_LIMIT 4096  /* jemalloc's own ceiling is ~4,086 */
 
-/* The pool is process-wide because jemalloc's arenas are: one bounded set
- * shared by every shared context of the process, whatever its registry. */
+/*
+ * Process-wide because jemalloc's arenas are: one bounded set shared by
+ * every context of the process, whatever its registry.  pool_lock guards
+ * everything below except pool_arenas[] and pool_ready, which are written
+ * once (under the lock) before pool_ready is published with a release
+ * store and read-only afterwards.
+ */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static unsigned pool_size = 8;          /* ureg_arena_pool_size() */
+static unsigned pool_size = 8;            /* ureg_arena_pool_size() */
 static unsigned pool_arenas[POOL_MAX];
-static unsigned pool_ready;             /* arenas created so far */
-static unsigned pool_next;              /* round-robin cursor */
+static unsigned pool_ready;               /* 0 until the pool exists */
+static unsigned pool_next;                /* round-robin for home arenas */
+static unsigned dedicated_max = 1024;     /* ureg_arena_dedicated_max() */
+static unsigned dedicated_made;           /* created so far (live + parked) */
+static unsigned spare_arenas[DEDICATED_LIMIT]; /* parked, reset and purged */
+static unsigned nspare;
 
-/* ---- extent hooks for dedicated arenas: plain mmap / munmap ---- */
+/* this thread's pool arena + 1 (0: not chosen yet); ctx.c reads it inline */
+UREG_TLS unsigned ureg__home_arena;
 
-static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size,
-			size_t alignment, bool *zero, bool *commit,
-			unsigned arena_ind)
-{
-	(void)h; (void)arena_ind;
-	if (new_addr)
-		return NULL; /* cannot grow in place: jemalloc copes */
-	if (alignment < 4096)
-		alignment = 4096;
-	size_t span = size + alignment - 4096;
-	char *p = mmap(NULL, span, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
-		return NULL;
-	uintptr_t a = ((uintptr_t)p + alignment - 1) & ~(uintptr_t)(alignment - 1);
-	if (a > (uintptr_t)p)
-		munmap(p, a - (uintptr_t)p);
-	if ((uintptr_t)p + span > a + size)
-		munmap((void *)(a + size), (uintptr_t)p + span - (a + size));
-	*zero = true;
-	*commit = true;
-	return (void *)a;
-}
-
-static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size,
-			bool committed, unsigned arena_ind)
-{
-	(void)h; (void)committed; (void)arena_ind;
-	return munmap(addr, size) != 0; /* false: done, nothing retained */
-}
-
-static void hook_destroy(extent_hooks_t *h, void *addr, size_t size,
-			 bool committed, unsigned arena_ind)
-{
-	(void)h; (void)committed; (void)arena_ind;
-	munmap(addr, size);
-}
-
-static bool hook_commit(extent_hooks_t *h, void *addr, size_t size,
-			size_t offset, size_t length, unsigned arena_ind)
-{
-	(void)h; (void)addr; (void)size; (void)offset; (void)length; (void)arena_ind;
-	return false; /* mappings are always committed */
-}
-
-static bool hook_decommit(extent_hooks_t *h, void *addr, size_t size,
-			  size_t offset, size_t length, unsigned arena_ind)
-{
-	(void)h; (void)addr; (void)size; (void)offset; (void)length; (void)arena_ind;
-	return true; /* opt out: jemalloc purges instead */
-}
-
-static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size,
-			      size_t offset, size_t length, unsigned arena_ind)
-{
-	(void)h; (void)size; (void)arena_ind;
-	return madvise((char *)addr + offset, length, MADV_DONTNEED) != 0;
-}
-
-static bool hook_split(extent_hooks_t *h, void *addr, size_t size,
-		       size_t size_a, size_t size_b, bool committed,
-		       unsigned arena_ind)
-{
-	(void)h; (void)addr; (void)size; (void)size_a; (void)size_b;
-	(void)committed; (void)arena_ind;
-	return false; /* any page range of a mapping can be unmapped alone */
-}
-
-static bool hook_merge(extent_hooks_t *h, void *addr_a, size_t size_a,
-		       void *addr_b, size_t size_b, bool committed,
-		       unsigned arena_ind)
-{
-	(void)h; (void)addr_a; (void)size_a; (void)addr_b; (void)size_b;
-	(void)committed; (void)arena_ind;
-	return false; /* adjacent ranges unmap fine as one */
-}
-
-static extent_hooks_t unmap_hooks = {
-	.alloc = hook_alloc,
-	.dalloc = hook_dalloc,
-	.destroy = hook_destroy,
-	.commit = hook_commit,
-	.decommit = hook_decommit,
-	.purge_lazy = NULL,
-	.purge_forced = hook_purge_forced,
-	.split = hook_split,
-	.merge = hook_merge,
-};
-
-static int arena_create(extent_hooks_t *hooks, unsigned *out)
+static int arena_create(unsigned *out)
 {
 	unsigned ind;
 	size_t sz = sizeof(ind);
@@ -123,72 +75,86 @@ static int arena_create(extent_hooks_t *hooks, unsigned *out)
 
 	if (ureg__fault_hit())
 		return -ENOMEM;
-	if (hooks)
-		rc = mallctl("arenas.create", &ind, &sz, &hooks, sizeof(hooks));
-	else
-		rc = mallctl("arenas.create", &ind, &sz, NULL, 0);
+	rc = mallctl("arenas.create", &ind, &sz, NULL, 0);
 	if (rc)
 		return rc == EAGAIN ? -EAGAIN : -ENOMEM;
 	*out = ind;
 	return 0;
 }
 
-int ureg__arena_shared(unsigned *arena)
+/* Under pool_lock: create the whole pool, once.  Keeps what it could make
+ * when jemalloc runs out part-way; fails only when it made none. */
+static int pool_fill_locked(void)
 {
+	unsigned n = 0;
 	int rc = 0;
 
-	pthread_mutex_lock(&pool_lock);
-	unsigned slot = pool_next++ % pool_size;
-	if (slot >= pool_ready) {
-		/* the pool fills lazily, one new arena per early context */
-		rc = arena_create(NULL, &pool_arenas[pool_ready]);
-		if (rc == 0)
-			slot = pool_ready++;
-		else if (pool_ready > 0)
-			rc = 0, slot %= pool_ready; /* use an existing arena */
+	if (pool_ready)
+		return 0;
+	while (n < pool_size && (rc = arena_create(&pool_arenas[n])) == 0)
+		n++;
+	if (n == 0)
+		return rc;
+	__atomic_store_n(&pool_ready, n, __ATOMIC_RELEASE);
+	return 0;
+}
+
+int ureg__arena_shared(unsigned *arena)
+{
+	if (UREG_LIKELY(ureg__home_arena)) {
+		*arena = ureg__home_arena - 1;
+		return 0;
 	}
-	if (rc == 0)
-		*arena = pool_arenas[slot];
+	pthread_mutex_lock(&pool_lock);
+	int rc = pool_fill_locked();
+	if (rc == 0) {
+		*arena = pool_arenas[pool_next++ % pool_ready];
+		ureg__home_arena = *arena + 1;
+	}
 	pthread_mutex_unlock(&pool_lock);
 	return rc;
 }
 
-/*
- * Dedicated arenas are never destroyed: ureg_ctx_destroy resets the arena
- * (arena.<i>.reset discards every allocation, the extent hooks unmap or
- * retain the pages for the arena's next user) and parks its index here for
- * the next dedicated context.  Destroying arenas (arena.<i>.destroy) and
- * creating new ones in their recycled indices while other threads allocate
- * corrupted jemalloc 5.3's state in ureg-stress (a crash in mallocx of an
- * unrelated arena about once in a hundred runs; one in four with thread
- * caches); reset + reuse never did.  The spares are bounded by the peak
- * number of live dedicated contexts, itself bounded by jemalloc's ~4,086.
- */
-#define SPARE_MAX 4096
-static unsigned spare_arenas[SPARE_MAX];
-static unsigned nspare;
-
 int ureg__arena_dedicated_new(unsigned *arena)
 {
+	int rc;
+
 	pthread_mutex_lock(&pool_lock);
+	/* the shared pool first: dedicated arenas never starve it */
+	if ((rc = pool_fill_locked()) != 0)
+		goto out;
 	if (nspare) {
 		*arena = spare_arenas[--nspare];
-		pthread_mutex_unlock(&pool_lock);
-		return 0;
+		goto out;
 	}
+	if (dedicated_made >= dedicated_max) {
+		rc = -EAGAIN;
+		goto out;
+	}
+	/* arenas.create takes jemalloc's arenas lock, never ours in reverse */
+	if ((rc = arena_create(arena)) == 0)
+		dedicated_made++;
+out:
 	pthread_mutex_unlock(&pool_lock);
-	return arena_create(&unmap_hooks, arena);
+	return rc;
 }
 
-void ureg__arena_dedicated_destroy(unsigned arena)
+static void arena_ctl(const char *what, unsigned arena)
 {
 	char name[64];
 
-	snprintf(name, sizeof(name), "arena.%u.reset", arena);
+	snprintf(name, sizeof(name), "arena.%u.%s", arena, what);
 	mallctl(name, NULL, NULL, NULL, 0);
+}
+
+void ureg__arena_dedicated_release(unsigned arena)
+{
+	/* drop every block, then give the pages back; outside pool_lock:
+	 * nobody else can reach this arena until it is parked */
+	arena_ctl("reset", arena);
+	arena_ctl("purge", arena);
 	pthread_mutex_lock(&pool_lock);
-	if (nspare < SPARE_MAX)
-		spare_arenas[nspare++] = arena;
+	spare_arenas[nspare++] = arena; /* nspare <= dedicated_made <= LIMIT */
 	pthread_mutex_unlock(&pool_lock);
 }
 
@@ -205,4 +171,46 @@ int ureg_arena_pool_size(unsigned n)
 		pool_size = n;
 	pthread_mutex_unlock(&pool_lock);
 	return rc;
+}
+
+int ureg_arena_dedicated_max(unsigned n)
+{
+	int rc = 0;
+
+	if (n > DEDICATED_LIMIT)
+		return ureg__err(-EINVAL, "dedicated arena cap %u above %d", n,
+				 DEDICATED_LIMIT);
+	pthread_mutex_lock(&pool_lock);
+	if (n < dedicated_made)
+		rc = ureg__err(-EBUSY, "dedicated arena cap %u below the %u arenas already made",
+			       n, dedicated_made);
+	else
+		dedicated_max = n;
+	pthread_mutex_unlock(&pool_lock);
+	return rc;
+}
+
+int ureg_arena_stats(struct ureg_arena_stats *st)
+{
+	if (!st)
+		return ureg__err(-EINVAL, "arena_stats: NULL stats");
+	pthread_mutex_lock(&pool_lock);
+	st->pool_arenas = pool_ready;
+	st->pool_size = pool_size;
+	st->dedicated_made = dedicated_made;
+	st->dedicated_parked = nspare;
+	st->dedicated_max = dedicated_max;
+	pthread_mutex_unlock(&pool_lock);
+	return 0;
+}
+
+/* fork.c: held across fork() so a child never inherits it locked. */
+void ureg__arena_lock(void)
+{
+	pthread_mutex_lock(&pool_lock);
+}
+
+void ureg__arena_unlock(void)
+{
+	pthread_mutex_unlock(&pool_lock);
 }

@@ -21,7 +21,6 @@ void ureg__slot_put(struct ureg_bridge_slot *s)
 {
 	if (!s || __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	pthread_mutex_destroy(&s->set_lock);
 	ureg__free(s);
 }
 
@@ -37,9 +36,9 @@ int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
 		return ureg__err(-EINVAL, "agent_set_bridge: bridge has no emit");
 	if (ureg__thread.read_depth > 0)
 		return ureg__err(-EDEADLK, "agent_set_bridge: called inside a read section");
-	pthread_mutex_lock(&slot->set_lock);
+	/* one pointer store: racing setters need no lock (and a lock here
+	 * would be one more for fork.c to hold); the last store wins */
 	rcu_assign_pointer(slot->bridge, bridge);
-	pthread_mutex_unlock(&slot->set_lock);
 	/* after this no emit can still be inside the previous bridge */
 	urcu_memb_synchronize_rcu();
 	return 0;

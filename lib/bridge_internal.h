@@ -20,7 +20,6 @@
 struct ureg_bridge_slot {
 	ureg_type type;                     /* this registry's descriptor */
 	const struct ureg_bridge *bridge;   /* rcu pointer; NULL: none */
-	pthread_mutex_t set_lock;           /* serializes setters */
 	long refs;                          /* owner + live agents */
 };
 

@@ -120,6 +120,7 @@ struct ureg_config {
 	 * set up and while it is joined; the watcher thread never takes it). */
 	pthread_mutex_t watch_lock;
 	struct cfg_watch *watch;      /* under watch_lock */
+	struct cds_list_head all_node; /* all_configs, for fork */
 };
 
 /* ------------------------------------------------------------ params */
@@ -1477,16 +1478,60 @@ int ureg_config_load(ureg_config *cfg, const char *path,
 
 /* ------------------------------------------------------------ lifecycle */
 
+/*
+ * fork(): every config's locks are held across it (lib/fork.c, step 1 of
+ * its order: per config watch_lock, reload_lock, lock; then
+ * item_recs_lock).  Global by necessity: fork handlers have no argument.
+ */
+static pthread_mutex_t all_configs_lock = PTHREAD_MUTEX_INITIALIZER;
+static CDS_LIST_HEAD(all_configs);
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void configs_fork_lock(void)
+{
+	ureg_config *cfg;
+
+	pthread_mutex_lock(&all_configs_lock);
+	cds_list_for_each_entry(cfg, &all_configs, all_node) {
+		pthread_mutex_lock(&cfg->watch_lock);
+		pthread_mutex_lock(&cfg->reload_lock);
+		pthread_mutex_lock(&cfg->lock);
+	}
+	pthread_mutex_lock(&item_recs_lock);
+}
+
+static void configs_fork_unlock(void)
+{
+	ureg_config *cfg;
+
+	pthread_mutex_unlock(&item_recs_lock);
+	cds_list_for_each_entry(cfg, &all_configs, all_node) {
+		pthread_mutex_unlock(&cfg->lock);
+		pthread_mutex_unlock(&cfg->reload_lock);
+		pthread_mutex_unlock(&cfg->watch_lock);
+	}
+	pthread_mutex_unlock(&all_configs_lock);
+}
+
+static void configs_fork_register(void)
+{
+	ureg__fork_layer(configs_fork_lock, configs_fork_unlock, configs_fork_unlock);
+}
+
 int ureg_config_new(ureg_config **out)
 {
 	if (!out)
 		return ureg__err(-EINVAL, "config_new: out is NULL");
+	pthread_once(&fork_once, configs_fork_register);
 	ureg_config *cfg = ureg__calloc(1, sizeof(*cfg));
 	if (!cfg)
 		return ureg__err(-ENOMEM, "config_new: out of memory");
 	pthread_mutex_init(&cfg->reload_lock, NULL);
 	pthread_mutex_init(&cfg->lock, NULL);
 	pthread_mutex_init(&cfg->watch_lock, NULL);
+	pthread_mutex_lock(&all_configs_lock);
+	cds_list_add_tail(&cfg->all_node, &all_configs);
+	pthread_mutex_unlock(&all_configs_lock);
 	*out = cfg;
 	return 0;
 }
@@ -1603,6 +1648,9 @@ void ureg_config_destroy(ureg_config *cfg)
 {
 	if (!cfg)
 		return;
+	pthread_mutex_lock(&all_configs_lock);
+	cds_list_del(&cfg->all_node);
+	pthread_mutex_unlock(&all_configs_lock);
 	ureg_config_watch_stop(cfg);
 	for (size_t i = 0; i < cfg->nregs; i++)
 		live_free(cfg->regs[i]);

@@ -3,36 +3,242 @@
  * User contexts: the memory, the instances and the CONTEXT-scope instance
  * cache of one user.
  *
- * Memory: every block a context hands out carries a 16-byte header linking
- * it into the context's list, so destroy frees exactly what the context
- * still holds (a dedicated arena is simply destroyed).  Accounting uses
- * nallocx before the allocation - the quota check is exact and refuses
- * without side effects - and sallocx on free.
+ * Memory.  Every block a context hands out is one jemalloc allocation from
+ * the context's arena with a 16-byte header that links it into the
+ * context's list, so destroy frees exactly what the context still holds
+ * (a dedicated arena is reset instead, dropping everything at once).
+ * Shared-pool blocks go through jemalloc's automatic thread cache (safe:
+ * pool arenas are never reset, see arena_pool.c), which is what makes a
+ * context about as cheap as a talloc context; dedicated ones bypass it.
+ * Accounting is exact: nallocx() before the allocation gives the usable
+ * size, so the quota check refuses cleanly, and sallocx() on free.
  *
- * The CONTEXT-scope cache is the one tricky piece.  It maps a factory's
- * serial number to the instance, in an open-addressing table that readers
- * probe inside their read section without a lock: slots are only ever
- * added (serial 0 -> serial, published with a release store) and a slot's
- * object moves NULL (being created) -> instance or TOMB (failed/released).
+ * The context lock is a 4-byte futex lock (Drepper, "Futexes Are Tricky",
+ * mutex 3): one uncontended atomic to take, one to drop, which keeps the
+ * common one-thread-per-context case cheap and the struct small (an idle
+ * context is one 112- or 128-byte jemalloc block).
+ *
+ * Rollback.  A factory runs inside a creation frame (thread-local, on the
+ * creating thread's stack).  Blocks the creating thread allocates in that
+ * context while the frame is open go to the frame's own list; if the
+ * creation fails they are freed and the context's counters restored, so a
+ * failed creation changes nothing.  On success the list is spliced into the
+ * context's.
+ *
+ * The CONTEXT-scope cache maps a factory's serial number to the instance, in
+ * an open-addressing table that readers probe inside their read section
+ * without a lock: slots are only ever added (serial 0 -> serial, published
+ * with a release store) and a slot's value moves between an instance,
+ * TOMB (none) and a tagged pointer to the in-flight creation record.
  * Growing copies the table and publishes the copy with rcu_assign_pointer;
- * the old one is freed after a grace period.  Creation is single-flight:
- * the first thread marks the slot pending under ctx->lock and runs the
- * factory with no lock held; racing threads wait on ctx->created.
+ * the old one is freed after a grace period.
+ *
+ * Single flight.  The first thread to miss becomes the creator: it stores a
+ * tagged pointer to its creation record (on its stack) in the slot and runs
+ * the factory with no lock held.  Threads that find the record wait on its
+ * futex word and take its answer - the instance or the same error, the
+ * factory never reruns for them.  The creator does not return (its record
+ * lives on its stack) until every waiter has copied the answer.
+ *
+ * Cycles.  Before waiting on a record, a thread follows the wait-for chain
+ * under the context lock: the record's owner, the record that owner waits
+ * on in this context, and so on.  Reaching itself means the wait could
+ * never end (a factory asking for its own key, directly, through other
+ * factories, or through another thread of the same context): -EDEADLK with
+ * the chain of keys in ureg_last_error().  Every link of the chain is only
+ * written under this context's lock, so the walk is exact.  Chains that
+ * leave the context (a factory of context A waiting in context B) are not
+ * followed.
  */
 #include <jemalloc/jemalloc.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "internal.h"
 
 #define TOMB ((void *)1)
+#define PENDING_TAG ((uintptr_t)2)
 
+static inline bool is_instance(const void *v)
+{
+	return v && ((uintptr_t)v & 3) == 0;
+}
+
+/* ------------------------------------------------------------ the lock */
+
+static inline void futex_wait(uint32_t *addr, uint32_t val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static inline void futex_wake(uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* 0 free, 1 held, 2 held with (maybe) waiters */
+static inline void lock_take(uint32_t *l)
+{
+	uint32_t c = 0;
+
+	if (UREG_LIKELY(__atomic_compare_exchange_n(l, &c, 1, false, __ATOMIC_ACQUIRE,
+						    __ATOMIC_RELAXED)))
+		return;
+	if (c != 2)
+		c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+	while (c != 0) {
+		futex_wait(l, 2);
+		c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+	}
+}
+
+static inline void lock_drop(uint32_t *l)
+{
+	if (UREG_UNLIKELY(__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) != 1))
+		futex_wake(l, 1);
+}
+
+/* ------------------------------------------------------------ structures */
+
+/*
+ * The 16-byte block header: a doubly-linked list node whose pointers (to
+ * 16-byte aligned headers) carry the block's jemalloc size class in their
+ * low 4 bits each.  Every jemalloc usable size is 2^lg + k * 2^(lg-2),
+ * k = 0..3 (checked for all sizes up to 64 MiB against nallocx()), so the
+ * code lg * 4 + k fits in 8 bits; knowing the size lets free use
+ * sdallocx(), jemalloc's fast path, and the accounting skip sallocx().
+ * List heads (sentinels) have code 0.
+ */
 struct alloc_hdr {
-	struct alloc_hdr *prev, *next;
-};
+	uintptr_t prev, next;
+} __attribute__((aligned(16))); /* list heads too: their low bits are free */
 _Static_assert(sizeof(struct alloc_hdr) == 16, "header keeps 16-byte alignment");
+
+#define HDR_TAG ((uintptr_t)15)
+
+static inline struct alloc_hdr *hdr_next(const struct alloc_hdr *h)
+{
+	return (struct alloc_hdr *)(h->next & ~HDR_TAG);
+}
+
+static inline struct alloc_hdr *hdr_prev(const struct alloc_hdr *h)
+{
+	return (struct alloc_hdr *)(h->prev & ~HDR_TAG);
+}
+
+static inline void hdr_set_next(struct alloc_hdr *h, struct alloc_hdr *n)
+{
+	h->next = (uintptr_t)n | (h->next & HDR_TAG);
+}
+
+static inline void hdr_set_prev(struct alloc_hdr *h, struct alloc_hdr *p)
+{
+	h->prev = (uintptr_t)p | (h->prev & HDR_TAG);
+}
+
+static inline void hdr_init(struct alloc_hdr *h, size_t usable)
+{
+	unsigned lg = 63u - (unsigned)__builtin_clzl(usable);
+	unsigned code = lg * 4 + (unsigned)((usable - ((size_t)1 << lg)) >> (lg - 2));
+
+	h->next = code & HDR_TAG;
+	h->prev = code >> 4;
+}
+
+static inline size_t hdr_size(const struct alloc_hdr *h)
+{
+	unsigned code = (unsigned)((h->next & HDR_TAG) | (h->prev & HDR_TAG) << 4);
+	unsigned lg = code >> 2;
+
+	return ((size_t)1 << lg) + ((size_t)(code & 3) << (lg - 2));
+}
+
+/*
+ * jemalloc's usable size for a request of @n bytes, without a call: 16-byte
+ * steps up to 128, then four classes per doubling.  That is the size class
+ * layout of jemalloc 5 with a 16-byte quantum; class_check() compares it
+ * with nallocx() once per process and falls back to nallocx() if they ever
+ * disagree (another build or version of jemalloc).
+ */
+static bool class_formula_ok;
+static bool class_checked;
+static pthread_once_t class_once = PTHREAD_ONCE_INIT;
+
+static inline size_t class_formula(size_t n)
+{
+	if (n <= 128)
+		return (n + 15) & ~(size_t)15;
+	size_t x = n - 1;
+	unsigned lg = 63u - (unsigned)__builtin_clzl(x);
+	return (x | (((size_t)1 << (lg - 2)) - 1)) + 1;
+}
+
+static void class_check(void)
+{
+	bool ok = true;
+
+	for (size_t n = 17; ok && n <= 65536; n++)
+		ok = nallocx(n, 0) == class_formula(n);
+	for (size_t n = 65536; ok && n <= ((size_t)64 << 20); n += n / 61 + 1)
+		ok = nallocx(n, 0) == class_formula(n);
+	class_formula_ok = ok;
+	__atomic_store_n(&class_checked, true, __ATOMIC_RELEASE);
+}
+
+static inline size_t usable_size(size_t n, int flags)
+{
+	if (UREG_LIKELY(class_formula_ok) && n <= ((size_t)64 << 20))
+		return class_formula(n);
+	return nallocx(n, flags);
+}
+
+static inline void hdr_list_init(struct alloc_hdr *head)
+{
+	head->prev = head->next = (uintptr_t)head;
+}
+
+static inline bool hdr_list_empty(const struct alloc_hdr *head)
+{
+	return hdr_next(head) == head;
+}
+
+static inline void hdr_unlink(struct alloc_hdr *h)
+{
+	hdr_set_next(hdr_prev(h), hdr_next(h));
+	hdr_set_prev(hdr_next(h), hdr_prev(h));
+}
+
+static inline void hdr_add_tail(struct alloc_hdr *head, struct alloc_hdr *h)
+{
+	struct alloc_hdr *last = hdr_prev(head);
+
+	hdr_set_next(h, head);
+	hdr_set_prev(h, last);
+	hdr_set_next(last, h);
+	hdr_set_prev(head, h);
+}
+
+/* Move every node of @from to the tail of @to; @from is left empty. */
+static inline void hdr_splice_tail(struct alloc_hdr *to, struct alloc_hdr *from)
+{
+	if (hdr_list_empty(from))
+		return;
+	struct alloc_hdr *first = hdr_next(from), *last = hdr_prev(from);
+	struct alloc_hdr *tail = hdr_prev(to);
+
+	hdr_set_prev(first, tail);
+	hdr_set_next(tail, first);
+	hdr_set_next(last, to);
+	hdr_set_prev(to, last);
+	hdr_list_init(from);
+}
 
 struct cache_slot {
 	uint64_t serial; /* 0: empty */
-	void *obj;       /* NULL: being created; TOMB: none */
+	void *obj;       /* instance, TOMB, or creation record | PENDING_TAG */
 };
 
 struct ctx_cache {
@@ -45,121 +251,90 @@ struct ctx_cache {
 struct ureg_instance {
 	struct ureg_instance *prev, *next; /* creation order */
 	void *obj;
-	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor */
-	ureg_registry *reg;                /* alive while fb is */
+	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor, reg */
 	bool cached;
 };
 
 /*
  * Object pointer -> instance record, so ureg_instance_release is O(1):
  * open addressing with linear probing, at most half full, deletion by
- * backward shift.  Under ctx->lock; allocated on the first instance.
+ * backward shift.  Under the context lock; allocated with the first
+ * instance, so idle contexts do not pay for it.
  */
-struct inst_map {
+struct ctx_instances {
+	struct ureg_instance *oldest, *newest;
+	size_t count;
 	uint32_t mask, used;
 	uint32_t reserved; /* creations in flight that hold a free slot */
 	struct ureg_instance **slot;
 };
 
-static inline uint32_t ptr_hash(const void *p)
-{
-	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
-}
-
-/*
- * Hold room for one more record, taken before a factory runs so that the
- * insert after it cannot fail; -ENOMEM leaves the map as it was.
- */
-static int map_reserve(struct inst_map *m)
-{
-	uint32_t n = m->slot ? (m->mask + 1) * 2 : 8;
-	struct ureg_instance **ns;
-
-	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
-		m->reserved++;
-		return 0;
-	}
-	if (!(ns = ureg__calloc(n, sizeof(*ns))))
-		return -ENOMEM;
-	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
-		if (!m->slot[i])
-			continue;
-		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
-		while (ns[j])
-			j = (j + 1) & (n - 1);
-		ns[j] = m->slot[i];
-	}
-	ureg__free(m->slot);
-	m->slot = ns;
-	m->mask = n - 1;
-	m->reserved++;
-	return 0;
-}
-
-static void map_insert(struct inst_map *m, struct ureg_instance *in)
-{
-	uint32_t i = ptr_hash(in->obj) & m->mask;
-
-	while (m->slot[i])
-		i = (i + 1) & m->mask;
-	m->slot[i] = in;
-	m->used++;
-	m->reserved--;
-}
-
-/* Remove and return the record of @obj, or NULL. */
-static struct ureg_instance *map_take(struct inst_map *m, const void *obj)
-{
-	struct ureg_instance *in;
-	uint32_t i, j;
-
-	if (!m->slot)
-		return NULL;
-	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
-		if (m->slot[i]->obj == obj)
-			break;
-	if (!(in = m->slot[i]))
-		return NULL;
-	/* backward-shift the rest of the cluster into the hole */
-	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
-		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
-		/* move j to i when its home is not cyclically in (i, j] */
-		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-			m->slot[i] = m->slot[j];
-			i = j;
-		}
-	}
-	m->slot[i] = NULL;
-	m->used--;
-	return in;
-}
+#define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
 
 struct ureg_ctx {
-	pthread_mutex_t lock;             /* allocations, instances, cache writes */
-	pthread_cond_t created;           /* single-flight wake-up */
-	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	struct alloc_hdr allocs;          /* circular list sentinel */
-	struct ureg_instance *oldest, *newest;
-	struct inst_map instances;        /* object -> record, for release */
-	struct ureg_ctx_stats st;
+	uint32_t lock;                    /* everything but the name */
+	uint16_t arena;                   /* jemalloc arena index (< 4096) */
+	uint8_t dedicated : 1;
+	uint8_t small : 1;                /* name fits CTX_NAME_INLINE: reusable */
+	uint8_t live;                     /* 0: destroyed, parked for reuse */
+	size_t live_bytes, peak_bytes, allocations, quota;
+	uint64_t total_allocations;
+	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
+	union {
+		struct ctx_instances *inst; /* NULL until the first instance */
+		struct ureg_ctx *spare_next; /* while parked on a thread */
+	};
 	struct cds_list_head all_node;    /* all_contexts */
-	char name[UREG_NAME_MAX + 1];
+	char name[];                      /* at least CTX_NAME_INLINE bytes */
 };
+
+/*
+ * One creation in progress on this thread: the rollback list, and for
+ * CONTEXT scope the single-flight record other threads wait on.
+ */
+struct creation_wait;
+struct creation {
+	struct creation *parent;          /* this thread's enclosing creation */
+	ureg_ctx *ctx;
+	const char *key;
+	struct alloc_hdr allocs;          /* blocks made while it runs */
+	uint64_t allocated;               /* how many (freed ones included) */
+	size_t peak_before;
+	/* single flight (CONTEXT scope), under ctx->lock */
+	struct creation_wait *owner;      /* the creating thread */
+	uint32_t done;                    /* futex word: 0 running, 1 done */
+	uint32_t waiters;                 /* futex word: threads still reading */
+	int rc;
+	void *obj;
+};
+
+/* What a thread waits on, so others can follow the wait-for chain. */
+struct creation_wait {
+	ureg_ctx *ctx;                    /* written under that ctx's lock */
+	struct creation *on;
+};
+
+static UREG_TLS struct creation *creating;       /* innermost frame */
+static UREG_TLS struct creation_wait waiting;
 
 /* Every live context, for ureg_ctx_foreach and reports.  Global by design:
  * a process-wide view is the point of ureg_report. */
-static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t all_lock;
 static CDS_LIST_HEAD(all_contexts);
 
-/* fork: hold every context's mutex across the fork, so that a child does
- * not inherit one locked by a thread that no longer exists. */
+/*
+ * fork: hold every context's lock across the fork, so that a child does
+ * not inherit one locked by a thread that no longer exists (fork.c gives
+ * the order).
+ */
 void ureg__ctx_lock_all(void)
 {
 	ureg_ctx *ctx;
 
-	pthread_mutex_lock(&all_lock);
+	lock_take(&all_lock);
 	cds_list_for_each_entry(ctx, &all_contexts, all_node)
-		pthread_mutex_lock(&ctx->lock);
+		lock_take(&ctx->lock);
 }
 
 void ureg__ctx_unlock_all(void)
@@ -167,14 +342,138 @@ void ureg__ctx_unlock_all(void)
 	ureg_ctx *ctx;
 
 	cds_list_for_each_entry(ctx, &all_contexts, all_node)
-		pthread_mutex_unlock(&ctx->lock);
-	pthread_mutex_unlock(&all_lock);
+		lock_drop(&ctx->lock);
+	lock_drop(&all_lock);
+}
+
+/* In the child only this thread exists: nothing can wait, just clear. */
+void ureg__ctx_unlock_all_child(void)
+{
+	ureg_ctx *ctx;
+
+	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
+}
+
+static inline int alloc_flags(const ureg_ctx *ctx)
+{
+	return ctx->dedicated ? MALLOCX_ARENA(ctx->arena) | MALLOCX_TCACHE_NONE :
+		MALLOCX_ARENA(ctx->arena);
+}
+
+/* sdallocx flags: 0 (the fast path) unless the arena bypasses caches */
+static inline int free_flags(const ureg_ctx *ctx)
+{
+	return ctx->dedicated ? MALLOCX_TCACHE_NONE : 0;
 }
 
 /* ------------------------------------------------------------ lifecycle */
 
+/*
+ * Recycled context structs.  Creating and destroying contexts at a high
+ * rate (one per request) would otherwise pay a malloc, a free and two
+ * trips through the global list lock each time - about half the cost of a
+ * context.  So a destroyed context's struct (names up to 15 bytes) stays
+ * in all_contexts, marked not live, on a short per-thread list, and the
+ * thread's next ureg_ctx_new takes it back: no list operation, no lock.
+ *
+ * The one race is with ureg_ctx_foreach, which calls back on every live
+ * context under all_lock: destroy marks the context not live and then
+ * checks foreach_active; foreach raises foreach_active and then reads the
+ * live marks.  Both with sequentially consistent operations (Dekker), so
+ * either destroy sees the walk and waits for it on all_lock, or the walk
+ * skips the context.  A thread's spares are freed when it exits.
+ *
+ * Off in sanitizer and fault-injection builds: ASan must see every free,
+ * and the fault walks must meet the same allocations every time.
+ */
+#if defined(UREG_FAULT_INJECTION) || defined(__SANITIZE_ADDRESS__)
+#define CTX_SPARES 0
+#else
+#define CTX_SPARES 32
+#endif
+
+static UREG_TLS struct ureg_ctx *spares;
+static UREG_TLS unsigned nspares;
+static UREG_TLS bool spares_key_set;
+static uint32_t foreach_active;
+static pthread_key_t spares_key;
+static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
+
+static void spares_free(void *unused)
+{
+	struct ureg_ctx *ctx, *next;
+
+	(void)unused;
+	if (!spares)
+		return;
+	lock_take(&all_lock);
+	for (ctx = spares; ctx; ctx = ctx->spare_next)
+		cds_list_del(&ctx->all_node);
+	lock_drop(&all_lock);
+	for (ctx = spares; ctx; ctx = next) {
+		next = ctx->spare_next;
+		ureg__free(ctx);
+	}
+	spares = NULL;
+	nspares = 0;
+	spares_key_set = false;
+}
+
+static void spares_key_init(void)
+{
+	if (pthread_key_create(&spares_key, spares_free) != 0)
+		abort(); /* once per process, at the first context */
+}
+
+static inline struct ureg_ctx *spare_take(void)
+{
+	struct ureg_ctx *ctx = spares;
+
+	if (ctx) {
+		spares = ctx->spare_next;
+		nspares--;
+	}
+	return ctx;
+}
+
+/* true: @ctx is parked on this thread (still in all_contexts, not live) */
+static inline bool spare_put(struct ureg_ctx *ctx)
+{
+	if (!ctx->small || nspares >= CTX_SPARES)
+		return false;
+	if (UREG_UNLIKELY(!spares_key_set)) {
+		pthread_once(&spares_once, spares_key_init);
+		pthread_setspecific(spares_key, &spares); /* any non-NULL value */
+		spares_key_set = true;
+	}
+	ctx->spare_next = spares;
+	spares = ctx;
+	nspares++;
+	return true;
+}
+
+static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags,
+			    const char *name, size_t namelen)
+{
+	hdr_list_init(&ctx->allocs);
+	ctx->lock = 0;
+	ctx->arena = (uint16_t)arena;
+	ctx->dedicated = (flags & UREG_CTX_DEDICATED) != 0;
+	ctx->small = namelen < CTX_NAME_INLINE;
+	ctx->live_bytes = ctx->peak_bytes = ctx->allocations = ctx->quota = 0;
+	ctx->total_allocations = 0;
+	ctx->cache = NULL;
+	ctx->inst = NULL;
+	memcpy(ctx->name, name ? name : "", namelen);
+	ctx->name[namelen] = '\0';
+}
+
 int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out)
 {
+	unsigned shared_arena, arena;
+	size_t namelen = 0;
 	ureg_ctx *ctx;
 	int rc;
 
@@ -183,59 +482,73 @@ int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out)
 		return ureg__err(-EINVAL, "ctx_new: out is NULL");
 	if (flags & ~(unsigned)UREG_CTX_DEDICATED)
 		return ureg__err(-EINVAL, "ctx_new: unknown flags 0x%x", flags);
-	if (name && strlen(name) > UREG_NAME_MAX)
+	if (name && (namelen = strnlen(name, UREG_NAME_MAX + 1)) > UREG_NAME_MAX)
 		return ureg__err(-EINVAL, "ctx_new: name longer than %d bytes", UREG_NAME_MAX);
-	ctx = ureg__calloc(1, sizeof(*ctx));
-	if (!ctx)
-		return ureg__err(-ENOMEM, "ctx_new: out of memory");
-	if (flags & UREG_CTX_DEDICATED) {
-		rc = ureg__arena_dedicated_new(&ctx->st.arena);
-		ctx->st.dedicated = 1;
-	} else {
-		rc = ureg__arena_shared(&ctx->st.arena);
-	}
-	if (rc) {
-		ureg__free(ctx);
+	if (UREG_UNLIKELY(!__atomic_load_n(&class_checked, __ATOMIC_ACQUIRE)))
+		pthread_once(&class_once, class_check);
+	if (UREG_LIKELY(ureg__home_arena))
+		shared_arena = ureg__home_arena - 1;
+	else if ((rc = ureg__arena_shared(&shared_arena)) != 0)
 		return ureg__err(rc, "ctx_new: %s", rc == -EAGAIN ?
-				 "jemalloc has no arena left" : "cannot create an arena");
+				 "jemalloc has no arena left for the shared pool" :
+				 "cannot create the shared arena pool");
+	arena = shared_arena;
+	if ((flags & UREG_CTX_DEDICATED) && (rc = ureg__arena_dedicated_new(&arena)) != 0)
+		return ureg__err(rc, "ctx_new: %s", rc == -EAGAIN ?
+				 "no dedicated arena left (ureg_arena_dedicated_max or jemalloc's limit)" :
+				 "cannot create an arena");
+	ctx = namelen < CTX_NAME_INLINE ? spare_take() : NULL;
+	if (!ctx) {
+		/* the struct is library bookkeeping: the application's malloc,
+		 * like every other ureg structure (and a dedicated arena is
+		 * reset under it) */
+		size_t room = namelen < CTX_NAME_INLINE ? CTX_NAME_INLINE : namelen + 1;
+		ctx = ureg__malloc(sizeof(*ctx) + room);
+		if (!ctx) {
+			if (flags & UREG_CTX_DEDICATED)
+				ureg__arena_dedicated_release(arena);
+			return ureg__err(-ENOMEM, "ctx_new: out of memory");
+		}
+		ctx_init(ctx, arena, flags, name, namelen);
+		lock_take(&all_lock);
+		cds_list_add_tail(&ctx->all_node, &all_contexts);
+		lock_drop(&all_lock);
+	} else {
+		ctx_init(ctx, arena, flags, name, namelen);
 	}
-	pthread_mutex_init(&ctx->lock, NULL);
-	pthread_cond_init(&ctx->created, NULL);
-	ctx->allocs.prev = ctx->allocs.next = &ctx->allocs;
-	if (name)
-		strcpy(ctx->name, name);
-	pthread_mutex_lock(&all_lock);
-	cds_list_add_tail(&ctx->all_node, &all_contexts);
-	pthread_mutex_unlock(&all_lock);
+	/* visible to ureg_ctx_foreach from here: pairs with its acquire */
+	__atomic_store_n(&ctx->live, 1, __ATOMIC_RELEASE);
 	*out = ctx;
 	return 0;
 }
 
 static void instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
 {
-	void (*destroy)(void *, ureg_ctx *) = in->fb->f.instance_destroy ?
-		in->fb->f.instance_destroy : in->fb->type->instance_destroy;
+	struct ureg_factory_box *fb = in->fb;
+	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
+		fb->f.instance_destroy : fb->type->instance_destroy;
 
-	ureg__event_instance(in->reg, UREG_EV_INSTANCE_DESTROYED, in->fb->key,
-			     ctx, in->obj);
+	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, in->obj);
 	if (destroy)
 		destroy(in->obj, ctx);
-	ureg__fbox_put(in->fb);
+	ureg__fbox_put(fb);
 	ureg__free(in);
 }
 
 /* Under ctx->lock: out of the creation-order list (not the map). */
 static void instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
 {
+	struct ctx_instances *ci = ctx->inst;
+
 	if (in->prev)
 		in->prev->next = in->next;
 	else
-		ctx->oldest = in->next;
+		ci->oldest = in->next;
 	if (in->next)
 		in->next->prev = in->prev;
 	else
-		ctx->newest = in->prev;
-	ctx->st.instances--;
+		ci->newest = in->prev;
+	ci->count--;
 }
 
 void ureg_ctx_destroy(ureg_ctx *ctx)
@@ -245,37 +558,46 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	if (!ctx)
 		return;
 	ureg__rcu_ensure();
-	pthread_mutex_lock(&all_lock);
-	cds_list_del(&ctx->all_node);
-	pthread_mutex_unlock(&all_lock);
+	/* out of ureg_ctx_foreach's sight: see "Recycled context structs" */
+	__atomic_store_n(&ctx->live, 0, __ATOMIC_SEQ_CST);
+	if (UREG_UNLIKELY(__atomic_load_n(&foreach_active, __ATOMIC_SEQ_CST))) {
+		lock_take(&all_lock); /* wait for the walk that may see it */
+		lock_drop(&all_lock);
+	}
 
 	/* newest first; destructors may free context memory (takes lock) */
-	for (;;) {
-		pthread_mutex_lock(&ctx->lock);
-		in = ctx->newest;
+	while (ctx->inst) {
+		lock_take(&ctx->lock);
+		in = ctx->inst->newest;
 		if (in)
 			instance_unlink(ctx, in); /* the map is dropped whole below */
-		pthread_mutex_unlock(&ctx->lock);
+		lock_drop(&ctx->lock);
 		if (!in)
 			break;
 		instance_destroy(ctx, in);
 	}
-	if (ctx->st.dedicated) {
-		ureg__arena_dedicated_destroy(ctx->st.arena);
+	if (ctx->dedicated) {
+		ureg__arena_dedicated_release(ctx->arena);
 	} else {
-		struct alloc_hdr *h = ctx->allocs.next, *next;
+		struct alloc_hdr *h = hdr_next(&ctx->allocs), *next;
 		for (; h != &ctx->allocs; h = next) {
-			next = h->next;
-			dallocx(h, MALLOCX_TCACHE_NONE);
+			next = hdr_next(h);
+			sdallocx(h, hdr_size(h), 0);
 		}
 	}
 	/* no other thread may use ctx now (contract), so no reader can be
 	 * probing the cache: free it at once */
 	ureg__free(ctx->cache);
-	ureg__free(ctx->instances.slot);
-	pthread_cond_destroy(&ctx->created);
-	pthread_mutex_destroy(&ctx->lock);
-	ureg__free(ctx);
+	if (ctx->inst) {
+		ureg__free(ctx->inst->slot);
+		ureg__free(ctx->inst);
+	}
+	if (!spare_put(ctx)) {
+		lock_take(&all_lock);
+		cds_list_del(&ctx->all_node);
+		lock_drop(&all_lock);
+		ureg__free(ctx);
+	}
 }
 
 const char *ureg_ctx_name(const ureg_ctx *ctx)
@@ -287,9 +609,9 @@ int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes)
 {
 	if (!ctx)
 		return ureg__err(-EINVAL, "ctx_set_quota: context is NULL");
-	pthread_mutex_lock(&ctx->lock);
-	ctx->st.quota = bytes;
-	pthread_mutex_unlock(&ctx->lock);
+	lock_take(&ctx->lock);
+	ctx->quota = bytes;
+	lock_drop(&ctx->lock);
 	return 0;
 }
 
@@ -297,9 +619,16 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 {
 	if (!ctx || !st)
 		return ureg__err(-EINVAL, "ctx_stats: NULL context or stats");
-	pthread_mutex_lock(&ctx->lock);
-	*st = ctx->st;
-	pthread_mutex_unlock(&ctx->lock);
+	lock_take(&ctx->lock);
+	st->live_bytes = ctx->live_bytes;
+	st->peak_bytes = ctx->peak_bytes;
+	st->allocations = ctx->allocations;
+	st->total_allocations = ctx->total_allocations;
+	st->instances = ctx->inst ? ctx->inst->count : 0;
+	st->quota = ctx->quota;
+	st->arena = ctx->arena;
+	st->dedicated = ctx->dedicated;
+	lock_drop(&ctx->lock);
 	return 0;
 }
 
@@ -310,19 +639,33 @@ int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg)
 
 	if (!fn)
 		return ureg__err(-EINVAL, "ctx_foreach: callback is NULL");
-	pthread_mutex_lock(&all_lock);
+	lock_take(&all_lock);
+	__atomic_add_fetch(&foreach_active, 1, __ATOMIC_SEQ_CST);
 	cds_list_for_each_entry(ctx, &all_contexts, all_node)
-		if ((rc = fn(ctx, arg)))
+		if (__atomic_load_n(&ctx->live, __ATOMIC_SEQ_CST) && (rc = fn(ctx, arg)))
 			break;
-	pthread_mutex_unlock(&all_lock);
+	__atomic_sub_fetch(&foreach_active, 1, __ATOMIC_RELAXED);
+	lock_drop(&all_lock);
 	return rc;
 }
 
 /* --------------------------------------------------------------- memory */
 
+/* The innermost creation of this thread in @ctx, if any. */
+static inline struct creation *frame_of(ureg_ctx *ctx)
+{
+	struct creation *c;
+
+	for (c = creating; c; c = c->parent)
+		if (c->ctx == ctx)
+			return c;
+	return NULL;
+}
+
 static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero)
 {
-	int flags = MALLOCX_ARENA(ctx->st.arena) | MALLOCX_TCACHE_NONE | zero;
+	int flags = alloc_flags(ctx) | zero;
+	struct creation *frame;
 	struct alloc_hdr *h;
 	size_t total, usable;
 
@@ -331,35 +674,39 @@ static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero)
 		return NULL;
 	}
 	total = size + sizeof(*h);
-	usable = nallocx(total, flags);
+	usable = usable_size(total, flags);
 	if (!usable) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	pthread_mutex_lock(&ctx->lock);
-	if (ctx->st.quota && ctx->st.live_bytes + usable > ctx->st.quota) {
-		pthread_mutex_unlock(&ctx->lock);
+	frame = creating ? frame_of(ctx) : NULL;
+	lock_take(&ctx->lock);
+	if (ctx->quota && ctx->live_bytes + usable > ctx->quota) {
+		lock_drop(&ctx->lock);
 		ureg__err(-EDQUOT, "context '%s': %zu more bytes would pass its quota of %zu",
-			  ctx->name, usable, ctx->st.quota);
+			  ctx->name, usable, ctx->quota);
 		errno = EDQUOT;
 		return NULL;
 	}
 	h = ureg__fault_hit() ? NULL : mallocx(total, flags);
 	if (!h) {
-		pthread_mutex_unlock(&ctx->lock);
+		lock_drop(&ctx->lock);
 		errno = ENOMEM;
 		return NULL;
 	}
-	h->next = &ctx->allocs;
-	h->prev = ctx->allocs.prev;
-	ctx->allocs.prev->next = h;
-	ctx->allocs.prev = h;
-	ctx->st.live_bytes += usable;
-	if (ctx->st.live_bytes > ctx->st.peak_bytes)
-		ctx->st.peak_bytes = ctx->st.live_bytes;
-	ctx->st.allocations++;
-	ctx->st.total_allocations++;
-	pthread_mutex_unlock(&ctx->lock);
+	hdr_init(h, usable);
+	if (frame) {
+		hdr_add_tail(&frame->allocs, h);
+		frame->allocated++;
+	} else {
+		hdr_add_tail(&ctx->allocs, h);
+	}
+	ctx->live_bytes += usable;
+	if (ctx->live_bytes > ctx->peak_bytes)
+		ctx->peak_bytes = ctx->live_bytes;
+	ctx->allocations++;
+	ctx->total_allocations++;
+	lock_drop(&ctx->lock);
 	return h + 1;
 }
 
@@ -401,17 +748,150 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 	if (!ctx || !p)
 		return;
 	h = (struct alloc_hdr *)p - 1;
-	size_t usable = sallocx(h, 0);
-	pthread_mutex_lock(&ctx->lock);
-	h->prev->next = h->next;
-	h->next->prev = h->prev;
-	ctx->st.live_bytes -= usable;
-	ctx->st.allocations--;
-	pthread_mutex_unlock(&ctx->lock);
-	dallocx(h, MALLOCX_TCACHE_NONE);
+	lock_take(&ctx->lock);
+	/* the context's list or a creation frame's: unlinking needs neither */
+	hdr_unlink(h);
+	size_t usable = hdr_size(h);
+	ctx->live_bytes -= usable;
+	ctx->allocations--;
+	lock_drop(&ctx->lock);
+	sdallocx(h, usable, free_flags(ctx));
 }
 
-/* ------------------------------------------------------------ instances */
+/* ------------------------------------------------------------ creations */
+
+static void frame_open(struct creation *c, ureg_ctx *ctx, const char *key)
+{
+	c->parent = creating;
+	c->ctx = ctx;
+	c->key = key;
+	hdr_list_init(&c->allocs);
+	c->allocated = 0;
+	lock_take(&ctx->lock);
+	c->peak_before = ctx->peak_bytes;
+	lock_drop(&ctx->lock);
+	creating = c;
+}
+
+/* Success: the frame's blocks become the context's. */
+static void frame_keep(struct creation *c)
+{
+	ureg_ctx *ctx = c->ctx;
+
+	creating = c->parent;
+	lock_take(&ctx->lock);
+	hdr_splice_tail(&ctx->allocs, &c->allocs);
+	lock_drop(&ctx->lock);
+}
+
+/* Failure: free what the creation allocated, restore the counters. */
+static void frame_rollback(struct creation *c)
+{
+	ureg_ctx *ctx = c->ctx;
+	struct alloc_hdr *h, *next;
+
+	creating = c->parent;
+	lock_take(&ctx->lock);
+	for (h = hdr_next(&c->allocs); h != &c->allocs; h = next) {
+		size_t usable = hdr_size(h);
+
+		next = hdr_next(h);
+		ctx->live_bytes -= usable;
+		ctx->allocations--;
+		sdallocx(h, usable, free_flags(ctx));
+	}
+	ctx->total_allocations -= c->allocated;
+	/* the failed creation's own high-water mark does not count */
+	if (ctx->peak_bytes > c->peak_before)
+		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
+			ctx->live_bytes : c->peak_before;
+	lock_drop(&ctx->lock);
+}
+
+static struct ctx_instances *instances_of(ureg_ctx *ctx)
+{
+	if (!ctx->inst)
+		ctx->inst = ureg__calloc(1, sizeof(*ctx->inst));
+	return ctx->inst;
+}
+
+static inline uint32_t ptr_hash(const void *p)
+{
+	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
+}
+
+/*
+ * Under ctx->lock: hold room for one more record, taken before a factory
+ * runs so that the insert after it cannot fail; -ENOMEM leaves the map as
+ * it was.
+ */
+static int map_reserve(ureg_ctx *ctx)
+{
+	struct ctx_instances *m = instances_of(ctx);
+	struct ureg_instance **ns;
+	uint32_t n;
+
+	if (!m)
+		return -ENOMEM;
+	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
+		m->reserved++;
+		return 0;
+	}
+	n = m->slot ? (m->mask + 1) * 2 : 8;
+	if (!(ns = ureg__calloc(n, sizeof(*ns))))
+		return -ENOMEM;
+	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
+		if (!m->slot[i])
+			continue;
+		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
+		while (ns[j])
+			j = (j + 1) & (n - 1);
+		ns[j] = m->slot[i];
+	}
+	ureg__free(m->slot);
+	m->slot = ns;
+	m->mask = n - 1;
+	m->reserved++;
+	return 0;
+}
+
+static void map_insert(struct ctx_instances *m, struct ureg_instance *in)
+{
+	uint32_t i = ptr_hash(in->obj) & m->mask;
+
+	while (m->slot[i])
+		i = (i + 1) & m->mask;
+	m->slot[i] = in;
+	m->used++;
+	m->reserved--;
+}
+
+/* Remove and return the record of @obj, or NULL. */
+static struct ureg_instance *map_take(struct ctx_instances *m, const void *obj)
+{
+	struct ureg_instance *in;
+	uint32_t i, j;
+
+	if (!m || !m->slot)
+		return NULL;
+	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
+		if (m->slot[i]->obj == obj)
+			break;
+	if (!(in = m->slot[i]))
+		return NULL;
+	/* backward-shift the rest of the cluster into the hole */
+	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
+		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
+		/* move j to i when its home is not cyclically in (i, j] */
+		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+			m->slot[i] = m->slot[j];
+			i = j;
+		}
+	}
+	m->slot[i] = NULL;
+	m->used--;
+	return in;
+}
 
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 				       void *obj, ureg_ctx *ctx)
@@ -423,28 +903,32 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 }
 
 /*
- * Run @fb's factory in @ctx and record the instance (creation order list,
- * object map).  @cached marks a CONTEXT-scope instance.  No lock is held
- * while the factory and on_create hook run.
+ * Run @fb's factory in @ctx inside the creation frame @c and record the
+ * instance (creation order list, object map).  @cached marks a
+ * CONTEXT-scope instance.  No lock is held while the factory and the
+ * on_create hook run.  On failure everything the creation allocated in
+ * @ctx is freed again.
  */
-int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
-		     struct ureg_factory_box *fb, bool cached, void **out)
+static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
+			   struct ureg_factory_box *fb, bool cached,
+			   struct creation *c, void **out)
 {
 	struct ureg_instance *in;
 	void *obj = NULL;
 	int rc;
 
-	if (!(in = ureg__calloc(1, sizeof(*in))))
+	if (!(in = ureg__malloc(sizeof(*in))))
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
-	pthread_mutex_lock(&ctx->lock);
-	rc = map_reserve(&ctx->instances);
-	pthread_mutex_unlock(&ctx->lock);
+	lock_take(&ctx->lock);
+	rc = map_reserve(ctx);
+	lock_drop(&ctx->lock);
 	if (rc) {
 		ureg__free(in);
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	}
+	frame_open(c, ctx, fb->key);
 	ureg__clear_err();
 	rc = fb->f.create(ctx, fb->f.arg, &obj);
 	if (rc == 0 && !obj)
@@ -462,33 +946,45 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		}
 	}
 	if (rc) {
-		pthread_mutex_lock(&ctx->lock);
-		ctx->instances.reserved--;
-		pthread_mutex_unlock(&ctx->lock);
+		frame_rollback(c);
+		lock_take(&ctx->lock);
+		ctx->inst->reserved--;
+		lock_drop(&ctx->lock);
 		ureg__free(in);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
 				  reg->name, fb->key, ureg_strerror(rc));
 		return rc;
 	}
+	frame_keep(c);
 	in->obj = obj;
 	in->fb = fb;
-	in->reg = reg;
 	in->cached = cached;
-	pthread_mutex_lock(&ctx->lock);
-	map_insert(&ctx->instances, in);
-	in->prev = ctx->newest;
-	if (ctx->newest)
-		ctx->newest->next = in;
+	in->next = NULL;
+	lock_take(&ctx->lock);
+	struct ctx_instances *ci = ctx->inst;
+	map_insert(ci, in);
+	in->prev = ci->newest;
+	if (ci->newest)
+		ci->newest->next = in;
 	else
-		ctx->oldest = in;
-	ctx->newest = in;
-	ctx->st.instances++;
-	pthread_mutex_unlock(&ctx->lock);
+		ci->oldest = in;
+	ci->newest = in;
+	ci->count++;
+	lock_drop(&ctx->lock);
 	ureg__fbox_get(fb);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;
+}
+
+int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
+		     struct ureg_factory_box *fb, bool cached, void **out)
+{
+	struct creation c;
+
+	c.owner = NULL;
+	return create_in_frame(ctx, reg, fb, cached, &c, out);
 }
 
 static inline uint32_t serial_hash(uint64_t serial)
@@ -516,7 +1012,7 @@ static void cache_free_rcu(struct rcu_head *head)
 	ureg__free(caa_container_of(head, struct ctx_cache, rcu));
 }
 
-/* Under ctx->lock: a pending slot for @serial (absent before). */
+/* Under ctx->lock: a slot for @serial (absent before), value TOMB. */
 static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 {
 	struct ctx_cache *c = ctx->cache, *nc;
@@ -546,10 +1042,49 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 	while (c->slots[i].serial)
 		i = (i + 1) & c->mask;
 	s = &c->slots[i];
-	s->obj = NULL;
+	s->obj = TOMB;
 	__atomic_store_n(&s->serial, serial, __ATOMIC_RELEASE);
 	c->used++;
 	return s;
+}
+
+/*
+ * Under ctx->lock: would waiting on @target close a wait-for loop back to
+ * this thread?  Then describe it ("a -> b -> a") and return true.
+ */
+static bool would_deadlock(ureg_ctx *ctx, struct creation *target,
+			   char *chain, size_t len)
+{
+	struct creation *r = target;
+	size_t off = 0;
+	int guard = 0;
+
+	chain[0] = '\0';
+	while (r && guard++ < 64) {
+		off += (size_t)snprintf(chain + off, off < len ? len - off : 0, "%s -> ",
+					r->key);
+		if (r->owner == &waiting) {
+			/* close the loop with what this thread is creating
+			 * inside @r, innermost last */
+			struct creation *mine[16];
+			int n = 0;
+			for (struct creation *f = creating; f && f != r && n < 16; f = f->parent)
+				if (f->ctx == ctx)
+					mine[n++] = f;
+			while (n-- > 0)
+				off += (size_t)snprintf(chain + off, off < len ? len - off : 0,
+							"%s -> ", mine[n]->key);
+			snprintf(chain + off, off < len ? len - off : 0, "%s", target->key);
+			return true;
+		}
+		/* follow the owner only while it waits in this context: those
+		 * links are written under ctx->lock, which we hold */
+		struct creation_wait *w = r->owner;
+		if (!w || __atomic_load_n(&w->ctx, __ATOMIC_RELAXED) != ctx)
+			return false;
+		r = w->on;
+	}
+	return false;
 }
 
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
@@ -557,6 +1092,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 {
 	struct ureg_factory_box *fb = e->fbox;
 	struct cache_slot *s;
+	struct creation c, *rec;
 	void *obj;
 	int rc;
 
@@ -567,43 +1103,80 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	s = cache_find(rcu_dereference(ctx->cache), fb->serial);
 	if (UREG_LIKELY(s)) {
 		obj = __atomic_load_n(&s->obj, __ATOMIC_ACQUIRE);
-		if (UREG_LIKELY(obj && obj != TOMB)) {
+		if (UREG_LIKELY(is_instance(obj))) {
 			*out = obj;
 			return 0;
 		}
 	}
 
 	/* slow path: single-flight creation */
-	pthread_mutex_lock(&ctx->lock);
-	for (;;) {
-		s = cache_find(ctx->cache, fb->serial);
-		obj = s ? s->obj : TOMB;
-		if (obj && obj != TOMB) {
-			pthread_mutex_unlock(&ctx->lock);
-			*out = obj;
-			return 0;
-		}
-		if (!obj) { /* another thread is creating it */
-			pthread_cond_wait(&ctx->created, &ctx->lock);
-			continue;
-		}
-		break;
+	lock_take(&ctx->lock);
+	s = cache_find(ctx->cache, fb->serial);
+	obj = s ? s->obj : TOMB;
+	if (is_instance(obj)) {
+		lock_drop(&ctx->lock);
+		*out = obj;
+		return 0;
 	}
-	if (s) {
-		__atomic_store_n(&s->obj, NULL, __ATOMIC_RELAXED);
-	} else if (!(s = cache_insert(ctx, fb->serial))) {
-		pthread_mutex_unlock(&ctx->lock);
+	if (obj != TOMB) {
+		/* another creation is in flight: take its answer */
+		char chain[256];
+
+		rec = (struct creation *)((uintptr_t)obj & ~PENDING_TAG);
+		if (would_deadlock(ctx, rec, chain, sizeof(chain))) {
+			lock_drop(&ctx->lock);
+			return ureg__err(-EDEADLK, "registry '%s': creation cycle in context '%s': %s",
+					 reg->name, ctx->name, chain);
+		}
+		rec->waiters++;
+		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
+		waiting.on = rec;
+		lock_drop(&ctx->lock);
+		while (!__atomic_load_n(&rec->done, __ATOMIC_ACQUIRE))
+			futex_wait(&rec->done, 0);
+		lock_take(&ctx->lock);
+		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
+		waiting.on = NULL;
+		rc = rec->rc;
+		obj = rec->obj;
+		/* the record lives on its creator's stack: let it go once the
+		 * last waiter has read it */
+		if (__atomic_sub_fetch(&rec->waiters, 1, __ATOMIC_RELEASE) == 0)
+			futex_wake(&rec->waiters, 1);
+		lock_drop(&ctx->lock);
+		if (rc)
+			return ureg__err(rc, "registry '%s': creating '%s' in context '%s' failed (on another thread): %s",
+					 reg->name, fb->key, ctx->name, ureg_strerror(rc));
+		*out = obj;
+		return 0;
+	}
+	if (!s && !(s = cache_insert(ctx, fb->serial))) {
+		lock_drop(&ctx->lock);
 		return ureg__err(-ENOMEM, "context '%s': out of memory", ctx->name);
 	}
-	pthread_mutex_unlock(&ctx->lock);
+	c.owner = &waiting;
+	c.key = fb->key;
+	c.done = 0;
+	c.waiters = 0;
+	__atomic_store_n(&s->obj, (void *)((uintptr_t)&c | PENDING_TAG), __ATOMIC_RELAXED);
+	lock_drop(&ctx->lock);
 
-	rc = ureg__ctx_create(ctx, reg, fb, true, &obj);
+	rc = create_in_frame(ctx, reg, fb, true, &c, &obj);
 
-	pthread_mutex_lock(&ctx->lock);
+	lock_take(&ctx->lock);
 	s = cache_find(ctx->cache, fb->serial); /* the table may have grown */
 	__atomic_store_n(&s->obj, rc == 0 ? obj : TOMB, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&ctx->created);
-	pthread_mutex_unlock(&ctx->lock);
+	c.rc = rc;
+	c.obj = obj;
+	__atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
+	lock_drop(&ctx->lock);
+	futex_wake(&c.done, INT_MAX);
+	for (;;) {
+		uint32_t w = __atomic_load_n(&c.waiters, __ATOMIC_ACQUIRE);
+		if (!w)
+			break;
+		futex_wait(&c.waiters, w);
+	}
 	if (rc == 0)
 		*out = obj;
 	return rc;
@@ -616,10 +1189,10 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 	if (!ctx || !instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
 	ureg__rcu_ensure();
-	pthread_mutex_lock(&ctx->lock);
-	in = map_take(&ctx->instances, instance);
+	lock_take(&ctx->lock);
+	in = map_take(ctx->inst, instance);
 	if (!in) {
-		pthread_mutex_unlock(&ctx->lock);
+		lock_drop(&ctx->lock);
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
 				 ctx->name);
 	}
@@ -629,7 +1202,7 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 		if (s && s->obj == instance)
 			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
 	}
-	pthread_mutex_unlock(&ctx->lock);
+	lock_drop(&ctx->lock);
 	instance_destroy(ctx, in);
 	return 0;
 }

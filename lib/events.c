@@ -26,6 +26,17 @@ struct ureg_listener {
  * by definition.  listeners_lock only serializes listen / unlisten. */
 static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 static CDS_LIST_HEAD(global_listeners);
+
+/* fork.c: held across fork() (step 5 of its order) */
+void ureg__events_lock(void)
+{
+	pthread_mutex_lock(&listeners_lock);
+}
+
+void ureg__events_unlock(void)
+{
+	pthread_mutex_unlock(&listeners_lock);
+}
 /* number of listeners anywhere: writers skip event work when zero */
 static long listener_count;
 

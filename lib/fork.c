@@ -1,49 +1,156 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fork() without exec.  Before the fork we take every lock a child could
- * otherwise inherit held (the registry list, each registry's writer
- * mutex, the context list) and let liburcu quiesce its call_rcu workers
- * (which also covers the rculfhash resize workers); after it both sides
- * release them and liburcu restarts its workers in the child.
+ * fork() without exec.  The prepare handler takes every lock of the
+ * library, so a child never inherits one held by a thread that did not
+ * survive the fork; parent and child release them all afterwards.
+ *
+ * The order, outermost first.  It is the order in which the library nests
+ * them anywhere, so prepare can wait for any holder to finish:
+ *
+ *   0. liburcu's call_rcu workers are paused first
+ *      (urcu_memb_call_rcu_before_fork): their callbacks - item and entry
+ *      destructors - take locks below (config item records, the registry
+ *      list), so a worker must never be left waiting on a lock prepare
+ *      already holds while prepare waits for it to pause.
+ *   1. upper layers, in the order they registered (ureg__fork_layer):
+ *      config (lib/config.c), per config: watch_lock, reload_lock (held
+ *      during a whole load; a reload nests registry writers inside it),
+ *      lock; then item_recs_lock.  Agents (lib/bridge.c): the bridge
+ *      setters' lock.
+ *   2. ureg__registries_lock, the list of registries.
+ *   3. every registry's writer mutex, in address order - the order
+ *      ureg_batch_commit_all takes several of them in.
+ *   4. per registry: resize_lock (taken under the writer when a table
+ *      grows), then evq_lock (events queued under the writer).
+ *   5. events.c's listeners_lock.
+ *   6. arena_pool.c's pool_lock (its critical sections call jemalloc,
+ *      whose own fork handlers, registered before ours, run after ours).
+ *   7. the context list lock, then every context's lock (ctx.c).
  *
  * In the child the threads that did not survive the fork are still in
  * liburcu's reader list; rcu_thread.c unlinks them before liburcu restarts
  * its workers (which would reuse their stacks).
+ *
+ * Not covered: a fork() from inside a library callback that runs under one
+ * of these locks (none does by contract: factories, destructors and
+ * listeners run with no ureg lock held, config watch callbacks included).
  */
+#include <stdlib.h>
 #include "internal.h"
+
+#define LAYERS_MAX 4
+
+struct fork_layer {
+	void (*lock)(void);
+	void (*unlock)(void);
+	void (*unlock_child)(void);
+};
+
+/* Written once per layer (pthread_once in the layer) before any fork can
+ * use it; layer_count is published with a release store. */
+static struct fork_layer layers[LAYERS_MAX];
+static unsigned layer_count;
+static pthread_mutex_t layers_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),
+		      void (*unlock_child)(void))
+{
+	ureg__rcu_ensure(); /* core's handlers are registered first */
+	pthread_mutex_lock(&layers_lock);
+	if (layer_count < LAYERS_MAX) {
+		layers[layer_count] = (struct fork_layer){ lock, unlock, unlock_child };
+		__atomic_store_n(&layer_count, layer_count + 1, __ATOMIC_RELEASE);
+	} else {
+		abort(); /* a fixed number of layers registers here */
+	}
+	pthread_mutex_unlock(&layers_lock);
+}
+
+static int reg_order(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)*(ureg_registry *const *)a;
+	uintptr_t y = (uintptr_t)*(ureg_registry *const *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The registries sorted by address, for step 3.  A fixed array would cap
+ * the registries a process may have; allocating in prepare is allowed (no
+ * lock of ours is held yet by this thread at that point, and malloc's own
+ * fork handlers run after ours).  If it fails, list order is used: still
+ * correct unless a multi-registry batch commit races the fork.
+ */
+static ureg_registry **sorted;
+static size_t nsorted;
 
 static void prepare(void)
 {
 	ureg_registry *reg;
+	size_t n = 0, cap = 0;
 
+	urcu_memb_call_rcu_before_fork();
+	for (unsigned i = 0; i < __atomic_load_n(&layer_count, __ATOMIC_ACQUIRE); i++)
+		layers[i].lock();
 	pthread_mutex_lock(&ureg__registries_lock);
 	cds_list_for_each_entry(reg, &ureg__registries, all_node)
-		pthread_mutex_lock(&reg->writer);
+		cap++;
+	sorted = cap ? malloc(cap * sizeof(*sorted)) : NULL;
+	cds_list_for_each_entry(reg, &ureg__registries, all_node)
+		if (sorted)
+			sorted[n++] = reg;
+	nsorted = n;
+	if (sorted) {
+		qsort(sorted, n, sizeof(*sorted), reg_order);
+		for (size_t i = 0; i < n; i++)
+			pthread_mutex_lock(&sorted[i]->writer);
+	} else {
+		cds_list_for_each_entry(reg, &ureg__registries, all_node)
+			pthread_mutex_lock(&reg->writer);
+	}
+	cds_list_for_each_entry(reg, &ureg__registries, all_node) {
+		pthread_mutex_lock(&reg->resize_lock);
+		pthread_mutex_lock(&reg->evq_lock);
+	}
+	ureg__events_lock();
+	ureg__arena_lock();
 	ureg__ctx_lock_all();
-	urcu_memb_call_rcu_before_fork();
 }
 
-static void unlock_all(void)
+static void unlock_core(bool child)
 {
 	ureg_registry *reg;
 
-	ureg__ctx_unlock_all();
-	cds_list_for_each_entry(reg, &ureg__registries, all_node)
+	if (child)
+		ureg__ctx_unlock_all_child();
+	else
+		ureg__ctx_unlock_all();
+	ureg__arena_unlock();
+	ureg__events_unlock();
+	cds_list_for_each_entry(reg, &ureg__registries, all_node) {
+		pthread_mutex_unlock(&reg->evq_lock);
+		pthread_mutex_unlock(&reg->resize_lock);
 		pthread_mutex_unlock(&reg->writer);
+	}
 	pthread_mutex_unlock(&ureg__registries_lock);
+	free(sorted);
+	sorted = NULL;
+	nsorted = 0;
+	for (unsigned i = __atomic_load_n(&layer_count, __ATOMIC_ACQUIRE); i-- > 0;)
+		(child ? layers[i].unlock_child : layers[i].unlock)();
 }
 
 static void parent(void)
 {
+	unlock_core(false);
 	urcu_memb_call_rcu_after_fork_parent();
-	unlock_all();
 }
 
 static void child(void)
 {
 	ureg__threads_forget_others_in_child();
+	unlock_core(true);
 	urcu_memb_call_rcu_after_fork_child();
-	unlock_all();
 }
 
 /* Called once, from the first thread that registers with RCU. */

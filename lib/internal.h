@@ -290,6 +290,7 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		     struct ureg_factory_box *fb, bool cached, void **out);
 void ureg__ctx_lock_all(void);
 void ureg__ctx_unlock_all(void);
+void ureg__ctx_unlock_all_child(void);
 
 /* ---- plugins (plugin.c), used by config.c ---- */
 struct ureg_plugin;
@@ -303,8 +304,11 @@ void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 /* ---- arenas (arena_pool.c) ---- */
 int ureg__arena_shared(unsigned *arena);
+extern UREG_TLS unsigned ureg__home_arena; /* the thread's pool arena + 1 */
 int ureg__arena_dedicated_new(unsigned *arena);
-void ureg__arena_dedicated_destroy(unsigned arena);
+void ureg__arena_dedicated_release(unsigned arena);
+void ureg__arena_lock(void);
+void ureg__arena_unlock(void);
 
 #pragma GCC visibility pop
 

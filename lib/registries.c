@@ -140,12 +140,9 @@ int ureg_agent_registry_new(const char *name, ureg_agent_reg_registry **out)
 	slot->type = ureg_agent_type;
 	slot->type.on_create_arg = slot;
 	slot->refs = 1;
-	pthread_mutex_init(&slot->set_lock, NULL);
 	rc = ureg_agent_reg_new(&slot->type, name, out);
-	if (rc) {
-		pthread_mutex_destroy(&slot->set_lock);
+	if (rc)
 		ureg__free(slot);
-	}
 	return rc;
 }
 

@@ -5,27 +5,35 @@
  * exactly and released as a whole by ureg_ctx_destroy().
  *
  * Memory comes from jemalloc arenas, never from the application's malloc:
- *  - UREG_CTX_SHARED (default): the context borrows one arena of a bounded
- *    pool shared by all shared contexts, so contexts scale far past
- *    jemalloc's ~4,086-arena limit.  Each allocation carries a 16-byte
- *    header that links it into its context, so destroy frees exactly what
- *    the context allocated.
- *  - UREG_CTX_DEDICATED: the context gets an arena of its own (created with
- *    extent hooks that unmap, so create/destroy cycles do not grow the
- *    address space); destroy resets the arena, dropping every allocation at
- *    once, and keeps it for the next dedicated context.  For heavy tenants;
- *    fails with -EAGAIN when jemalloc has no arena left.
- * All context allocations bypass the thread cache (MALLOCX_TCACHE_NONE):
- * jemalloc's tcache mixes arenas.
+ *  - UREG_CTX_SHARED (default): the context allocates from one arena of a
+ *    bounded pool shared by all shared contexts (ureg_arena_pool_size), so
+ *    contexts scale far past jemalloc's ~4,086-arena limit.  The pool is
+ *    created whole on first use, before any dedicated arena, so shared
+ *    contexts never fail for lack of arenas afterwards.  Blocks go through
+ *    jemalloc's thread cache: a context costs about what a talloc context
+ *    costs (README, "Memory per user context").
+ *  - UREG_CTX_DEDICATED: the context gets an arena of its own, for heavy
+ *    tenants.  Destroy resets it (every block dropped at once), purges its
+ *    pages back to the kernel and parks it for the next dedicated context:
+ *    arenas are reused, never destroyed, so create/destroy cycles do not
+ *    grow the address space.  At most ureg_arena_dedicated_max() arenas
+ *    (default 1,024); past it ureg_ctx_new fails with -EAGAIN.
  *
- * Accounting is exact: live_bytes is the sum of jemalloc's usable size of
- * every live block (header included), computed with nallocx before the
- * allocation so a quota can refuse it cleanly (-EDQUOT) without touching
- * anything else.
+ * Every block carries a 16-byte header that links it into its context, so
+ * destroy frees exactly what the context still holds.  Accounting is exact:
+ * live_bytes is the sum of jemalloc's usable size of every live block
+ * (header included), computed with nallocx() before the allocation so a
+ * quota refuses it cleanly (-EDQUOT) without touching anything else.
+ *
+ * Failed creations change nothing: what a factory (or the type's on_create
+ * hook) allocated in the context on the creating thread before it failed
+ * is freed again, and live_bytes, allocations, total_allocations and
+ * peak_bytes read as before the call (peak_bytes may keep a high-water mark
+ * another thread of the same context reached meanwhile).
  *
  * A context may be used from several threads at once; allocation and
- * instance bookkeeping serialize on the context's own mutex (never on a
- * registry's).
+ * instance bookkeeping serialize on the context's own lock (4 bytes, one
+ * atomic each way when uncontended; never a registry's lock).
  */
 #ifndef UREG_CTX_H
 #define UREG_CTX_H
@@ -70,10 +78,14 @@ struct ureg_ctx_stats {
  * @flags:  UREG_CTX_SHARED or UREG_CTX_DEDICATED.
  * @out:    receives the context.
  *
- * Any thread; blocks in malloc and, the first time or for a dedicated
- * context, in jemalloc's arena creation (tens of microseconds).  Valid until
- * ureg_ctx_destroy().  Returns 0, -EINVAL (bad flags, name), -ENOMEM,
- * -EAGAIN (no jemalloc arena left for a dedicated context).
+ * Any thread; blocks on jemalloc and, the first time (the shared pool is
+ * created: ureg_arena_pool_size() arenas of 60-200 us each) or for a
+ * dedicated context without a parked arena to reuse, in jemalloc's arena
+ * creation.  Valid until ureg_ctx_destroy().  Returns 0, -EINVAL (bad
+ * flags, name), -ENOMEM, -EAGAIN: for a dedicated context, the
+ * ureg_arena_dedicated_max() cap or jemalloc's arena limit is reached; for
+ * a shared one, jemalloc had no arena left for the pool when it was first
+ * created (only possible when the application itself created ~4,000).
  */
 int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
 
@@ -144,10 +156,41 @@ int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg);
 
 /**
  * ureg_arena_pool_size - set the number of arenas in the shared pool
- * (default 8; 1..1024).  Only before the first shared context exists;
- * afterwards -EBUSY.  Any thread.
+ * (default 8; 1..1024).  Only before the first context (of either kind)
+ * exists; afterwards -EBUSY.  Any thread; takes the arena mutex briefly.
  */
 int ureg_arena_pool_size(unsigned n);
+
+/**
+ * ureg_arena_dedicated_max - cap the dedicated arenas the process may make
+ * (default 1,024; 0..4096; 0 forbids dedicated contexts).  Arenas are never
+ * destroyed, so the cap bounds the live plus parked ones; a cap below the
+ * number already made is -EBUSY.  Any thread; takes the arena mutex.
+ * Returns 0, -EINVAL, -EBUSY.
+ */
+int ureg_arena_dedicated_max(unsigned n);
+
+/**
+ * struct ureg_arena_stats - the arena layer, process-wide.
+ * @pool_arenas:      shared-pool arenas created (0 before the first context).
+ * @pool_size:        the pool size asked for.
+ * @dedicated_made:   dedicated arenas created so far (in use + parked).
+ * @dedicated_parked: reset, purged and waiting for the next dedicated context.
+ * @dedicated_max:    the cap (ureg_arena_dedicated_max).
+ */
+struct ureg_arena_stats {
+	unsigned pool_arenas;
+	unsigned pool_size;
+	unsigned dedicated_made;
+	unsigned dedicated_parked;
+	unsigned dedicated_max;
+};
+
+/**
+ * ureg_arena_stats - copy the arena layer's counts into @st.  Any thread;
+ * takes the arena mutex briefly.  Returns 0 or -EINVAL.
+ */
+int ureg_arena_stats(struct ureg_arena_stats *st);
 
 #ifdef __cplusplus
 }
