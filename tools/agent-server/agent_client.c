@@ -285,7 +285,7 @@ int agent_client_run(const struct agent_client_opts *o, struct agent_client_resu
 		ci.port = o->port;
 		ci.path = "/";
 		ci.host = ci.address;
-		ci.origin = ci.address;
+		ci.origin = NULL; /* not a browser: no Origin */
 		ci.protocol = "ureg-agents";
 		ci.userdata = c;
 		ci.pwsi = &c->wsi;
@@ -509,7 +509,7 @@ int agent_exchange_run(const struct agent_exchange_opts *o, struct agent_exchang
 	ci.port = o->port;
 	ci.path = "/";
 	ci.host = ci.address;
-	ci.origin = ci.address;
+	ci.origin = NULL; /* not a browser: no Origin */
 	ci.protocol = "ureg-agents";
 	ci.userdata = &x;
 	ci.pwsi = &x.wsi;

@@ -146,6 +146,7 @@ struct agent_server {
 	int verbose;
 	/* limits (opts with the defaults filled in), read-only once started */
 	size_t max_message, queue_soft, queue_hard, ctx_quota;
+	char *allow_origin;              /* comma-separated; NULL: same host */
 	unsigned max_runs, stall_ms, max_conns;
 	pthread_t service;
 	int stop;                        /* atomic */
@@ -651,6 +652,21 @@ static void session_release_held(struct agent_server *srv, struct session *s)
 	}
 }
 
+/* what a valid JSON text of the wrong shape is */
+static const char *json_kind(const json_t *j)
+{
+	switch (json_typeof(j)) {
+	case JSON_ARRAY: return "request is not a JSON object (it is an array)";
+	case JSON_STRING: return "request is not a JSON object (it is a string)";
+	case JSON_INTEGER:
+	case JSON_REAL: return "request is not a JSON object (it is a number)";
+	case JSON_TRUE:
+	case JSON_FALSE: return "request is not a JSON object (it is a boolean)";
+	case JSON_NULL: return "request is not a JSON object (it is null)";
+	default: return "request is not a JSON object";
+	}
+}
+
 /*
  * One complete request (service thread).  Anything but
  * {"run": "<agent>", "input": "<text>"} gets one error event and changes
@@ -660,7 +676,7 @@ static void handle_request(struct agent_server *srv, struct session *s,
 			   const char *in, size_t len)
 {
 	json_error_t err;
-	json_t *root = json_loadb(in, len, 0, &err), *run, *input;
+	json_t *root = json_loadb(in, len, JSON_DECODE_ANY, &err), *run, *input;
 	struct job *j;
 
 	if (!root) {
@@ -673,7 +689,7 @@ static void handle_request(struct agent_server *srv, struct session *s,
 	if (!json_is_object(root) || !json_is_string(run) || !json_is_string(input)) {
 		session_push_error(s, json_string_value(run), "%s; expected "
 				   "{\"run\":\"<agent>\",\"input\":\"<text>\"}",
-				   !json_is_object(root) ? "request is not a JSON object" :
+				   !json_is_object(root) ? json_kind(root) :
 				   !run ? "missing \"run\"" :
 				   !json_is_string(run) ? "\"run\" is not a string" :
 				   !input ? "missing \"input\"" : "\"input\" is not a string");
@@ -829,12 +845,28 @@ static void session_close(struct agent_server *srv, struct session *s)
  * body of an HTTP response being written in pieces. */
 struct conn {
 	struct session *s;
+	/* HTTP */
 	char *body;               /* malloc'd (NULL: the static page) */
 	const char *out;          /* what is written: body or the page */
 	size_t out_len, out_off;
+	char uri[64];             /* what was asked (longer ones get 404/414) */
+	unsigned status;          /* != 0: answer this error */
+	const char *why;
+	size_t body_seen;         /* bytes of a request body read and dropped */
+	bool head, body_wait, close_after;
 };
 
+/* HTTP limits: lws itself holds at most HTTP_HEADER_TABLE bytes of a
+ * request's headers (it drops the connection past that, with no status);
+ * below it the server answers 414 and 431 */
 #define HTTP_CHUNK 16384
+#define HTTP_HEADER_TABLE 16384
+#define HTTP_MAX_URI 4096
+#define HTTP_MAX_URI_TEXT "4096"
+#define HTTP_MAX_HEADERS 8192
+#define HTTP_MAX_HEADERS_TEXT "8192"
+#define HTTP_MAX_BODY (1 << 20)
+#define HTTP_MAX_BODY_TEXT "1048576"
 
 static uint64_t process_rss(void)
 {
@@ -916,6 +948,10 @@ out:
 	return txt;
 }
 
+/*
+ * One reply: status line, headers, and the body written by http_writeable
+ * in pieces (none for HEAD).  @allow adds "allow: GET, HEAD" (405).
+ */
 static int http_reply(struct lws *wsi, struct conn *c, unsigned status,
 		      const char *type, const char *body, size_t len, char *owned)
 {
@@ -929,14 +965,41 @@ static int http_reply(struct lws *wsi, struct conn *c, unsigned status,
 	if (lws_add_http_common_headers(wsi, status, type, len, &p, end) ||
 	    lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
 					(const unsigned char *)"no-store", 8, &p, end) ||
+	    (status == HTTP_STATUS_METHOD_NOT_ALLOWED &&
+	     lws_add_http_header_by_name(wsi, (const unsigned char *)"allow:",
+					 (const unsigned char *)"GET, HEAD", 9, &p, end)) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end))
 		return 1;
+	if (c->head) {
+		/* the headers say how long the body would be; none follows */
+		free(c->body);
+		c->body = NULL;
+		c->out = NULL;
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	}
 	lws_callback_on_writable(wsi);
 	return 0;
 }
 
-static int serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, const char *uri)
+/* An error reply with a one-line text body saying why. */
+static int http_error(struct lws *wsi, struct conn *c, unsigned status, const char *why)
 {
+	char *txt = NULL;
+	int n = asprintf(&txt, "%u %s\n", status, why);
+
+	if (n < 0)
+		return -1;
+	return http_reply(wsi, c, status, "text/plain", txt, (size_t)n, txt);
+}
+
+/* The request lws has parsed: what to answer (service thread).  Returns
+ * what the HTTP callback returns. */
+static int http_answer(struct agent_server *srv, struct lws *wsi, struct conn *c)
+{
+	const char *uri = c->uri;
+
+	if (c->status)
+		return http_error(wsi, c, c->status, c->why);
 	if (!strcmp(uri, "/") || !strcmp(uri, "/index.html"))
 		return http_reply(wsi, c, HTTP_STATUS_OK, "text/html", agent_page_html,
 				  sizeof(agent_page_html) - 1, NULL);
@@ -944,11 +1007,67 @@ static int serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c,
 		size_t len = 0;
 		char *j = stats_json(srv, &len);
 		if (!j)
-			return 1;
+			return -1;
 		return http_reply(wsi, c, HTTP_STATUS_OK, "application/json", j, len, j);
 	}
-	lws_return_http_status(wsi, HTTP_STATUS_NOT_FOUND, NULL);
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return http_error(wsi, c, HTTP_STATUS_NOT_FOUND, "not found: the page is at /, the "
+			  "counters at /stats");
+}
+
+/* bytes of the headers lws knows by name (a request's custom headers are
+ * not counted; past lws's own table, max_http_header_data, lws drops the
+ * connection itself) */
+static size_t known_header_bytes(struct lws *wsi)
+{
+	size_t n = 0;
+	for (int t = 0; t < WSI_TOKEN_COUNT; t++)
+		n += (size_t)lws_hdr_total_length(wsi, (enum lws_token_indexes)t);
+	return n;
+}
+
+/*
+ * LWS_CALLBACK_HTTP: GET and HEAD of / and /stats; 405 (with allow) for
+ * any other method lws parses, 414 past HTTP_MAX_URI, 431 past
+ * HTTP_MAX_HEADERS.  A request with a body is answered once the body has
+ * been read (and dropped): answering first would leave lws reading the
+ * body as the next request or hanging in its body state.
+ */
+static int serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, const char *uri)
+{
+	char cl[32] = "";
+
+	memset(c, 0, sizeof(*c));
+	c->head = lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0;
+	snprintf(c->uri, sizeof(c->uri), "%s", uri);
+	if (!c->head && !lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)) {
+		c->status = HTTP_STATUS_METHOD_NOT_ALLOWED;
+		c->why = "method not allowed: this server answers GET and HEAD";
+	} else if (strlen(uri) > HTTP_MAX_URI) {
+		c->status = HTTP_STATUS_REQ_URI_TOO_LONG;
+		c->why = "URI too long (limit " HTTP_MAX_URI_TEXT " bytes)";
+	} else if (known_header_bytes(wsi) > HTTP_MAX_HEADERS) {
+		c->status = 431;
+		c->why = "request header fields too large (limit " HTTP_MAX_HEADERS_TEXT " bytes)";
+	}
+	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 && atoll(cl) > 0) {
+		if (atoll(cl) > HTTP_MAX_BODY) {
+			/* not worth reading: answer and close */
+			c->status = HTTP_STATUS_REQ_ENTITY_TOO_LARGE;
+			c->why = "request body too large (limit " HTTP_MAX_BODY_TEXT " bytes)";
+			http_answer(srv, wsi, c);
+			return -1;
+		}
+		c->body_wait = true; /* answered at LWS_CALLBACK_HTTP_BODY_COMPLETION */
+		return 0;
+	}
+	if (c->status && (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) ||
+			  lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) ||
+			  lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI))) {
+		/* a body of unknown length (lws would wait for 100 MB of it):
+		 * answer, then close */
+		c->close_after = true;
+	}
+	return http_answer(srv, wsi, c);
 }
 
 static int http_writeable(struct lws *wsi, struct conn *c)
@@ -972,6 +1091,8 @@ static int http_writeable(struct lws *wsi, struct conn *c)
 	free(c->body);
 	c->body = NULL;
 	c->out = NULL;
+	if (c->close_after)
+		return -1;
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -1093,6 +1214,44 @@ static void discard_input(struct lws *wsi)
 			break;
 }
 
+/*
+ * Cross-site WebSocket hijacking: a browser sends the page's Origin with
+ * every WebSocket, so a page of another site could open sessions here.
+ * Allowed: no Origin (not a browser), an Origin in --allow-origin (exact,
+ * comma-separated), or, without that list, an Origin whose host[:port]
+ * is the request's Host (the page this server served).
+ */
+static bool origin_allowed(struct agent_server *srv, struct lws *wsi)
+{
+	char origin[256], host[256];
+	const char *o = origin;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+		return true;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) >= (int)sizeof(origin) ||
+	    lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+		return false;
+	if (srv->allow_origin) {
+		size_t n = strlen(origin);
+		for (const char *p = srv->allow_origin; *p; ) {
+			size_t k = strcspn(p, ",");
+			if (k == n && !strncmp(p, origin, n))
+				return true;
+			p += k + (p[k] == ',');
+		}
+		return false;
+	}
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+		return false;
+	if (!strncmp(o, "http://", 7))
+		o += 7;
+	else if (!strncmp(o, "https://", 8))
+		o += 8;
+	else
+		return false;
+	return !strcmp(o, host);
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		    void *user, void *in, size_t len)
 {
@@ -1107,6 +1266,20 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		return http_writeable(wsi, c);
 
+	case LWS_CALLBACK_HTTP_BODY:
+		if (c && c->body_wait) {
+			c->body_seen += len;
+			if (c->body_seen > HTTP_MAX_BODY)
+				return -1;
+		}
+		return 0;
+
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (!c || !c->body_wait)
+			return 0;
+		c->body_wait = false;
+		return http_answer(srv, wsi, c);
+
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (c) {
 			free(c->body);
@@ -1114,6 +1287,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			c->out = NULL;
 		}
 		break;
+
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (!origin_allowed(srv, wsi)) {
+			lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
+					       "origin not allowed (see --allow-origin)");
+			return -1;
+		}
+		return 0;
 
 	case LWS_CALLBACK_ESTABLISHED:
 		if (srv->nopen >= srv->max_conns) {
@@ -1181,7 +1362,16 @@ static void *service_main(void *arg)
 	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE))
 		if (lws_service(srv->lws, 0) < 0)
 			break;
-	/* closes every connection: CLOSED for each, on this thread */
+	/* every client gets a close frame, 1001 "going away", not a bare
+	 * TCP close (1006 in a browser); 3 s for them, then lws closes what
+	 * is left (a client that does not read its socket) */
+	for (struct session *s = srv->open; s; s = s->next)
+		session_begin_close(srv, s, AGENT_SERVER_CLOSE_GOING_AWAY, "server shutting down");
+	uint64_t deadline = agent_server_now_ns() + 3000000000ull;
+	while (srv->open && agent_server_now_ns() < deadline)
+		if (lws_service(srv->lws, 0) < 0)
+			break;
+	/* closes every connection left: CLOSED for each, on this thread */
 	lws_context_destroy(srv->lws);
 	srv->lws = NULL;
 	return NULL;
@@ -1244,6 +1434,10 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 	srv->stall_ms = o->stall_ms ? o->stall_ms : AGENT_SERVER_STALL_MS;
 	srv->max_conns = o->max_conns ? o->max_conns : AGENT_SERVER_MAX_CONNS;
 	srv->ctx_quota = o->ctx_quota ? o->ctx_quota : AGENT_SERVER_CTX_QUOTA;
+	if (o->allow_origin && !(srv->allow_origin = strdup(o->allow_origin))) {
+		free(srv);
+		return -ENOMEM;
+	}
 	pthread_mutex_init(&srv->idle_lock, NULL);
 	pthread_cond_init(&srv->idle_cond, NULL);
 	if ((rc = ureg_agent_registry_new("agents", &srv->agents)))
@@ -1264,6 +1458,7 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 	info.protocols = protocols;
 	info.user = srv;
 	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	info.max_http_header_data = HTTP_HEADER_TABLE;
 	info.count_threads = 1;
 	info.fd_limit_per_thread = 0;
 	srv->lws = lws_create_context(&info);
@@ -1319,6 +1514,7 @@ fail:
 	ureg_agent_registry_destroy(srv->agents);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	free(srv->allow_origin);
 	free(srv);
 	return rc;
 }
@@ -1413,5 +1609,6 @@ void agent_server_stop(struct agent_server *srv)
 	free(srv->workers);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	free(srv->allow_origin);
 	free(srv);
 }

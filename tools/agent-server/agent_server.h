@@ -87,6 +87,11 @@ struct agent_server_opts {
 	unsigned stall_ms;  /* close a connection over queue_soft this long */
 	unsigned max_conns; /* open WebSocket connections */
 	size_t ctx_quota;   /* live bytes per user context; SIZE_MAX: none */
+	/* origins a browser page may open a WebSocket from, comma-separated,
+	 * exact ("http://a.example:8080"); NULL: the server's own host (the
+	 * Origin's host[:port] is the request's Host).  A request without
+	 * Origin (not a browser) is always allowed; any other gets 403. */
+	const char *allow_origin;
 };
 
 struct agent_server_stats {

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * HTTP and WebSocket correctness of the agent server, one case per test,
+ * over raw sockets on 127.0.0.1 (wire.c) against the real server:
+ * HEAD has no body, other methods get 405, request bodies are read (no
+ * hang, the connection stays usable), 414 and 431 for oversized requests,
+ * 1001 close frames on shutdown, the Origin allowlist, and clear errors
+ * for valid JSON of the wrong shape.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <ureg/ureg.h>
+
+#include "agent_server.h"
+#include "wire.h"
+
+static struct agent_server *srv;
+static char buf[1 << 16];
+
+static int start(struct agent_server_opts so)
+{
+	signal(SIGPIPE, SIG_IGN);
+	lws_set_log_level(LLL_ERR, NULL);
+	cr_assert_eq(agent_server_start(&so, &srv), 0);
+	return agent_server_port(srv);
+}
+
+static void stop(void)
+{
+	cr_assert_eq(agent_server_wait_idle(srv, 10000), 0);
+	agent_server_stop(srv);
+	srv = NULL;
+}
+
+/* send @req raw, read the reply until EOF or @until (3 s at most) */
+static const char *exchange(int port, const char *req, size_t len, const char *until)
+{
+	int fd = wire_connect(port, 0);
+	wire_write_all(fd, req, len ? len : strlen(req), 5000);
+	uint64_t t0 = wire_now_ms();
+	wire_read_reply(fd, buf, sizeof(buf), until, 3000);
+	cr_expect_lt(wire_now_ms() - t0, 2500, "the server kept us waiting: %.200s", buf);
+	close(fd);
+	return buf;
+}
+
+static int count(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+Test(http, head_gets_the_headers_of_the_page_and_no_body, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	char want[64];
+	/* HEAD, then a GET on the same connection: the second status line
+	 * must follow the first headers directly */
+	exchange(port, "HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+		       "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 0, NULL);
+	cr_expect(!strncmp(buf, "HTTP/1.1 200", 12), "%.200s", buf);
+	/* the page's length, from a GET */
+	exchange(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 0, NULL);
+	char *body = strstr(buf, "\r\n\r\n");
+	cr_assert_not_null(body);
+	snprintf(want, sizeof(want), "content-length: %zu", strlen(body + 4));
+	exchange(port, "HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+		       "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 0, NULL);
+	cr_expect(strstr(buf, want) != NULL, "%.300s", buf);
+	cr_expect(strstr(buf, "<html") == NULL, "HEAD sent the page");
+	char *next = strstr(buf, "\r\n\r\n");
+	cr_assert_not_null(next);
+	cr_expect(!strncmp(next + 4, "HTTP/1.1 404", 12), "after HEAD's headers: %.100s", next + 4);
+	stop();
+}
+
+Test(http, methods_other_than_get_and_head_get_405_with_allow, .timeout = 20)
+{
+	static const char *reqs[] = {
+		"DELETE / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+		"PUT / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+		"OPTIONS / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+		"PATCH /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+	};
+	int port = start((struct agent_server_opts){ 0 });
+	for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+		exchange(port, reqs[i], 0, "GET, HEAD");
+		cr_expect(!strncmp(buf, "HTTP/1.1 405", 12), "%s-> %.200s", reqs[i], buf);
+		cr_expect(strstr(buf, "allow: GET, HEAD") != NULL, "%.300s", buf);
+		cr_expect(strstr(buf, "<html") == NULL);
+	}
+	stop();
+}
+
+Test(http, a_post_with_a_body_gets_405_after_its_body_without_hanging, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	exchange(port, "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 11\r\n"
+		       "Connection: close\r\n\r\nhello world", 0, NULL);
+	cr_expect(!strncmp(buf, "HTTP/1.1 405", 12), "%.200s", buf);
+	cr_expect(strstr(buf, "method not allowed") != NULL, "%.300s", buf);
+	stop();
+}
+
+Test(http, a_get_with_a_body_is_answered_and_the_connection_keeps_working, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	exchange(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello"
+		       "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 0, NULL);
+	cr_expect_eq(count(buf, "HTTP/1.1 200"), 2, "two answers: %.300s", buf);
+	cr_expect(strstr(buf, "</html>") != NULL, "the page came whole");
+	cr_expect(strstr(buf, "\"rss_bytes\"") != NULL, "then /stats");
+	stop();
+}
+
+Test(http, an_oversized_uri_gets_414, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	size_t n = 8192;
+	char *req = malloc(n + 128);
+	cr_assert_not_null(req);
+	strcpy(req, "GET /");
+	memset(req + 5, 'a', n);
+	strcpy(req + 5 + n, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+	exchange(port, req, 0, NULL);
+	cr_expect(!strncmp(buf, "HTTP/1.1 414", 12), "%.200s", buf);
+	cr_expect(strstr(buf, "URI too long (limit 4096 bytes)") != NULL, "%.300s", buf);
+	free(req);
+	stop();
+}
+
+Test(http, oversized_headers_get_431, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	size_t n = 10000;
+	char *req = malloc(n + 128);
+	cr_assert_not_null(req);
+	strcpy(req, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: ");
+	size_t h = strlen(req);
+	memset(req + h, 'c', n);
+	strcpy(req + h + n, "\r\nConnection: close\r\n\r\n");
+	exchange(port, req, 0, NULL);
+	cr_expect(!strncmp(buf, "HTTP/1.1 431", 12), "%.200s", buf);
+	cr_expect(strstr(buf, "request header fields too large (limit 8192 bytes)") != NULL, "%.300s", buf);
+	free(req);
+	stop();
+}
+
+struct closer {
+	int *fds, n;
+	int rc[8];
+	struct wire_frame frames[8];
+};
+
+static void *answer_close(void *arg)
+{
+	struct closer *cl = arg;
+	for (int i = 0; i < cl->n; i++) {
+		cl->rc[i] = wire_ws_read(cl->fds[i], &cl->frames[i], 10000);
+		if (cl->rc[i] == 1 && cl->frames[i].opcode == 8)
+			wire_ws_send(cl->fds[i], 8, cl->frames[i].data, 2, true);
+	}
+	return NULL;
+}
+
+Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
+{
+	char reply[1024];
+	struct wire_frame f;
+	int port = start((struct agent_server_opts){ 0 });
+	int fds[3];
+
+	for (int i = 0; i < 3; i++) {
+		fds[i] = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+		cr_assert_geq(fds[i], 0, "%s", reply);
+		/* an answer proves the session is open */
+		wire_ws_send(fds[i], 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, true);
+		cr_assert_eq(wire_ws_read(fds[i], &f, 5000), 1);
+		wire_frame_free(&f);
+	}
+	/* stop() blocks until the connections are closed: a thread reads and
+	 * answers the close frames the way a browser does (RFC 6455 5.5.1) */
+	pthread_t th;
+	struct closer cl = { .fds = fds, .n = 3 };
+	cr_assert_eq(pthread_create(&th, NULL, answer_close, &cl), 0);
+	uint64_t t0 = wire_now_ms();
+	agent_server_stop(srv);
+	srv = NULL;
+	pthread_join(th, NULL);
+	cr_expect_lt(wire_now_ms() - t0, 2000, "shutdown took %llu ms",
+		     (unsigned long long)(wire_now_ms() - t0));
+	for (int i = 0; i < 3; i++) {
+		f = cl.frames[i];
+		cr_assert_eq(cl.rc[i], 1, "client %d: no close frame", i);
+		cr_expect_eq(f.opcode, 8);
+		cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_GOING_AWAY);
+		cr_expect(f.close_reason && !strcmp(f.close_reason, "server shutting down"),
+			  "reason: %s", f.close_reason ? f.close_reason : "(none)");
+		wire_frame_free(&f);
+		close(fds[i]);
+	}
+}
+
+Test(http, a_websocket_from_a_foreign_origin_is_refused_and_the_same_host_is_not, .timeout = 20)
+{
+	char reply[1024], same[64];
+	int port = start((struct agent_server_opts){ 0 });
+	int fd = wire_ws_open(port, "http://evil.example", 0, reply, sizeof(reply));
+	cr_expect_lt(fd, 0, "a foreign page opened a session");
+	cr_expect(!strncmp(reply, "HTTP/1.", 7) && !strncmp(reply + 8, " 403", 4), "reply: %.200s", reply);
+	snprintf(same, sizeof(same), "http://127.0.0.1:%d", port);
+	fd = wire_ws_open(port, same, 0, reply, sizeof(reply));
+	cr_expect_geq(fd, 0, "the server's own page was refused: %.200s", reply);
+	if (fd >= 0)
+		close(fd);
+	fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply)); /* not a browser */
+	cr_expect_geq(fd, 0, "%.200s", reply);
+	if (fd >= 0)
+		close(fd);
+	stop();
+}
+
+Test(http, allow_origin_lists_the_origins_that_may_connect, .timeout = 20)
+{
+	char reply[1024], same[64];
+	int port = start((struct agent_server_opts){
+		.allow_origin = "https://app.example,http://localhost:3000" });
+	int fd = wire_ws_open(port, "http://localhost:3000", 0, reply, sizeof(reply));
+	cr_expect_geq(fd, 0, "a listed origin was refused: %.200s", reply);
+	if (fd >= 0)
+		close(fd);
+	fd = wire_ws_open(port, "https://app.example.evil", 0, reply, sizeof(reply));
+	cr_expect_lt(fd, 0, "an unlisted origin connected");
+	snprintf(same, sizeof(same), "http://127.0.0.1:%d", port);
+	fd = wire_ws_open(port, same, 0, reply, sizeof(reply));
+	cr_expect_lt(fd, 0, "with a list, only the list");
+	stop();
+}
+
+Test(http, valid_json_of_the_wrong_shape_gets_an_error_naming_what_it_is, .timeout = 20)
+{
+	static const struct { const char *msg, *why; } cases[] = {
+		{ "\"hello\"", "request is not a JSON object (it is a string)" },
+		{ "null", "request is not a JSON object (it is null)" },
+		{ "42", "request is not a JSON object (it is a number)" },
+		{ "true", "request is not a JSON object (it is a boolean)" },
+		{ "[1]", "request is not a JSON object (it is an array)" },
+	};
+	char reply[1024];
+	struct wire_frame f;
+	int port = start((struct agent_server_opts){ 0 });
+	int fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+	cr_assert_geq(fd, 0, "%s", reply);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		wire_ws_send(fd, 1, cases[i].msg, strlen(cases[i].msg), true);
+		cr_assert_eq(wire_ws_read(fd, &f, 5000), 1);
+		json_t *e = json_loads((const char *)f.data, 0, NULL);
+		cr_assert_not_null(e);
+		const char *err = json_string_value(json_object_get(e, "error"));
+		cr_expect(err && strstr(err, cases[i].why), "%s -> %s", cases[i].msg, f.data);
+		cr_expect(err && strstr(err, "expected {\"run\":\"<agent>\",\"input\":\"<text>\"}"));
+		json_decref(e);
+		wire_frame_free(&f);
+	}
+	close(fd);
+	stop();
+}
