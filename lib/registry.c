@@ -788,7 +788,53 @@ static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
 	return handle_find(reg, k, e);
 }
 
-int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
+/*
+ * The cached hit, written to stay a few loads and compares: the handle
+ * (one seqlock read), the key's stripe, and this thread's pin of @reg.
+ * NULL: not a hit, take the full path.  Inside a read section; writes
+ * only this thread's pin slot (when the section has not pinned @reg yet,
+ * the hit pins the table the handle remembers, which is then the current
+ * one, exactly as a table lookup would pin it).
+ */
+static inline const struct ureg_entry *handle_hit(ureg_registry *reg,
+						  const ureg_key *k)
+{
+	struct ureg__thread *t = &ureg__thread;
+	uint32_t s1, s2;
+	const void *ce, *ct;
+	uint64_t cs;
+	unsigned i;
+
+	if (__atomic_load_n(&k->state, __ATOMIC_ACQUIRE) !=
+	    (UREG__KEY_READY | UREG__KEY_CACHED))
+		return NULL;
+	s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
+	ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
+	cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
+	ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+	if (UREG_UNLIKELY(s2 != (s1 & ~1u) ||
+			  cs != __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
+						__ATOMIC_ACQUIRE)))
+		return NULL;
+	/* the table: the one this section pinned, or pin the current one */
+	i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
+	if (t->snap[i].section == t->section) {
+		if (UREG_UNLIKELY(t->snap[i].reg != reg || t->snap[i].ht != ct))
+			return NULL;
+	} else {
+		if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
+			return NULL;
+		t->snap[i].reg = reg;
+		t->snap[i].section = t->section;
+		t->snap[i].ht = (struct cds_lfht *)ct;
+	}
+	return ce;
+}
+
+static __attribute__((noinline)) int lookup_key_full(ureg_registry *reg,
+						     ureg_key *k, void **item)
 {
 	struct ureg_entry *e = NULL;
 	int rc;
@@ -801,7 +847,21 @@ int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
 	return 0;
 }
 
-int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
+int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
+{
+	const struct ureg_entry *e;
+
+	if (UREG_LIKELY(reg && k && item && ureg__thread.read_depth) &&
+	    UREG_LIKELY((e = handle_hit(reg, k)) != NULL) && UREG_LIKELY(e->item)) {
+		*item = e->item;
+		return 0;
+	}
+	return lookup_key_full(reg, k, item);
+}
+
+static __attribute__((noinline)) int get_key_full(ureg_registry *reg,
+						  ureg_key *k, ureg_ctx *ctx,
+						  void **out)
 {
 	struct ureg_entry *e = NULL;
 	int rc;
@@ -818,6 +878,18 @@ int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
 		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
 					: "get: key has only a factory and no context was given");
 	return ureg__ctx_get_instance(ctx, reg, e, out);
+}
+
+int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
+{
+	const struct ureg_entry *e;
+
+	if (UREG_LIKELY(reg && k && out && ureg__thread.read_depth) &&
+	    UREG_LIKELY((e = handle_hit(reg, k)) != NULL) && UREG_LIKELY(e->item)) {
+		*out = e->item;
+		return 0;
+	}
+	return get_key_full(reg, k, ctx, out);
 }
 
 int ureg_contains_key(ureg_registry *reg, ureg_key *k)
