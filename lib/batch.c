@@ -376,7 +376,7 @@ int ureg_batch_commit_all(ureg_batch **bs, size_t n, uint64_t generation)
 		ureg__events_flush(bt[i].reg);
 		batch_free_published(sorted[i]);
 	}
-	urcu_memb_synchronize_rcu();
+	ureg__synchronize();
 	for (i = 0; i < n; i++)
 		retire_old_table(bt[i].reg, bt[i].old_ht);
 	if (n > 1) {

@@ -40,7 +40,7 @@ int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
 	 * would be one more for fork.c to hold); the last store wins */
 	rcu_assign_pointer(slot->bridge, bridge);
 	/* after this no emit can still be inside the previous bridge */
-	urcu_memb_synchronize_rcu();
+	ureg__synchronize();
 	return 0;
 }
 

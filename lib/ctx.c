@@ -280,6 +280,7 @@ struct ureg_ctx {
 	uint8_t live;                     /* 0: destroyed, parked for reuse */
 	size_t live_bytes, peak_bytes, allocations, quota;
 	uint64_t total_allocations;
+	uint32_t waiting;                 /* threads waiting on a creation */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
 		struct ctx_instances *inst; /* NULL until the first instance */
@@ -441,6 +442,10 @@ static inline struct ureg_ctx *spare_take(void)
 /* true: @ctx is parked on this thread (still in all_contexts, not live) */
 static inline bool spare_put(struct ureg_ctx *ctx)
 {
+#if CTX_SPARES == 0
+	(void)ctx;
+	return false;
+#else
 	if (!ctx->small || nspares >= CTX_SPARES)
 		return false;
 	if (UREG_UNLIKELY(!spares_key_set)) {
@@ -452,6 +457,7 @@ static inline bool spare_put(struct ureg_ctx *ctx)
 	spares = ctx;
 	nspares++;
 	return true;
+#endif
 }
 
 static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags,
@@ -464,6 +470,7 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->small = namelen < CTX_NAME_INLINE;
 	ctx->live_bytes = ctx->peak_bytes = ctx->allocations = ctx->quota = 0;
 	ctx->total_allocations = 0;
+	ctx->waiting = 0;
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);
@@ -628,6 +635,7 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 	st->quota = ctx->quota;
 	st->arena = ctx->arena;
 	st->dedicated = ctx->dedicated;
+	st->waiting = ctx->waiting;
 	lock_drop(&ctx->lock);
 	return 0;
 }
@@ -1128,7 +1136,8 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			return ureg__err(-EDEADLK, "registry '%s': creation cycle in context '%s': %s",
 					 reg->name, ctx->name, chain);
 		}
-		rec->waiters++;
+		__atomic_add_fetch(&rec->waiters, 1, __ATOMIC_RELAXED);
+		ctx->waiting++;
 		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
 		waiting.on = rec;
 		lock_drop(&ctx->lock);
@@ -1137,6 +1146,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		lock_take(&ctx->lock);
 		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
 		waiting.on = NULL;
+		ctx->waiting--;
 		rc = rec->rc;
 		obj = rec->obj;
 		/* the record lives on its creator's stack: let it go once the

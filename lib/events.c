@@ -77,7 +77,7 @@ void ureg_unlisten(ureg_listener *l)
 	cds_list_del_rcu(&l->node);
 	__atomic_sub_fetch(&listener_count, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&listeners_lock);
-	urcu_memb_synchronize_rcu();
+	ureg__synchronize();
 	ureg__free(l);
 }
 
@@ -96,7 +96,7 @@ void ureg__events_detach_registry(ureg_registry *reg)
 		cds_list_add(&l->node, &gone);
 	}
 	pthread_mutex_unlock(&listeners_lock);
-	urcu_memb_synchronize_rcu();
+	ureg__synchronize();
 	cds_list_for_each_entry_safe(l, tmp, &gone, node)
 		ureg__free(l);
 	pthread_mutex_lock(&reg->evq_lock);

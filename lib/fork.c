@@ -17,15 +17,29 @@
  *      during a whole load; a reload nests registry writers inside it),
  *      lock; then item_recs_lock.  Agents (lib/bridge.c): the bridge
  *      setters' lock.
- *   2. ureg__registries_lock, the list of registries.
- *   3. every registry's writer mutex, in address order - the order
+ *   2. the grace-period gate (a writer-preferring rwlock).  liburcu 0.13
+ *      has no fork handlers for its memb flavor's own mutexes: the grace
+ *      period lock (held through a whole synchronize_rcu) and the reader
+ *      registry lock (thread registration and exit).  A child forked while
+ *      another thread held one hangs in its first synchronize_rcu; ureg's
+ *      fork storm did so in 5 of 300 forks.  So the library calls
+ *      synchronize_rcu and (un)registers threads only through this gate,
+ *      read-locked, and prepare write-locks it: no such call is in flight
+ *      at the fork.  It comes after the config locks because a reload
+ *      waits for grace periods under its reload_lock, and before every
+ *      core lock because no core lock is held across a grace period (and a
+ *      grace period may wait for a reader that waits for a context lock).
+ *      An application's own synchronize_rcu calls are its business: it
+ *      must not fork while one runs.
+ *   3. ureg__registries_lock, the list of registries.
+ *   4. every registry's writer mutex, in address order - the order
  *      ureg_batch_commit_all takes several of them in.
- *   4. per registry: resize_lock (taken under the writer when a table
+ *   5. per registry: resize_lock (taken under the writer when a table
  *      grows), then evq_lock (events queued under the writer).
- *   5. events.c's listeners_lock.
- *   6. arena_pool.c's pool_lock (its critical sections call jemalloc,
+ *   6. events.c's listeners_lock.
+ *   7. arena_pool.c's pool_lock (its critical sections call jemalloc,
  *      whose own fork handlers, registered before ours, run after ours).
- *   7. the context list lock, then every context's lock (ctx.c).
+ *   8. the context list lock, then every context's lock (ctx.c).
  *
  * In the child the threads that did not survive the fork are still in
  * liburcu's reader list; rcu_thread.c unlinks them before liburcu restarts
@@ -84,6 +98,25 @@ static int reg_order(const void *a, const void *b)
 static ureg_registry **sorted;
 static size_t nsorted;
 
+static pthread_rwlock_t gp_gate = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+
+void ureg__gp_gate_enter(void)
+{
+	pthread_rwlock_rdlock(&gp_gate);
+}
+
+void ureg__gp_gate_leave(void)
+{
+	pthread_rwlock_unlock(&gp_gate);
+}
+
+void ureg__synchronize(void)
+{
+	pthread_rwlock_rdlock(&gp_gate);
+	urcu_memb_synchronize_rcu();
+	pthread_rwlock_unlock(&gp_gate);
+}
+
 static void prepare(void)
 {
 	ureg_registry *reg;
@@ -92,6 +125,7 @@ static void prepare(void)
 	urcu_memb_call_rcu_before_fork();
 	for (unsigned i = 0; i < __atomic_load_n(&layer_count, __ATOMIC_ACQUIRE); i++)
 		layers[i].lock();
+	pthread_rwlock_wrlock(&gp_gate);
 	pthread_mutex_lock(&ureg__registries_lock);
 	cds_list_for_each_entry(reg, &ureg__registries, all_node)
 		cap++;
@@ -133,6 +167,10 @@ static void unlock_core(bool child)
 		pthread_mutex_unlock(&reg->writer);
 	}
 	pthread_mutex_unlock(&ureg__registries_lock);
+	if (child) /* a fresh lock: the writer's thread id is not ours any more */
+		gp_gate = (pthread_rwlock_t)PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+	else
+		pthread_rwlock_unlock(&gp_gate);
 	free(sorted);
 	sorted = NULL;
 	nsorted = 0;

@@ -254,6 +254,12 @@ unsigned long ureg__buckets_for(unsigned long keys);
 extern pthread_mutex_t ureg__registries_lock;
 extern struct cds_list_head ureg__registries;
 void ureg__fork_init(void);
+/* every grace-period wait and RCU thread (un)registration of the library
+ * passes this gate, which fork's prepare closes: liburcu's own locks
+ * (grace period, reader registry) are never inherited held (fork.c) */
+void ureg__gp_gate_enter(void);
+void ureg__gp_gate_leave(void);
+void ureg__synchronize(void);
 /* an upper layer's locks, taken after liburcu's workers pause and before
  * the core's (fork.c states the whole order); call once per layer */
 void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),

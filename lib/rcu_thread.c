@@ -18,7 +18,9 @@ static void thread_exit(void *unused)
 {
 	(void)unused;
 	if (ureg__thread.registered == 1) {
+		ureg__gp_gate_enter(); /* liburcu's registry lock: see fork.c */
 		urcu_memb_unregister_thread();
+		ureg__gp_gate_leave();
 		ureg__thread.registered = 0;
 	}
 }
@@ -41,7 +43,9 @@ void ureg__rcu_register_slow(void)
 		ureg__thread.registered = 2;
 		return;
 	}
+	ureg__gp_gate_enter(); /* liburcu's registry lock: see fork.c */
 	urcu_memb_register_thread();
+	ureg__gp_gate_leave();
 	ureg__thread.registered = 1;
 
 	/* any non-NULL value makes the destructor run at exit */
@@ -99,5 +103,5 @@ bool ureg_in_read_section(void)
 void ureg_synchronize(void)
 {
 	ureg__rcu_ensure();
-	urcu_memb_synchronize_rcu();
+	ureg__synchronize();
 }

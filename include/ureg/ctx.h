@@ -60,6 +60,8 @@ enum ureg_ctx_flags {
  * @quota:       byte quota, 0 for none.
  * @arena:       jemalloc arena index the context allocates from.
  * @dedicated:   1 when the arena is the context's own.
+ * @waiting:     threads now waiting for a CONTEXT-scope instance another
+ *               thread is creating (they get its answer: one factory run).
  */
 struct ureg_ctx_stats {
 	size_t live_bytes;
@@ -70,6 +72,7 @@ struct ureg_ctx_stats {
 	size_t quota;
 	unsigned arena;
 	int dedicated;
+	unsigned waiting;
 };
 
 /**

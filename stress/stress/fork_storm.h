@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fork_storm - fork() again and again while threads keep every lock of the
+ * library busy; shared by `ureg-stress --mode fork` and
+ * tests/core/test_fork.c.
+ *
+ * Four busy threads loop over everything that takes a lock: shared and
+ * dedicated contexts created, filled and destroyed (context list, context
+ * locks, arena pool lock, jemalloc's arena locks), lookups and
+ * registrations (registry writer, resize and event locks), config reloads
+ * (config reload/table/item-record locks, batch commit), and listeners
+ * added and removed (listener lock).  The main thread forks; each child,
+ * with only the forking thread left, must do a lookup, a context
+ * create/alloc/destroy of both kinds, a registration and a config reload,
+ * and exit 0.  A child that deadlocks on a lock inherited held is killed by
+ * its alarm (counted as a hang); any other signal is a crash.
+ *
+ * No sleeps: the busy threads run flat out; the parent waits for each child.
+ */
+#ifndef UREG_FORK_STORM_H
+#define UREG_FORK_STORM_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ureg/ureg.h>
+#include <ureg/ctx.h>
+#include <ureg/config.h>
+#include <ureg/events.h>
+
+#define FORK_STORM_THREADS 4
+#define FORK_STORM_CHILD_ALARM_S 10
+
+struct fork_storm_result {
+	long forks;       /* children forked */
+	long ok;          /* exited 0 */
+	long failed;      /* exited non-zero (the step that failed) */
+	long crashed;     /* killed by a signal other than the alarm */
+	long hung;        /* killed by their alarm: a deadlock */
+	long busy_ops;    /* operations the busy threads completed */
+	long busy_errors; /* unexpected errors in the busy threads */
+	int first_bad_status;
+};
+
+struct fork_storm {
+	ureg_registry *reg;  /* "storm": lookups and registrations */
+	ureg_config *cfg;    /* reloaded by the busy threads */
+	atomic_int stop;
+	atomic_long ops, errors;
+};
+
+static void fork_storm_item_free(void *p)
+{
+	free(p);
+}
+
+static const ureg_type fork_storm_type = {
+	.name = "storm",
+	.item_destroy = fork_storm_item_free,
+};
+
+static int fork_storm_provider_create(ureg_ctx *ctx, const struct ureg_params *params,
+				      void *arg, void **out)
+{
+	(void)ctx; (void)params; (void)arg;
+	*out = malloc(32);
+	return *out ? 0 : -ENOMEM;
+}
+
+static void fork_storm_provider_destroy(void *obj, ureg_ctx *ctx)
+{
+	(void)ctx;
+	free(obj);
+}
+
+static const char *const fork_storm_yaml[2] = {
+	"registries:\n"
+	"  - name: storm-config\n"
+	"    type: storm\n"
+	"    entries:\n"
+	"      - key: a\n"
+	"        kind: singleton\n"
+	"        provider: storm.item\n"
+	"        params: {label: one}\n",
+	"registries:\n"
+	"  - name: storm-config\n"
+	"    type: storm\n"
+	"    entries:\n"
+	"      - key: a\n"
+	"        kind: singleton\n"
+	"        provider: storm.item\n"
+	"        params: {label: two}\n"
+	"      - key: b\n"
+	"        kind: singleton\n"
+	"        provider: storm.item\n",
+};
+
+static int fork_storm_reload(ureg_config *cfg, int which)
+{
+	const char *y = fork_storm_yaml[which & 1];
+
+	return ureg_config_reload_buffer(cfg, y, strlen(y), "storm.yaml", 0, NULL, NULL);
+}
+
+static void fork_storm_listener(const struct ureg_event *ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+}
+
+static int fork_storm_ctx_cycle(unsigned flags)
+{
+	ureg_ctx *ctx = NULL;
+	int rc = ureg_ctx_new("storm", flags, &ctx);
+
+	if (rc)
+		return rc == -EAGAIN && (flags & UREG_CTX_DEDICATED) ? 0 : rc;
+	for (int i = 0; i < 4; i++) {
+		char *p = ureg_ctx_alloc(ctx, (size_t)64 << (i * 3));
+		if (!p) {
+			ureg_ctx_destroy(ctx);
+			return -ENOMEM;
+		}
+		p[0] = 1;
+	}
+	ureg_ctx_destroy(ctx);
+	return 0;
+}
+
+static void *fork_storm_busy(void *arg)
+{
+	struct fork_storm *fs = arg;
+	long me = (long)pthread_self() & 0xffff, n = 0;
+	char key[64];
+
+	while (!atomic_load(&fs->stop)) {
+		int rc = 0;
+		void *p;
+
+		switch (n % 6) {
+		case 0: rc = fork_storm_ctx_cycle(UREG_CTX_SHARED); break;
+		case 1: rc = fork_storm_ctx_cycle(UREG_CTX_DEDICATED); break;
+		case 2:
+			ureg_read_lock();
+			rc = ureg_lookup(fs->reg, "stable", &p);
+			ureg_read_unlock();
+			break;
+		case 3: {
+			void *it = malloc(16);
+			snprintf(key, sizeof(key), "busy-%ld-%ld", me, n);
+			rc = it ? ureg_register(fs->reg, key, it) : -ENOMEM;
+			if (rc == 0)
+				rc = ureg_unregister(fs->reg, key, UREG_SINGLETON);
+			else
+				free(it);
+			break;
+		}
+		case 4: rc = fork_storm_reload(fs->cfg, (int)(n / 6)); break;
+		default: {
+			ureg_listener *l = NULL;
+			rc = ureg_listen(fs->reg, UREG_EV_ALL, fork_storm_listener, NULL, &l);
+			if (rc == 0)
+				ureg_unlisten(l);
+			break;
+		}
+		}
+		if (rc) {
+			if (atomic_fetch_add(&fs->errors, 1) < 3)
+				fprintf(stderr, "fork_storm: busy op %ld: %s (%s)\n", n % 6,
+					ureg_strerror(rc), ureg_last_error());
+		}
+		n++;
+	}
+	atomic_fetch_add(&fs->ops, n);
+	return NULL;
+}
+
+/* Everything a child does; 0 or the number of the step that failed. */
+static int fork_storm_child(struct fork_storm *fs)
+{
+	void *p = NULL;
+	void *it = malloc(16);
+
+	alarm(FORK_STORM_CHILD_ALARM_S);
+	ureg_read_lock();
+	int rc = ureg_lookup(fs->reg, "stable", &p);
+	ureg_read_unlock();
+	if (rc || !p)
+		return 21;
+	if (fork_storm_ctx_cycle(UREG_CTX_SHARED))
+		return 22;
+	if (fork_storm_ctx_cycle(UREG_CTX_DEDICATED))
+		return 23;
+	if (!it || ureg_register(fs->reg, "child", it) != 0)
+		return 24;
+	if (ureg_unregister(fs->reg, "child", UREG_SINGLETON) != 0)
+		return 25;
+	if (fork_storm_reload(fs->cfg, 1) != 0)
+		return 26;
+	ureg_synchronize(); /* grace periods work in the child */
+	return 0;
+}
+
+/*
+ * Fork @forks times while FORK_STORM_THREADS threads are busy; 0, or a
+ * negative errno when the set-up failed (nothing forked then).
+ */
+static int fork_storm_run(long forks, struct fork_storm_result *res)
+{
+	struct fork_storm fs = { 0 };
+	struct ureg_provider prov = {
+		.create = fork_storm_provider_create,
+		.destroy = fork_storm_provider_destroy,
+	};
+	pthread_t t[FORK_STORM_THREADS];
+	int rc, started = 0;
+
+	memset(res, 0, sizeof(*res));
+	if ((rc = ureg_registry_new(&fork_storm_type, "storm", &fs.reg)) ||
+	    (rc = ureg_register(fs.reg, "stable", malloc(16))) ||
+	    (rc = ureg_config_new(&fs.cfg)) ||
+	    (rc = ureg_config_type_register(fs.cfg, &fork_storm_type)) ||
+	    (rc = ureg_config_provider_register(fs.cfg, "storm.item", &prov)) ||
+	    (rc = fork_storm_reload(fs.cfg, 0)))
+		goto out;
+	for (; started < FORK_STORM_THREADS; started++)
+		if ((rc = -pthread_create(&t[started], NULL, fork_storm_busy, &fs)))
+			goto out;
+	for (long i = 0; i < forks; i++) {
+		int status = 0;
+		pid_t pid = fork();
+
+		if (pid < 0) {
+			rc = -errno;
+			break;
+		}
+		if (pid == 0)
+			_exit(fork_storm_child(&fs));
+		res->forks++;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+			res->ok++;
+			continue;
+		}
+		if (!res->first_bad_status)
+			res->first_bad_status = status;
+		if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+			res->hung++;
+		else if (WIFSIGNALED(status))
+			res->crashed++;
+		else
+			res->failed++;
+	}
+out:
+	atomic_store(&fs.stop, 1);
+	for (int i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	res->busy_ops = atomic_load(&fs.ops);
+	res->busy_errors = atomic_load(&fs.errors);
+	ureg_config_destroy(fs.cfg);
+	ureg_registry_destroy(fs.reg);
+	return rc;
+}
+
+#endif /* UREG_FORK_STORM_H */
