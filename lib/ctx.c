@@ -322,6 +322,14 @@ static UREG_TLS struct creation_wait waiting;
 /* Every live context, for ureg_ctx_foreach and reports.  Global by design:
  * a process-wide view is the point of ureg_report. */
 static uint32_t all_lock;
+
+/* cds_list_for_each_entry would form a ureg_ctx pointer from the list head
+ * itself (16-byte aligned type, 8-byte aligned head: UBSan objects) */
+#define for_each_ctx(ctx)                                                      \
+	for (struct cds_list_head *n_ = all_contexts.next;                     \
+	     n_ != &all_contexts &&                                            \
+	     ((ctx) = caa_container_of(n_, struct ureg_ctx, all_node), 1);     \
+	     n_ = n_->next)
 static CDS_LIST_HEAD(all_contexts);
 
 /*
@@ -334,7 +342,7 @@ void ureg__ctx_lock_all(void)
 	ureg_ctx *ctx;
 
 	lock_take(&all_lock);
-	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+	for_each_ctx(ctx)
 		lock_take(&ctx->lock);
 }
 
@@ -342,7 +350,7 @@ void ureg__ctx_unlock_all(void)
 {
 	ureg_ctx *ctx;
 
-	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+	for_each_ctx(ctx)
 		lock_drop(&ctx->lock);
 	lock_drop(&all_lock);
 }
@@ -352,7 +360,7 @@ void ureg__ctx_unlock_all_child(void)
 {
 	ureg_ctx *ctx;
 
-	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+	for_each_ctx(ctx)
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }
@@ -400,7 +408,7 @@ static UREG_TLS unsigned nspares;
 static UREG_TLS bool spares_key_set;
 static uint32_t foreach_active;
 static pthread_key_t spares_key;
-static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
+static pthread_once_t spares_once __attribute__((unused)) = PTHREAD_ONCE_INIT;
 
 static void spares_free(void *unused)
 {
@@ -422,7 +430,7 @@ static void spares_free(void *unused)
 	spares_key_set = false;
 }
 
-static void spares_key_init(void)
+static __attribute__((unused)) void spares_key_init(void)
 {
 	if (pthread_key_create(&spares_key, spares_free) != 0)
 		abort(); /* once per process, at the first context */
@@ -649,7 +657,7 @@ int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg)
 		return ureg__err(-EINVAL, "ctx_foreach: callback is NULL");
 	lock_take(&all_lock);
 	__atomic_add_fetch(&foreach_active, 1, __ATOMIC_SEQ_CST);
-	cds_list_for_each_entry(ctx, &all_contexts, all_node)
+	for_each_ctx(ctx)
 		if (__atomic_load_n(&ctx->live, __ATOMIC_SEQ_CST) && (rc = fn(ctx, arg)))
 			break;
 	__atomic_sub_fetch(&foreach_active, 1, __ATOMIC_RELAXED);
@@ -1043,7 +1051,7 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 		}
 		rcu_assign_pointer(ctx->cache, nc);
 		if (c)
-			urcu_memb_call_rcu(&c->rcu, cache_free_rcu);
+			ureg__call_rcu(&c->rcu, cache_free_rcu);
 		c = nc;
 	}
 	uint32_t i = serial_hash(serial) & c->mask;

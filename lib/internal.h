@@ -260,6 +260,8 @@ void ureg__fork_init(void);
 void ureg__gp_gate_enter(void);
 void ureg__gp_gate_leave(void);
 void ureg__synchronize(void);
+/* call_rcu through the enqueue gate, which prepare closes last (fork.c) */
+void ureg__call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *));
 /* an upper layer's locks, taken after liburcu's workers pause and before
  * the core's (fork.c states the whole order); call once per layer */
 void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),

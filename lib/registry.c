@@ -190,7 +190,7 @@ static void entry_rcu_cb(struct rcu_head *head)
  * table's reference once no reader can still see it. */
 void ureg__entry_retire(struct ureg_entry *e)
 {
-	urcu_memb_call_rcu(&ureg__cold(e)->rcu, entry_rcu_cb);
+	ureg__call_rcu(&ureg__cold(e)->rcu, entry_rcu_cb);
 }
 
 static void entry_unused_rcu_cb(struct rcu_head *head)
@@ -202,7 +202,7 @@ static void entry_unused_rcu_cb(struct rcu_head *head)
  * deferred only because a table iteration may still step through it. */
 void ureg__entry_retire_unused(struct ureg_entry *e)
 {
-	urcu_memb_call_rcu(&ureg__cold(e)->rcu, entry_unused_rcu_cb);
+	ureg__call_rcu(&ureg__cold(e)->rcu, entry_unused_rcu_cb);
 }
 
 /* --------------------------------------------------------------- tables */

@@ -150,10 +150,13 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p);
 int ureg_instance_release(ureg_ctx *ctx, void *instance);
 
 /**
- * ureg_ctx_foreach - call @fn(ctx, @arg) for every live context, in creation
- * order, until it returns non-zero (that value is returned).  For reports
- * and tools.  Any thread; holds the global context-list mutex throughout,
- * so @fn must not create or destroy contexts.  Returns 0 or @fn's value.
+ * ureg_ctx_foreach - call @fn(ctx, @arg) for every live context until it
+ * returns non-zero (that value is returned).  Order: oldest first, where a
+ * context made from a recycled context struct (a thread reuses the structs
+ * of contexts it destroyed) takes that struct's place.  For reports and
+ * tools.  Any thread; holds the global context-list lock throughout (a
+ * concurrent ureg_ctx_destroy of a visited context waits for the walk), so
+ * @fn must not create or destroy contexts.  Returns 0 or @fn's value.
  */
 int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg);
 

@@ -187,6 +187,7 @@ static inline int arena_churn_run(unsigned dedicated, unsigned shared, unsigned 
 	unsigned started = 0;
 	int rc = 0;
 
+	memset(res, 0, sizeof(*res));
 	if (!t || !tid) {
 		free(t);
 		free(tid);

@@ -46,6 +46,9 @@
 #include <ureg/ureg.h>
 #include <ureg/ctx.h>
 
+#include "arena_churn.h"
+#include "fork_storm.h"
+
 #define ITEM_LIVE UINT64_C(0x17e3a11fe17e3a11)
 #define INST_LIVE UINT64_C(0x1257a1ce1257a1ce)
 #define ARG_LIVE UINT64_C(0xfac70e7fac70e7a1)
@@ -1002,11 +1005,48 @@ static double now_s(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ureg-stress [--threads N] [--seconds S] [--seed X] [--keys K]\n"
-		   "  many threads run a random mix of lookups, registrations, replaces,\n"
-		   "  unregistrations, factories, contexts, quota hits, references and\n"
-		   "  batches against a shadow model; exit 0 only when no invariant broke.\n"
-		   "  defaults: threads = 4 x cores, 10 s, seed from the clock, 48 keys/thread\n");
+	fprintf(f, "usage: ureg-stress [--mode registry|arenas|fork] [--threads N] [--seconds S]\n"
+		   "                   [--seed X] [--keys K] [--forks N]\n"
+		   "  registry (default): many threads run a random mix of lookups,\n"
+		   "    registrations, replaces, unregistrations, factories, contexts, quota\n"
+		   "    hits, references and batches against a shadow model; exit 0 only when\n"
+		   "    no invariant broke.  Defaults: threads = 4 x cores, 10 s, seed from\n"
+		   "    the clock, 48 keys/thread.\n"
+		   "  arenas: 4 threads cycle DEDICATED contexts (1-16 blocks of 16 B-4 MiB)\n"
+		   "    beside 4 in SHARED contexts and 2 doing plain malloc (stress/stress/\n"
+		   "    arena_churn.h) for --seconds; exit 1 if any block changed under its\n"
+		   "    owner or a call failed.\n"
+		   "  fork: --forks N (default 1000) forks beside 4 threads busy on every lock\n"
+		   "    of the library (fork_storm.h); exit 3 if a child hung, 4 if one\n"
+		   "    crashed, 1 if one failed a step.\n");
+}
+
+static int run_arenas(void)
+{
+	struct arena_churn_result r;
+	int rc = arena_churn_run(4, 4, 2, seconds, seed, &r);
+
+	printf("arenas: dedicated_cycles=%ld shared_cycles=%ld malloc_ops=%ld "
+	       "bad_patterns=%ld failures=%ld eagain=%ld seconds=%.1f seed=%" PRIu64 "\n",
+	       r.dedicated_cycles, r.shared_cycles, r.malloc_ops, r.bad_patterns,
+	       r.failures, r.eagain, seconds, seed);
+	return rc == 0 && r.bad_patterns == 0 && r.failures == 0 ? 0 : 1;
+}
+
+static int run_fork(long forks)
+{
+	struct fork_storm_result r;
+	int rc = fork_storm_run(forks, &r);
+
+	printf("fork: forks=%ld ok=%ld failed=%ld crashed=%ld hung=%ld busy_ops=%ld "
+	       "busy_errors=%ld first_bad_status=0x%x\n",
+	       r.forks, r.ok, r.failed, r.crashed, r.hung, r.busy_ops, r.busy_errors,
+	       r.first_bad_status);
+	if (r.hung)
+		return 3;
+	if (r.crashed)
+		return 4;
+	return rc == 0 && r.ok == forks && r.busy_errors == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -1016,16 +1056,29 @@ int main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 's' },
 		{ "seed", required_argument, NULL, 'r' },
 		{ "keys", required_argument, NULL, 'k' },
+		{ "mode", required_argument, NULL, 'm' },
+		{ "forks", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	const char *mode = "registry";
+	long forks = 1000;
+	char *end;
 	int c;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	nthreads = (int)(cores > 0 ? cores : 1) * 4;
 	seed = (uint64_t)time(NULL);
-	while ((c = getopt_long(argc, argv, "t:s:r:k:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:s:r:k:m:f:h", opts, NULL)) != -1) {
 		switch (c) {
+		case 'm': mode = optarg; break;
+		case 'f':
+			forks = strtol(optarg, &end, 10);
+			if (*end || forks < 1) {
+				usage(stderr);
+				return 2;
+			}
+			break;
 		case 't': nthreads = atoi(optarg); break;
 		case 's': seconds = atof(optarg); break;
 		case 'r': seed = strtoull(optarg, NULL, 0); break;
@@ -1035,6 +1088,14 @@ int main(int argc, char **argv)
 		}
 	}
 	if (nthreads < 1 || nthreads > 999 || nkeys < 1 || nkeys > 999 || !(seconds > 0)) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(mode, "arenas"))
+		return run_arenas();
+	if (!strcmp(mode, "fork"))
+		return run_fork(forks);
+	if (strcmp(mode, "registry")) {
 		usage(stderr);
 		return 2;
 	}

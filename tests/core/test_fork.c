@@ -270,14 +270,17 @@ static void *busy_writer(void *p)
 
 	pthread_barrier_wait(&b->go);
 	while (!atomic_load(&b->stop)) {
-		struct item *it = item_new(7);
+		struct item *it;
 		void *m;
 
+		FORK_STORM_WORK_BEGIN(); /* parks only under ASan: fork_storm.h */
+		it = item_new(7);
 		if (ureg_register(b->reg, "busy", it) != 0)
 			item_free_unowned(it);
 		ureg_unregister(b->reg, "busy", UREG_SINGLETON);
 		m = ureg_ctx_alloc(b->ctx, 128);
 		ureg_ctx_free(b->ctx, m);
+		FORK_STORM_WORK_END();
 		ops++;
 	}
 	atomic_fetch_add(&b->ops, ops);
@@ -298,8 +301,12 @@ Test(fork, forking_while_a_writer_thread_mutates_leaves_the_child_usable,
 	cr_assert_eq(pthread_create(&t, NULL, busy_writer, b), 0);
 	pthread_barrier_wait(&b->go);
 	for (int i = 0; i < 20; i++) {
-		pid_t pid = fork();
+		pid_t pid;
 
+		FORK_STORM_FORK_BEGIN();
+		pid = fork();
+		if (pid != 0)
+			FORK_STORM_FORK_END();
 		cr_assert_neq(pid, -1);
 		if (pid == 0) {
 			/* the writer did not survive the fork, whatever it held */
