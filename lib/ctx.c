@@ -317,6 +317,8 @@ struct creation_wait {
 };
 
 static UREG_TLS struct creation *creating;       /* innermost frame */
+
+static void record_free(struct ureg_instance *in);
 static UREG_TLS struct creation_wait waiting;
 
 /* Every live context, for ureg_ctx_foreach and reports.  Global by design:
@@ -547,7 +549,7 @@ static void instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
 	if (destroy)
 		destroy(in->obj, ctx);
 	ureg__fbox_put(fb);
-	ureg__free(in);
+	record_free(in);
 }
 
 /* Under ctx->lock: out of the creation-order list (not the map). */
@@ -776,38 +778,30 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 
 /* ------------------------------------------------------------ creations */
 
-static void frame_open(struct creation *c, ureg_ctx *ctx, const char *key)
+/* Under ctx->lock. */
+static void frame_open_locked(struct creation *c, ureg_ctx *ctx, const char *key)
 {
 	c->parent = creating;
 	c->ctx = ctx;
 	c->key = key;
 	hdr_list_init(&c->allocs);
 	c->allocated = 0;
-	lock_take(&ctx->lock);
 	c->peak_before = ctx->peak_bytes;
-	lock_drop(&ctx->lock);
-	creating = c;
 }
 
-/* Success: the frame's blocks become the context's. */
-static void frame_keep(struct creation *c)
+/* Under ctx->lock.  Success: the frame's blocks become the context's. */
+static void frame_keep_locked(struct creation *c)
 {
-	ureg_ctx *ctx = c->ctx;
-
-	creating = c->parent;
-	lock_take(&ctx->lock);
-	hdr_splice_tail(&ctx->allocs, &c->allocs);
-	lock_drop(&ctx->lock);
+	hdr_splice_tail(&c->ctx->allocs, &c->allocs);
 }
 
-/* Failure: free what the creation allocated, restore the counters. */
-static void frame_rollback(struct creation *c)
+/* Under ctx->lock.  Failure: free what the creation allocated, restore
+ * the counters. */
+static void frame_rollback_locked(struct creation *c)
 {
 	ureg_ctx *ctx = c->ctx;
 	struct alloc_hdr *h, *next;
 
-	creating = c->parent;
-	lock_take(&ctx->lock);
 	for (h = hdr_next(&c->allocs); h != &c->allocs; h = next) {
 		size_t usable = hdr_size(h);
 
@@ -821,7 +815,29 @@ static void frame_rollback(struct creation *c)
 	if (ctx->peak_bytes > c->peak_before)
 		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
 			ctx->live_bytes : c->peak_before;
-	lock_drop(&ctx->lock);
+}
+
+/*
+ * Instance records are library bookkeeping made and dropped at the rate of
+ * factory calls: they come from the thread's shared-pool arena through
+ * jemalloc's thread cache (whose bins hold far more than glibc's 7 per size
+ * when a thread creates and releases instances in batches).
+ */
+static struct ureg_instance *record_new(void)
+{
+	unsigned arena;
+
+	if (UREG_LIKELY(ureg__home_arena))
+		arena = ureg__home_arena - 1;
+	else if (ureg__arena_shared(&arena))
+		return NULL;
+	return ureg__fault_hit() ? NULL :
+		mallocx(sizeof(struct ureg_instance), MALLOCX_ARENA(arena));
+}
+
+static void record_free(struct ureg_instance *in)
+{
+	sdallocx(in, sizeof(*in), 0);
 }
 
 static struct ctx_instances *instances_of(ureg_ctx *ctx)
@@ -933,18 +949,20 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	void *obj = NULL;
 	int rc;
 
-	if (!(in = ureg__malloc(sizeof(*in))))
+	if (!(in = record_new()))
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	lock_take(&ctx->lock);
 	rc = map_reserve(ctx);
+	if (rc == 0)
+		frame_open_locked(c, ctx, fb->key);
 	lock_drop(&ctx->lock);
 	if (rc) {
-		ureg__free(in);
+		record_free(in);
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	}
-	frame_open(c, ctx, fb->key);
+	creating = c;
 	ureg__clear_err();
 	rc = fb->f.create(ctx, fb->f.arg, &obj);
 	if (rc == 0 && !obj)
@@ -961,23 +979,24 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 				rc = -rc;
 		}
 	}
+	creating = c->parent;
 	if (rc) {
-		frame_rollback(c);
 		lock_take(&ctx->lock);
+		frame_rollback_locked(c);
 		ctx->inst->reserved--;
 		lock_drop(&ctx->lock);
-		ureg__free(in);
+		record_free(in);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
 				  reg->name, fb->key, ureg_strerror(rc));
 		return rc;
 	}
-	frame_keep(c);
 	in->obj = obj;
 	in->fb = fb;
 	in->cached = cached;
 	in->next = NULL;
 	lock_take(&ctx->lock);
+	frame_keep_locked(c);
 	struct ctx_instances *ci = ctx->inst;
 	map_insert(ci, in);
 	in->prev = ci->newest;
