@@ -114,7 +114,7 @@ static inline void lock_drop(uint32_t *l)
  */
 struct alloc_hdr {
 	uintptr_t prev, next;
-} __attribute__((aligned(16))); /* list heads too: their low bits are free */
+};
 _Static_assert(sizeof(struct alloc_hdr) == 16, "header keeps 16-byte alignment");
 
 #define HDR_TAG ((uintptr_t)15)
@@ -272,7 +272,7 @@ struct ctx_instances {
 #define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
 
 struct ureg_ctx {
-	struct alloc_hdr allocs;          /* circular list sentinel */
+	struct alloc_hdr allocs;          /* list head: first, so 16-byte aligned */
 	uint32_t lock;                    /* everything but the name */
 	uint16_t arena;                   /* jemalloc arena index (< 4096) */
 	uint8_t dedicated : 1;
@@ -290,6 +290,10 @@ struct ureg_ctx {
 	char name[];                      /* at least CTX_NAME_INLINE bytes */
 };
 
+/* List heads need free low bits: malloc gives 16-byte alignment to the
+ * context, whose head comes first; creation frames align theirs. */
+_Static_assert(offsetof(struct ureg_ctx, allocs) == 0, "list head first");
+
 /*
  * One creation in progress on this thread: the rollback list, and for
  * CONTEXT scope the single-flight record other threads wait on.
@@ -299,7 +303,7 @@ struct creation {
 	struct creation *parent;          /* this thread's enclosing creation */
 	ureg_ctx *ctx;
 	const char *key;
-	struct alloc_hdr allocs;          /* blocks made while it runs */
+	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
 	size_t peak_before;
 	/* single flight (CONTEXT scope), under ctx->lock */
