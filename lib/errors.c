@@ -4,7 +4,20 @@
 #include "internal.h"
 
 static UREG_TLS char last_error[512];
-static UREG_TLS const char *last_msg; /* last_error or a static string */
+static UREG_TLS const char *last_msg; /* last_error, a static string or LAZY */
+
+/*
+ * Read-path failures (a lookup miss, a get outside a read section) name
+ * the registry and the key, but a miss may be frequent: the failing call
+ * only copies the two strings (no formatting), and ureg_last_error()
+ * formats them when, and if, somebody asks.  Copies, not pointers: the
+ * caller's key buffer or the registry may be gone by then.
+ */
+static char lazy_tag; /* last_msg == &lazy_tag: format lazy_* on demand */
+#define LAZY (&lazy_tag)
+static UREG_TLS const char *lazy_what;
+static UREG_TLS char lazy_reg[UREG_NAME_MAX + 1];
+static UREG_TLS char lazy_key[UREG_KEY_MAX + 1];
 
 int ureg__err(int err, const char *fmt, ...)
 {
@@ -24,6 +37,22 @@ int ureg__err_static(int err, const char *msg)
 	return err;
 }
 
+int ureg__err_key(int err, const char *what, const char *reg_name,
+		  const char *key, size_t keylen)
+{
+	size_t n = strnlen(reg_name, UREG_NAME_MAX);
+
+	memcpy(lazy_reg, reg_name, n);
+	lazy_reg[n] = '\0';
+	if (keylen > UREG_KEY_MAX)
+		keylen = UREG_KEY_MAX;
+	memcpy(lazy_key, key, keylen);
+	lazy_key[keylen] = '\0';
+	lazy_what = what;
+	last_msg = LAZY;
+	return err;
+}
+
 void ureg__clear_err(void)
 {
 	last_msg = NULL;
@@ -31,6 +60,11 @@ void ureg__clear_err(void)
 
 const char *ureg_last_error(void)
 {
+	if (last_msg == LAZY) {
+		snprintf(last_error, sizeof(last_error), "registry '%s': %s '%s'",
+			 lazy_reg, lazy_what, lazy_key);
+		last_msg = last_error;
+	}
 	return last_msg ? last_msg : "";
 }
 
@@ -61,6 +95,8 @@ const char *ureg_strerror(int err)
 		return "invalid configuration";
 	case -ELOOP:
 		return "recursive use not allowed";
+	case -ETIMEDOUT:
+		return "timed out waiting for holders to let go (see ureg_last_error)";
 	default:
 		break;
 	}

@@ -69,6 +69,10 @@ static inline void ureg__rcu_ensure(void)
 int ureg__err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int ureg__err_static(int err, const char *msg);
+/* For read-path failures: copies @reg_name and @key (@keylen bytes), and
+ * ureg_last_error() formats "registry 'R': @what 'K'" only when asked. */
+int ureg__err_key(int err, const char *what, const char *reg_name,
+		  const char *key, size_t keylen);
 void ureg__clear_err(void);
 
 /* ---- allocation inside the library, with fault injection (alloc.c) ---- */

@@ -657,9 +657,19 @@ static inline int find_in_section(ureg_registry *reg, const char *key,
 	if (UREG_UNLIKELY((rc = ureg__key_prepare(key, &k))))
 		return rc;
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
-		return ureg__err(-EPERM, "%s outside ureg_read_lock()", call);
+		return ureg__err(-EPERM, "registry '%s': %s of '%s' outside ureg_read_lock()",
+				 reg->name, call, key);
 	*e = ureg__find(ureg__ht(reg), &k);
 	return 0;
+}
+
+/* Failure messages of the read path: copied, formatted only when read
+ * (errors.c), so a miss costs two short copies and no formatting. */
+static __attribute__((noinline, cold)) int miss(int err, const char *what,
+						const ureg_registry *reg,
+						const char *key)
+{
+	return ureg__err_key(err, what, reg->name, key, strnlen(key, UREG_KEY_MAX));
 }
 
 int ureg_lookup(ureg_registry *reg, const char *key, void **item)
@@ -669,29 +679,93 @@ int ureg_lookup(ureg_registry *reg, const char *key, void **item)
 
 	if (UREG_UNLIKELY((rc = find_in_section(reg, key, item, "lookup", &e))))
 		return rc;
-	if (!e || !e->item)
-		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
+	if (UREG_UNLIKELY(!e || !e->item))
+		return miss(-ENOENT, "lookup: no singleton under", reg, key);
 	*item = e->item;
 	return 0;
+}
+
+/*
+ * What ureg_get makes of entry @e (found in a read section the caller
+ * holds).  Singleton first; else the factory's instance in @ctx.
+ */
+static inline int get_from(ureg_registry *reg, struct ureg_entry *e,
+			   const char *key, ureg_ctx *ctx, void **out)
+{
+	if (UREG_UNLIKELY(!e))
+		return miss(-ENOENT, "get: no such key:", reg, key);
+	if (e->item) {
+		*out = e->item;
+		return 0;
+	}
+	if (UREG_UNLIKELY(!e->fbox))
+		return miss(-ENOENT, "get: no singleton and no factory under", reg, key);
+	if (UREG_UNLIKELY(!ctx))
+		return miss(-ENOENT, "get: only a factory, and no context given, for", reg, key);
+	return ureg__ctx_get_instance(ctx, reg, e, out);
+}
+
+/*
+ * ureg_get outside a read section (ureg.h, ureg_get): a factory's
+ * instance belongs to its context and outlives any section, so the call
+ * takes a section of its own for the lookup.  A singleton is refused: its
+ * borrowed pointer would be dead by the time the caller sees it.
+ * TRANSIENT creations run after the section is closed (as
+ * ureg_create_instance does); a CONTEXT-scope get keeps it, because the
+ * context's instance cache is probed, and replaced, under RCU.
+ * @find looks the key up (string or handle) inside the section.
+ */
+static __attribute__((noinline)) int get_own_section(ureg_registry *reg,
+						     ureg_ctx *ctx, void **out,
+						     struct ureg_entry *(*find)(ureg_registry *, const void *),
+						     const void *key_arg, const char *key)
+{
+	struct ureg_factory_box *fb;
+	struct ureg_entry *e;
+	int rc;
+
+	ureg__rcu_ensure();
+	ureg_read_lock();
+	e = find(reg, key_arg);
+	if (e && e->item) {
+		ureg_read_unlock();
+		return miss(-EPERM, "get outside a read section: it is a singleton (use "
+			    "UREG_READ_SECTION or ureg_acquire):", reg, key);
+	}
+	if (!e || !e->fbox || !ctx || e->fbox->f.scope == UREG_SCOPE_CONTEXT) {
+		rc = get_from(reg, e, key, ctx, out);
+		ureg_read_unlock();
+		return rc;
+	}
+	fb = e->fbox;
+	ureg__fbox_get(fb);
+	ureg_read_unlock();
+	rc = ureg__ctx_create(ctx, reg, fb, false, out);
+	ureg__fbox_put(fb);
+	return rc;
+}
+
+static struct ureg_entry *find_str(ureg_registry *reg, const void *k)
+{
+	return ureg__find(ureg__ht(reg), k);
 }
 
 int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 {
 	struct ureg_entry *e = NULL;
+	struct ureg_key k;
 	int rc;
 
+	if (UREG_UNLIKELY(!ureg__thread.read_depth)) {
+		if (!reg || !out)
+			return ureg__err(-EINVAL, "get: NULL registry or out");
+		if ((rc = ureg__key_prepare(key, &k)))
+			return rc;
+		return get_own_section(reg, ctx, out, find_str, &k, key);
+	}
 	if (UREG_UNLIKELY((rc = find_in_section(reg, key, out, "get", &e))))
 		return rc;
-	if (UREG_UNLIKELY(!e))
-		return ureg__err_static(-ENOENT, "get: no such key");
-	if (e->item) {
-		*out = e->item;
-		return 0;
-	}
-	if (!ctx || !e->fbox)
-		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
-					: "get: key has only a factory and no context was given");
-	return ureg__ctx_get_instance(ctx, reg, e, out);
+	return get_from(reg, e, key, ctx, out);
 }
 
 /* ------------------------------------------------------ key handles */
@@ -784,7 +858,8 @@ static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
 	if (UREG_UNLIKELY(!reg || !k || !out))
 		return ureg__err(-EINVAL, "%s: NULL registry, key handle or out", call);
 	if (UREG_UNLIKELY(!ureg__thread.read_depth))
-		return ureg__err(-EPERM, "%s outside ureg_read_lock()", call);
+		return ureg__err(-EPERM, "registry '%s': %s of '%.*s' outside ureg_read_lock()",
+				 reg->name, call, UREG_KEY_MAX, k->str ? k->str : "(null)");
 	return handle_find(reg, k, e);
 }
 
@@ -842,7 +917,7 @@ static __attribute__((noinline)) int lookup_key_full(ureg_registry *reg,
 	if (UREG_UNLIKELY((rc = handle_in_section(reg, k, item, "lookup_key", &e))))
 		return rc;
 	if (UREG_UNLIKELY(!e || !e->item))
-		return ureg__err_static(-ENOENT, "lookup: no singleton under that key");
+		return miss(-ENOENT, "lookup: no singleton under", reg, k->str);
 	*item = e->item;
 	return 0;
 }
@@ -859,6 +934,14 @@ int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
 	return lookup_key_full(reg, k, item);
 }
 
+/* get_own_section's finder for a handle: inside the section it opened */
+static struct ureg_entry *find_handle(ureg_registry *reg, const void *k)
+{
+	struct ureg_entry *e = NULL;
+
+	return handle_find(reg, (ureg_key *)k, &e) ? NULL : e;
+}
+
 static __attribute__((noinline)) int get_key_full(ureg_registry *reg,
 						  ureg_key *k, ureg_ctx *ctx,
 						  void **out)
@@ -866,18 +949,18 @@ static __attribute__((noinline)) int get_key_full(ureg_registry *reg,
 	struct ureg_entry *e = NULL;
 	int rc;
 
+	if (UREG_UNLIKELY(reg && k && out && !ureg__thread.read_depth)) {
+		struct ureg_key tmp;
+
+		/* validate the handle before taking a section for it */
+		if (!(__atomic_load_n(&k->state, __ATOMIC_ACQUIRE) & UREG__KEY_READY) &&
+		    (rc = ureg__key_handle_slow(k, &tmp)) < 0)
+			return rc;
+		return get_own_section(reg, ctx, out, find_handle, k, k->str);
+	}
 	if (UREG_UNLIKELY((rc = handle_in_section(reg, k, out, "get_key", &e))))
 		return rc;
-	if (UREG_UNLIKELY(!e))
-		return ureg__err_static(-ENOENT, "get: no such key");
-	if (e->item) {
-		*out = e->item;
-		return 0;
-	}
-	if (!ctx || !e->fbox)
-		return ureg__err_static(-ENOENT, ctx ? "get: key has no singleton and no factory"
-					: "get: key has only a factory and no context was given");
-	return ureg__ctx_get_instance(ctx, reg, e, out);
+	return get_from(reg, e, k->str, ctx, out);
 }
 
 int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
@@ -1104,7 +1187,7 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 	if ((rc = find_in_section(reg, key, info, "entry_info", &e)))
 		return rc;
 	if (!e)
-		return ureg__err_static(-ENOENT, "entry_info: no such key");
+		return miss(-ENOENT, "entry_info: no such key:", reg, key);
 	info->has_singleton = e->item != NULL;
 	info->has_factory = e->fbox != NULL;
 	info->scope = e->fbox ? e->fbox->f.scope : UREG_SCOPE_TRANSIENT;

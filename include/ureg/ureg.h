@@ -279,7 +279,9 @@ void ureg_synchronize(void);
  * Call inside a read section.  Never blocks, locks, allocates or writes
  * shared memory.  *@item is a borrowed pointer valid until the section
  * closes.  Returns 0, -EINVAL (bad arguments), -EPERM (not inside a read
- * section), -ENOENT (no singleton under @key).
+ * section), -ENOENT (no singleton under @key).  After a failure
+ * ureg_last_error() names the registry and the key (formatted only when
+ * read: the miss itself copies two short strings and formats nothing).
  */
 int ureg_lookup(ureg_registry *reg, const char *key, void **item);
 
@@ -291,6 +293,10 @@ int ureg_contains(ureg_registry *reg, const char *key);
 
 /**
  * ureg_get - the original get(key, ctx).
+ * @reg:  the registry.
+ * @key:  the key.
+ * @ctx:  the user context for a factory's instance; NULL for singletons only.
+ * @out:  receives the singleton or the instance (untouched on failure).
  *
  * Returns the singleton under @key if there is one (a borrowed pointer,
  * valid until the read section closes); otherwise, when @ctx is not NULL
@@ -299,12 +305,23 @@ int ureg_contains(ureg_registry *reg, const char *key);
  * scope a new one.  Instances belong to @ctx and stay valid until released
  * or the context is destroyed.
  *
- * Call inside a read section.  The cached paths never block or write
- * shared memory; a creation runs the factory (no ureg lock held) and may
- * block on @ctx's mutex while another thread creates the same instance.
- * Returns 0, -EINVAL, -EPERM (not in a read section), -ENOENT (nothing
- * usable under @key), -ENOMEM / -EDQUOT (context quota) or the factory's
- * own error.
+ * Who may call it: any thread.  Inside a read section it serves both
+ * kinds.  Outside one it serves factory keys only (their instances belong
+ * to @ctx, not to a section; the call opens a section of its own for the
+ * lookup, and a TRANSIENT creation runs after it is closed): a key that
+ * holds a singleton is refused with -EPERM, because the borrowed pointer
+ * would be dead on return.  For singletons open a section
+ * (UREG_READ_SECTION below) or take a counted reference (ureg_acquire).
+ *
+ * Blocking: the cached paths never block or write shared memory; a
+ * creation runs the factory (no ureg lock held) and may block on @ctx's
+ * lock while another thread creates the same instance.
+ *
+ * Returns 0, -EINVAL, -EPERM (a singleton key, outside a read section),
+ * -ENOENT (nothing usable under @key), -EDEADLK (a creation cycle),
+ * -ENOMEM / -EDQUOT (context quota) or the factory's own error.  On
+ * failure ureg_last_error() names the registry and the key; the message is
+ * formatted only when it is read, so a miss costs no formatting.
  */
 int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out);
 
@@ -483,7 +500,8 @@ int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item);
 
 /**
  * ureg_get_key - ureg_get() through a key handle: same contract, same
- * returns.  Call inside a read section.
+ * returns (outside a read section: factory keys only, -EPERM for a
+ * singleton).  Any thread.
  */
 int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out);
 
@@ -666,6 +684,42 @@ static inline void ureg__read_unlock_inline(void)
 #define ureg_read_lock() ureg__read_lock_inline()
 #define ureg_read_unlock() ureg__read_unlock_inline()
 #endif
+
+/*
+ * UREG_READ_SECTION - a scoped read section:
+ *
+ *	UREG_READ_SECTION {
+ *		struct tool *t;
+ *		if (tools_lookup(reg, "calculator", &t) == 0)
+ *			use(t);          // borrowed: valid inside the block only
+ *	}
+ *
+ * Opens a read section (ureg_read_lock) for the statement or block that
+ * follows and closes it (ureg_read_unlock) however control leaves it: at
+ * its end, or by break, continue, return or goto (GCC/Clang's cleanup
+ * attribute runs the unlock when the hidden variable goes out of scope;
+ * ureg requires GNU C anyway).  Nests like the calls themselves.  Same
+ * rules as any read section: do not call ureg_synchronize(),
+ * ureg_batch_commit(), ureg_drain(), ureg_registry_destroy() or
+ * ureg_ctx_destroy() inside it, and do not keep a borrowed pointer past
+ * its end.  Any thread; never blocks.
+ */
+static inline int ureg__read_section_begin(void)
+{
+	ureg_read_lock();
+	return 1;
+}
+
+static inline void ureg__read_section_end(int *unused)
+{
+	(void)unused;
+	ureg_read_unlock();
+}
+
+#define UREG_READ_SECTION                                                      \
+	for (int ureg__rs_ __attribute__((cleanup(ureg__read_section_end), unused)) = \
+		     ureg__read_section_begin(), ureg__rs_once_ = 1;           \
+	     ureg__rs_once_; ureg__rs_once_ = 0)
 
 #include <ureg/ctx.h>
 

@@ -562,7 +562,7 @@ Test(registry, lookup_never_creates_an_instance)
 	ureg_registry_destroy(reg);
 }
 
-Test(registry, lookup_get_and_entry_info_outside_a_read_section_return_eperm)
+Test(registry, lookup_singleton_get_and_entry_info_outside_a_read_section_return_eperm)
 {
 	ureg_registry *reg = new_reg(&item_type);
 	ureg_ctx *ctx = new_ctx();
@@ -578,7 +578,8 @@ Test(registry, lookup_get_and_entry_info_outside_a_read_section_return_eperm)
 	cr_assert_null(p);
 	cr_assert_str_not_empty(ureg_last_error());
 	cr_assert_eq(ureg_get(reg, "item", NULL, &p), -EPERM);
-	cr_assert_eq(ureg_get(reg, "factory", ctx, &p), -EPERM);
+	cr_assert_eq(ureg_get(reg, "item", ctx, &p), -EPERM);
+	cr_assert_null(p);
 	cr_assert_eq(ureg_entry_info(reg, "item", &info), -EPERM);
 	cr_assert_eq(atomic_load(&f.calls), 0);
 	cr_assert_eq(ctx_stats(ctx).instances, 0);
@@ -1318,4 +1319,172 @@ Test(batch, batches_of_several_registries_commit_together_or_are_refused_whole)
 	ureg_read_unlock();
 	ureg_registry_destroy(a);
 	ureg_registry_destroy(b);
+}
+
+/* ------------------------------------------------------------------ */
+/* get outside a read section, scoped read sections, read-path errors  */
+/* ------------------------------------------------------------------ */
+
+Test(registry, get_of_a_context_scope_factory_works_outside_a_read_section)
+{
+	ureg_registry *reg = new_reg(&item_type);
+	ureg_ctx *ctx = new_ctx();
+	struct fac f = { .id = 7 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	void *a = NULL, *b = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "agent", &uf), 0);
+	cr_assert_not(ureg_in_read_section());
+	cr_assert_eq(ureg_get(reg, "agent", ctx, &a), 0, "%s", ureg_last_error());
+	cr_assert_eq(ureg_get(reg, "agent", ctx, &b), 0);
+	cr_assert_not(ureg_in_read_section(), "the call's own section is closed");
+	cr_assert_not_null(a);
+	cr_assert_eq(a, b, "one instance per (context, key)");
+	cr_assert_eq(((struct inst *)a)->factory_id, 7);
+	cr_assert_eq(atomic_load(&f.calls), 1);
+	/* the instance belongs to the context: valid after a grace period */
+	ureg_synchronize();
+	cr_assert_eq(((struct inst *)a)->magic, INST_MAGIC);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&inst_destroyed), 1);
+	ureg_registry_destroy(reg);
+}
+
+Test(registry, get_of_a_transient_factory_outside_a_read_section_makes_a_new_instance_each_time)
+{
+	ureg_registry *reg = new_reg(&item_type);
+	ureg_ctx *ctx = new_ctx();
+	struct fac f = { .id = 8 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_TRANSIENT);
+	static ureg_key k = UREG_KEY_CACHED_INIT("agent");
+	void *a = NULL, *b = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "agent", &uf), 0);
+	cr_assert_eq(ureg_get(reg, "agent", ctx, &a), 0);
+	cr_assert_eq(ureg_get_key(reg, &k, ctx, &b), 0, "%s", ureg_last_error());
+	cr_assert_neq(a, b);
+	cr_assert_eq(atomic_load(&f.calls), 2);
+	cr_assert_eq(ctx_stats(ctx).instances, 2);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(reg);
+}
+
+Test(registry, get_outside_a_read_section_refuses_a_singleton_and_names_the_key)
+{
+	ureg_registry *reg = new_reg(&item_type);
+	ureg_ctx *ctx = new_ctx();
+	struct fac f = { .id = 9 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	static ureg_key k = UREG_KEY_INIT("both");
+	void *p = NULL;
+
+	cr_assert_eq(ureg_register(reg, "both", item_new(1)), 0);
+	cr_assert_eq(ureg_register_factory(reg, "both", &uf), 0);
+	/* get prefers the singleton, whose pointer needs a section */
+	cr_assert_eq(ureg_get(reg, "both", ctx, &p), -EPERM);
+	cr_assert(strstr(ureg_last_error(), "'core-test'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "'both'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "singleton"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_get_key(reg, &k, ctx, &p), -EPERM);
+	cr_assert_null(p);
+	cr_assert_eq(atomic_load(&f.calls), 0);
+	/* unknown keys and factory keys without a context: -ENOENT */
+	cr_assert_eq(ureg_get(reg, "unknown", ctx, &p), -ENOENT);
+	cr_assert_eq(ureg_unregister(reg, "both", UREG_SINGLETON), 0);
+	cr_assert_eq(ureg_get(reg, "both", NULL, &p), -ENOENT);
+	cr_assert_null(p);
+	cr_assert_eq(ureg_get(reg, "both", ctx, &p), 0);
+	cr_assert_not_null(p);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(reg);
+}
+
+static int lookup_in_scoped_section_and_return(ureg_registry *reg, void **p,
+					       bool *inside)
+{
+	UREG_READ_SECTION {
+		*inside = ureg_in_read_section();
+		return ureg_lookup(reg, "k", p); /* leaves by return */
+	}
+	return -1;
+}
+
+Test(registry, a_scoped_read_section_closes_however_its_block_is_left)
+{
+	ureg_registry *reg = new_reg(&item_type);
+	struct item *it = item_new(1);
+	bool inside = false;
+	void *p = NULL;
+	int rounds = 0;
+
+	cr_assert_eq(ureg_register(reg, "k", it), 0);
+	UREG_READ_SECTION {
+		cr_assert(ureg_in_read_section());
+		cr_assert_eq(ureg_lookup(reg, "k", &p), 0);
+		rounds++;
+	}
+	cr_assert_eq(rounds, 1, "the block runs exactly once");
+	cr_assert_eq(p, it);
+	cr_assert_not(ureg_in_read_section());
+
+	UREG_READ_SECTION {
+		UREG_READ_SECTION /* nests */
+			cr_assert(ureg_in_read_section());
+		cr_assert(ureg_in_read_section(), "the outer section is still open");
+		break;
+	}
+	cr_assert_not(ureg_in_read_section(), "break closes the section");
+
+	p = NULL;
+	cr_assert_eq(lookup_in_scoped_section_and_return(reg, &p, &inside), 0);
+	cr_assert(inside);
+	cr_assert_eq(p, it);
+	cr_assert_not(ureg_in_read_section(), "return closes the section");
+	ureg_synchronize(); /* would hang if a section were left open */
+	ureg_registry_destroy(reg);
+}
+
+Test(registry, read_path_errors_name_the_registry_and_the_key)
+{
+	ureg_registry *reg = new_reg(&item_type);
+	ureg_ctx *ctx = new_ctx();
+	struct fac f = { .id = 3 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	static ureg_key missing_key = UREG_KEY_CACHED_INIT("missing-handle");
+	struct ureg_entry_info info;
+	char key[32];
+	void *p = NULL;
+
+	cr_assert_eq(ureg_register_factory(reg, "maker", &uf), 0);
+	/* the key buffer is reused before the message is read: the message
+	 * must hold a copy */
+	snprintf(key, sizeof(key), "missing-lookup");
+	ureg_read_lock();
+	cr_assert_eq(ureg_lookup(reg, key, &p), -ENOENT);
+	memset(key, 'x', sizeof(key) - 1);
+	cr_assert(strstr(ureg_last_error(), "registry 'core-test'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "'missing-lookup'"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_get(reg, "missing-get", ctx, &p), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "'missing-get'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "'core-test'"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_get(reg, "maker", NULL, &p), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "'maker'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "no context"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_lookup(reg, "maker", &p), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "no singleton under 'maker'"), "%s",
+		  ureg_last_error());
+	cr_assert_eq(ureg_lookup_key(reg, &missing_key, &p), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "'missing-handle'"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_get_key(reg, &missing_key, ctx, &p), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "'missing-handle'"), "%s", ureg_last_error());
+	cr_assert_eq(ureg_entry_info(reg, "missing-info", &info), -ENOENT);
+	cr_assert(strstr(ureg_last_error(), "'missing-info'"), "%s", ureg_last_error());
+	/* a success afterwards does not disturb the message of the failure */
+	cr_assert_eq(ureg_get(reg, "maker", ctx, &p), 0);
+	ureg_read_unlock();
+	cr_assert_eq(ureg_lookup(reg, "maker", &p), -EPERM);
+	cr_assert(strstr(ureg_last_error(), "'maker'"), "%s", ureg_last_error());
+	cr_assert(strstr(ureg_last_error(), "'core-test'"), "%s", ureg_last_error());
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(reg);
 }

@@ -232,3 +232,135 @@ Test(typed, key_handle_wrappers_hand_back_their_type)
 	ureg_read_unlock();
 	agent_reg_destroy(r);
 }
+
+/* ------------------------------------------------------------------ */
+/* every call typed: factories, replace_factory, contains, entry_info,  */
+/* handles, batches                                                     */
+/* ------------------------------------------------------------------ */
+
+static atomic_int typed_factory_calls;
+
+/* the body sees `out` as struct agent **: a typed factory signature */
+UREG_FACTORY(agent_reg, make_named_agent, ctx, arg, out)
+{
+	struct agent *a = ureg_ctx_calloc(ctx, 1, sizeof(*a));
+
+	atomic_fetch_add(&typed_factory_calls, 1);
+	if (!a)
+		return -ENOMEM;
+	a->magic = ITEM_MAGIC;
+	snprintf(a->name, sizeof(a->name), "%s", arg ? (const char *)arg : "anon");
+	*out = a;
+	return 0;
+}
+
+UREG_FACTORY(agent_reg, make_failing_agent, ctx, arg, out)
+{
+	atomic_fetch_add(&typed_factory_calls, 1);
+	return -EIO;
+}
+
+Test(typed, a_typed_factory_registers_creates_and_replaces_with_t_pointers)
+{
+	agent_reg_registry *r = NULL;
+	ureg_ctx *ctx = NULL;
+	struct agent sentinel, *a = NULL, *b = &sentinel;
+	agent_reg_factory_fn typed_fn = make_named_agent; /* the typed signature */
+
+	cr_assert_not_null(typed_fn);
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(ureg_ctx_new("alice", UREG_CTX_SHARED, &ctx), 0);
+	cr_assert_eq(agent_reg_register_factory_of(r, "helper", make_named_agent_factory,
+						   UREG_SCOPE_CONTEXT, "first"), 0);
+	cr_assert_eq(agent_reg_contains(r, "helper"), 1);
+	cr_assert_eq(agent_reg_contains(r, "nobody"), 0);
+	/* a factory key: get works without a read section */
+	cr_assert_eq(agent_reg_get(r, "helper", ctx, &a), 0, "%s", ureg_last_error());
+	cr_assert_str_eq(a->name, "first");
+	cr_assert_eq(a->magic, ITEM_MAGIC);
+
+	cr_assert_eq(agent_reg_replace_factory_of(r, "helper", make_failing_agent_factory,
+						  UREG_SCOPE_TRANSIENT, NULL), 0);
+	cr_assert_eq(agent_reg_create_instance(r, "helper", ctx, &b), -EIO);
+	cr_assert_eq(b, &sentinel, "no out-parameter written on failure");
+	cr_assert_eq(agent_reg_replace_factory_of(r, "nobody", make_failing_agent_factory,
+						  UREG_SCOPE_TRANSIENT, NULL), -ENOENT);
+	struct ureg_factory full = {
+		.create = make_named_agent_factory.create,
+		.scope = UREG_SCOPE_TRANSIENT,
+		.arg = "second",
+		.instance_destroy = agent_instance_destroy,
+	};
+	cr_assert_eq(agent_reg_replace_factory(r, "helper", &full), 0);
+	cr_assert_eq(agent_reg_create_instance(r, "helper", ctx, &b), 0);
+	cr_assert_str_eq(b->name, "second");
+	cr_assert_eq(atomic_load(&typed_factory_calls), 3);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&agent_instances_destroyed), 2,
+		     "the type's destructor and the entry's override both ran");
+	agent_reg_destroy(r);
+}
+
+Test(typed, entry_info_handles_and_counted_references_are_typed_too)
+{
+	agent_reg_registry *r = NULL;
+	struct agent *planner = agent_new("planner"), *got = NULL;
+	static ureg_key k = UREG_KEY_CACHED_INIT("planner");
+	static ureg_key maker = UREG_KEY_INIT("maker");
+	struct ureg_entry_info info;
+	ureg_ref *ref = NULL;
+	ureg_ctx *ctx = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_str_eq(agent_reg_name(r), "agents");
+	cr_assert_eq(ureg_ctx_new("bob", UREG_CTX_SHARED, &ctx), 0);
+	cr_assert_eq(agent_reg_register(r, "planner", planner), 0);
+	cr_assert_eq(agent_reg_register_factory_of(r, "maker", make_named_agent_factory,
+						   UREG_SCOPE_TRANSIENT, NULL), 0);
+	cr_assert_eq(agent_reg_generation(r), 2);
+	cr_assert_eq(agent_reg_contains_key(r, &k), 1);
+	UREG_READ_SECTION {
+		cr_assert_eq(agent_reg_entry_info(r, "planner", &info), 0);
+		cr_assert(info.has_singleton);
+		cr_assert_not(info.has_factory);
+		cr_assert_eq(agent_reg_entry_info(r, "maker", &info), 0);
+		cr_assert(info.has_factory);
+		cr_assert_eq(agent_reg_lookup_key(r, &k, &got), 0);
+		cr_assert_eq(got, planner);
+	}
+	cr_assert_eq(agent_reg_acquire_key(r, &k, &ref), 0);
+	cr_assert_eq(agent_reg_ref_item(ref), planner);
+	ureg_ref_release(ref);
+	got = NULL;
+	cr_assert_eq(agent_reg_create_instance_key(r, &maker, ctx, &got), 0);
+	cr_assert_str_eq(got->name, "anon");
+	ureg_ctx_destroy(ctx);
+	agent_reg_destroy(r);
+}
+
+Test(typed, typed_batches_publish_t_items_at_once)
+{
+	agent_reg_registry *r = NULL;
+	agent_reg_batch *b = NULL;
+	struct agent *x = agent_new("x"), *y = agent_new("y"), *got = NULL;
+
+	cr_assert_eq(agent_reg_new(&agent_type, "agents", &r), 0);
+	cr_assert_eq(agent_reg_batch_new(r, &b), 0);
+	cr_assert_eq(agent_reg_batch_put(b, "x", x, NULL, NULL), 0);
+	cr_assert_eq(agent_reg_batch_put(b, "y", y, NULL, NULL), 0);
+	cr_assert_eq(agent_reg_batch_put(b, "x", y, NULL, NULL), -EEXIST);
+	cr_assert_eq(agent_reg_count(r), 0, "nothing visible before commit");
+	cr_assert_eq(agent_reg_batch_commit(b, 0), 0);
+	cr_assert_eq(agent_reg_count(r), 2);
+	UREG_READ_SECTION {
+		cr_assert_eq(agent_reg_lookup(r, "y", &got), 0);
+		cr_assert_eq(got, y);
+	}
+	cr_assert_eq(agent_reg_batch_new(r, &b), 0);
+	cr_assert_eq(agent_reg_batch_put(b, "z", agent_new("z"), NULL, NULL), 0);
+	agent_reg_batch_abort(b); /* destroys what it owned */
+	cr_assert_eq(atomic_load(&agents_destroyed), 1);
+	cr_assert_eq(agent_reg_contains(r, "z"), 0);
+	agent_reg_destroy(r);
+	cr_assert_eq(atomic_load(&agents_destroyed), 3);
+}
