@@ -123,7 +123,7 @@ Test(isolation, the_server_serves_the_page_at_slash_and_404_elsewhere, .timeout 
 {
 	struct agent_server_opts so = { .port = 0, .workers = 1 };
 	struct agent_server *srv;
-	static char buf[16384];
+	static char buf[1 << 16]; /* the page is ~25 KB */
 
 	lws_set_log_level(LLL_ERR, NULL);
 	cr_assert_eq(agent_server_start(&so, &srv), 0);

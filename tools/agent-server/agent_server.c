@@ -50,6 +50,7 @@
 #include <libwebsockets.h>
 #include <urcu/wfcqueue.h>
 
+#include <ureg/config.h>
 #include <ureg/events.h>
 #include <ureg/registries.h>
 
@@ -114,6 +115,9 @@ struct session {
 	unsigned rx_paused;              /* RX_BACKLOG | RX_RUNS */
 	uint64_t backlog_since;          /* ns: over the soft cap since */
 	struct job *held;
+	int watch;                       /* 1: gets the live report; written by
+					  * the service thread, read (atomic)
+					  * by the reporter */
 	int close_code;                  /* != 0: closing with this code */
 	char close_why[100];
 	struct session *prev, *next;     /* open list, service thread only */
@@ -124,6 +128,7 @@ struct job {
 	struct session *s;
 	char *key;
 	char *input;
+	long long id;                    /* the client's run id, -1: none */
 };
 
 struct worker {
@@ -135,6 +140,9 @@ struct worker {
 	struct agent_server *srv;
 	/* written by this worker only (relaxed atomics), summed by stats */
 	uint64_t runs, queued, dropped;
+	/* the job this worker is running (this worker only): its events carry
+	 * the job's id */
+	const struct job *running;
 };
 
 #define RX_BACKLOG 1u
@@ -169,6 +177,16 @@ struct agent_server {
 	 * queue_peak and dropped_slow, folded in under idle_lock at teardown */
 	uint64_t closed_slow, closed_stalled, refused_conns, rx_pauses;
 	uint64_t queue_peak, dropped_slow;
+	/* the live report (report.c-style JSON of ureg_report, reshaped):
+	 * one thread builds it every report_ms while a session watches */
+	unsigned report_ms;
+	unsigned watchers;               /* sessions watching (atomic) */
+	pthread_t reporter;
+	bool reporter_started;
+	pthread_mutex_t report_lock;
+	pthread_cond_t report_cond;
+	bool report_stop, report_now;    /* under report_lock */
+	uint64_t reports;                /* reports built (atomic) */
 };
 
 static __thread struct worker *this_worker;
@@ -386,13 +404,15 @@ static struct out_msg *msg_new(size_t cap)
 
 /*
  * A protocol error for the client: {"ev":"error","agent":AGENT,"user":ID,
- * "seq":0,"error":MESSAGE} ("agent" only when known).  seq 0 tells it from
- * an agent's own error event (seq > 0).  Built with jansson, so the agent
- * name (any JSON string the client sent) is escaped correctly.  Any thread.
+ * "seq":0,"id":RUN,"error":MESSAGE} ("agent" only when known, "id" only
+ * when the request carried one: @id >= 0).  seq 0 tells it from an agent's
+ * own error event (seq > 0).  Built with jansson, so the agent name (any
+ * JSON string the client sent) is escaped correctly.  Any thread.
  */
-static void session_push_error(struct session *s, const char *agent, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void session_push_error(struct session *s, const char *agent, const char *fmt, ...)
+static void session_push_error(struct session *s, const char *agent, long long id,
+			       const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void session_push_error(struct session *s, const char *agent, long long id,
+			       const char *fmt, ...)
 {
 	char msg[256];
 	va_list ap;
@@ -414,6 +434,8 @@ static void session_push_error(struct session *s, const char *agent, const char 
 		json_object_set_new(o, "agent", json_string(agent));
 	json_object_set_new(o, "user", json_string(s->id));
 	json_object_set_new(o, "seq", json_integer(0));
+	if (id >= 0)
+		json_object_set_new(o, "id", json_integer(id));
 	json_object_set_new(o, "error", json_string(msg));
 	txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(o);
@@ -444,21 +466,220 @@ static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
 		return;
 	}
 	struct session *s = item;
-	size_t cap = 160 + strlen(ev->key) + strlen(s->id) + (ev->data ? ev->len : 4);
+	/* the run's id when the event comes from the run this worker is
+	 * running for this session (an agent emitting from a thread of its
+	 * own has none) */
+	char id[32] = "";
+	if (w && w->running && w->running->s == s && w->running->id >= 0)
+		snprintf(id, sizeof(id), ",\"id\":%lld", w->running->id);
+	size_t cap = 160 + strlen(ev->key) + strlen(s->id) + strlen(id) +
+		     (ev->data ? ev->len : 4);
 	struct out_msg *m = msg_new(cap);
 	if (!m)
 		return;
 	int n = snprintf((char *)m->buf + LWS_PRE, cap,
-			 "{\"ev\":\"%s\",\"agent\":\"%s\",\"user\":\"%s\",\"seq\":%llu,"
+			 "{\"ev\":\"%s\",\"agent\":\"%s\",\"user\":\"%s\",\"seq\":%llu%s,"
 			 "\"t\":%llu,\"data\":%.*s}",
 			 ureg_agent_event_name(ev->kind), ev->key, s->id,
-			 (unsigned long long)ev->seq,
+			 (unsigned long long)ev->seq, id,
 			 (unsigned long long)agent_server_now_ns(),
 			 ev->data ? (int)ev->len : 4, ev->data ? ev->data : "null");
 	m->len = (size_t)n < cap ? (size_t)n : cap - 1;
 	session_push(s, m);
 	if (w)
 		__atomic_store_n(&w->queued, w->queued + 1, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------- the live report */
+
+/*
+ * Sessions that sent {"watch":true} get, every report_ms, what ureg_report
+ * says about the whole process - every registry with its type chain,
+ * generation and entries, and every live user context with its bytes,
+ * peak and instances (ureg_ctx_foreach + ureg_ctx_stats inside the
+ * library) - as one frame:
+ *   {"ev":"report","user":U,"seq":0,"t":NS,"self":<U's context|null>,
+ *    "data":{"registries":[...],"contexts":[...],"contexts_total":N,
+ *            "live_bytes_total":B,"instances_total":I,"report_ms":MS}}
+ * The registry and context objects are ureg_report's own (so whatever it
+ * reports about a context, a per-entry breakdown included, reaches the
+ * page unchanged), bounded for the wire: the REPORT_MAX_CONTEXTS largest
+ * contexts by live bytes, the first REPORT_MAX_ENTRIES entries of each
+ * registry ("entries_total" says how many there are).
+ *
+ * One reporter thread builds the report once per round, outside any read
+ * section and off the service thread (ureg_report takes the registry and
+ * context-list locks), then pushes a copy to each watching session the way
+ * the bridge pushes events: looked up in the sessions registry inside a
+ * read section, queued under the same caps.  A session that starts
+ * watching gets a round at once, but rounds are never closer than
+ * REPORT_MIN_GAP_MS: toggling "watch" cannot make the server report more
+ * than 10 times a second.
+ */
+#define REPORT_MAX_CONTEXTS 32
+#define REPORT_MAX_ENTRIES 64
+#define REPORT_MIN_GAP_MS 100
+
+/* Any thread; report_lock is only ever held for a few instructions. */
+static void report_wake(struct agent_server *srv)
+{
+	pthread_mutex_lock(&srv->report_lock);
+	srv->report_now = true;
+	pthread_cond_signal(&srv->report_cond);
+	pthread_mutex_unlock(&srv->report_lock);
+}
+
+static const char *ctx_name(const json_t *c)
+{
+	const char *n = json_string_value(json_object_get(c, "name"));
+	return n ? n : "";
+}
+
+static json_int_t ctx_bytes(const json_t *c)
+{
+	return json_integer_value(json_object_get(c, "live_bytes"));
+}
+
+/* largest first; equal sizes by name, so the order does not flicker */
+static int ctx_cmp(const void *a, const void *b)
+{
+	const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	json_int_t bx = ctx_bytes(x), by = ctx_bytes(y);
+
+	if (bx != by)
+		return bx > by ? -1 : 1;
+	return strcmp(ctx_name(x), ctx_name(y));
+}
+
+/* The shared "data" text of one round, and every context by name (for
+ * "self").  NULL when ureg_report or an allocation failed. */
+static char *report_build(struct agent_server *srv, json_t **by_name)
+{
+	char *txt = NULL, *data = NULL;
+	size_t len = 0, n, i;
+	json_t *rep = NULL, *regs, *ctxs, *r, *c, *top = NULL, *out = NULL, **v = NULL;
+	json_int_t bytes = 0, instances = 0;
+	FILE *f = open_memstream(&txt, &len);
+	int rc;
+
+	*by_name = NULL;
+	if (!f)
+		return NULL;
+	rc = ureg_report(f, UREG_REPORT_JSON);
+	if (fclose(f) == 0 && rc == 0)
+		rep = json_loadb(txt, len, 0, NULL);
+	free(txt);
+	regs = json_object_get(rep, "registries");
+	ctxs = json_object_get(rep, "contexts");
+	if (!json_is_array(regs) || !json_is_array(ctxs))
+		goto out;
+	json_array_foreach(regs, i, r) {
+		json_t *e = json_object_get(r, "entries");
+		json_object_set_new(r, "entries_total", json_integer((json_int_t)json_array_size(e)));
+		while (json_array_size(e) > REPORT_MAX_ENTRIES)
+			json_array_remove(e, json_array_size(e) - 1);
+	}
+	n = json_array_size(ctxs);
+	if (!(*by_name = json_object()) || !(top = json_array()) || !(out = json_object()) ||
+	    (n && !(v = malloc(n * sizeof(*v)))))
+		goto out;
+	json_array_foreach(ctxs, i, c) {
+		v[i] = c;
+		bytes += ctx_bytes(c);
+		instances += json_integer_value(json_object_get(c, "instances"));
+		json_object_set(*by_name, ctx_name(c), c);
+	}
+	if (n)
+		qsort(v, n, sizeof(*v), ctx_cmp);
+	for (i = 0; i < n && i < REPORT_MAX_CONTEXTS; i++)
+		json_array_append(top, v[i]);
+	json_object_set(out, "registries", regs);
+	json_object_set(out, "contexts", top);
+	json_object_set_new(out, "contexts_total", json_integer((json_int_t)n));
+	json_object_set_new(out, "live_bytes_total", json_integer(bytes));
+	json_object_set_new(out, "instances_total", json_integer(instances));
+	json_object_set_new(out, "report_ms", json_integer(srv->report_ms));
+	data = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+out:
+	if (!data) {
+		json_decref(*by_name);
+		*by_name = NULL;
+	}
+	free(v);
+	json_decref(out);
+	json_decref(top);
+	json_decref(rep);
+	return data;
+}
+
+/* One round: build the report, queue it for every watching session. */
+static void report_round(struct agent_server *srv)
+{
+	json_t *by_name;
+	char *data = report_build(srv, &by_name), **keys = NULL;
+	size_t nkeys = 0, dlen;
+
+	if (!data)
+		return;
+	dlen = strlen(data);
+	if (ureg_keys(srv->sessions, &keys, &nkeys) == 0) {
+		uint64_t t = agent_server_now_ns();
+		for (size_t i = 0; i < nkeys; i++) {
+			void *item;
+			ureg_read_lock();
+			if (ureg_lookup(srv->sessions, keys[i], &item) == 0 &&
+			    __atomic_load_n(&((struct session *)item)->watch, __ATOMIC_RELAXED)) {
+				struct session *s = item;
+				json_t *me = json_object_get(by_name, s->id);
+				char *self = me ? json_dumps(me, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+				size_t cap = dlen + (self ? strlen(self) : 4) + strlen(s->id) + 96;
+				struct out_msg *m = msg_new(cap);
+				if (m) {
+					int w = snprintf((char *)m->buf + LWS_PRE, cap,
+							 "{\"ev\":\"report\",\"user\":\"%s\",\"seq\":0,"
+							 "\"t\":%llu,\"self\":%s,\"data\":%s}",
+							 s->id, (unsigned long long)t,
+							 self ? self : "null", data);
+					m->len = (size_t)w < cap ? (size_t)w : cap - 1;
+					session_push(s, m);
+				}
+				free(self);
+			}
+			ureg_read_unlock();
+		}
+		ureg_keys_free(keys);
+	}
+	__atomic_add_fetch(&srv->reports, 1, __ATOMIC_RELAXED);
+	json_decref(by_name);
+	free(data);
+}
+
+static void *reporter_main(void *arg)
+{
+	struct agent_server *srv = arg;
+	uint64_t last = 0;
+
+	pthread_mutex_lock(&srv->report_lock);
+	while (!srv->report_stop) {
+		uint64_t now = agent_server_now_ns(),
+			 due = last + (uint64_t)srv->report_ms * 1000000ull;
+		if (srv->report_now && last + REPORT_MIN_GAP_MS * 1000000ull < due)
+			due = last + REPORT_MIN_GAP_MS * 1000000ull;
+		if (now < due) {
+			struct timespec ts = { (time_t)(due / 1000000000ull),
+					       (long)(due % 1000000000ull) };
+			pthread_cond_timedwait(&srv->report_cond, &srv->report_lock, &ts);
+			continue;
+		}
+		srv->report_now = false;
+		pthread_mutex_unlock(&srv->report_lock);
+		if (__atomic_load_n(&srv->watchers, __ATOMIC_RELAXED))
+			report_round(srv);
+		last = agent_server_now_ns();
+		pthread_mutex_lock(&srv->report_lock);
+	}
+	pthread_mutex_unlock(&srv->report_lock);
+	return NULL;
 }
 
 /* -------------------------------------------------------------- workers */
@@ -475,7 +696,7 @@ static void run_job(struct agent_server *srv, struct job *j)
 		size_t cap = s->cap_agents ? 2 * s->cap_agents : 4;
 		struct ureg_agent **p = realloc(s->agents, cap * sizeof(*p));
 		if (!p) {
-			session_push_error(s, j->key, "out of memory");
+			session_push_error(s, j->key, j->id, "out of memory");
 			goto done;
 		}
 		s->agents = p;
@@ -489,19 +710,21 @@ static void run_job(struct agent_server *srv, struct job *j)
 			;
 		if (i == s->nagents)
 			s->agents[s->nagents++] = a;
+		this_worker->running = j;
 		rc = a->ops->run ? a->ops->run(a, j->input) : -ENOSYS;
+		this_worker->running = NULL;
 		ureg_read_unlock();
 		if (rc)
-			session_push_error(s, j->key, "agent run failed: %s", ureg_strerror(rc));
+			session_push_error(s, j->key, j->id, "agent run failed: %s", ureg_strerror(rc));
 	} else {
 		ureg_read_unlock();
 		if (rc == -ENOENT)
-			session_push_error(s, j->key, "unknown agent");
+			session_push_error(s, j->key, j->id, "unknown agent");
 		else if (rc == -EINVAL)
-			session_push_error(s, j->key, "invalid agent name (1 to %d printable "
+			session_push_error(s, j->key, j->id, "invalid agent name (1 to %d printable "
 					   "ASCII bytes, no space)", UREG_KEY_MAX);
 		else
-			session_push_error(s, j->key, "cannot create the agent: %s", ureg_strerror(rc));
+			session_push_error(s, j->key, j->id, "cannot create the agent: %s", ureg_strerror(rc));
 	}
 done:
 	__atomic_store_n(&this_worker->runs, this_worker->runs + 1, __ATOMIC_RELAXED);
@@ -667,38 +890,77 @@ static const char *json_kind(const json_t *j)
 	}
 }
 
+#define REQUEST_SHAPES "expected {\"run\":\"<agent>\",\"input\":\"<text>\"} " \
+	"(with an optional \"id\":<integer>) or {\"watch\":true|false}"
+/* largest run id: what a JavaScript number holds exactly */
+#define RUN_ID_MAX 9007199254740991ll
+
+/* {"watch": true|false} (service thread): the session gets the live report
+ * from the reporter's next round, at once when it starts watching. */
+static void session_set_watch(struct agent_server *srv, struct session *s, bool on)
+{
+	if (on == !!s->watch)
+		return;
+	__atomic_store_n(&s->watch, on, __ATOMIC_RELAXED);
+	if (on) {
+		__atomic_add_fetch(&srv->watchers, 1, __ATOMIC_RELAXED);
+		report_wake(srv);
+	} else {
+		__atomic_sub_fetch(&srv->watchers, 1, __ATOMIC_RELAXED);
+	}
+}
+
 /*
- * One complete request (service thread).  Anything but
- * {"run": "<agent>", "input": "<text>"} gets one error event and changes
- * nothing: no job, no agent, no context byte.
+ * One complete request (service thread).  A run {"run": "<agent>",
+ * "input": "<text>", "id": N (optional)} or a watch {"watch": true|false};
+ * anything else gets one error event and changes nothing: no job, no
+ * agent, no context byte.
  */
 static void handle_request(struct agent_server *srv, struct session *s,
 			   const char *in, size_t len)
 {
 	json_error_t err;
-	json_t *root = json_loadb(in, len, JSON_DECODE_ANY, &err), *run, *input;
+	json_t *root = json_loadb(in, len, JSON_DECODE_ANY, &err), *run, *input, *id, *watch;
+	long long run_id = -1;
 	struct job *j;
 
 	if (!root) {
-		session_push_error(s, NULL, "request is not JSON (column %d: %s); expected "
-				   "{\"run\":\"<agent>\",\"input\":\"<text>\"}", err.column, err.text);
+		session_push_error(s, NULL, -1, "request is not JSON (column %d: %s); "
+				   REQUEST_SHAPES, err.column, err.text);
 		return;
 	}
 	run = json_object_get(root, "run");
 	input = json_object_get(root, "input");
-	if (!json_is_object(root) || !json_is_string(run) || !json_is_string(input)) {
-		session_push_error(s, json_string_value(run), "%s; expected "
-				   "{\"run\":\"<agent>\",\"input\":\"<text>\"}",
+	id = json_object_get(root, "id");
+	watch = json_object_get(root, "watch");
+	if (json_is_object(root) && watch && !run) {
+		if (json_is_boolean(watch))
+			session_set_watch(srv, s, json_is_true(watch));
+		else
+			session_push_error(s, NULL, -1, "\"watch\" is not a boolean; "
+					   REQUEST_SHAPES);
+		json_decref(root);
+		return;
+	}
+	if (json_is_integer(id) && json_integer_value(id) >= 0 &&
+	    json_integer_value(id) <= RUN_ID_MAX)
+		run_id = json_integer_value(id);
+	if (!json_is_object(root) || !json_is_string(run) || !json_is_string(input) ||
+	    (id && run_id < 0)) {
+		session_push_error(s, json_string_value(run), -1, "%s; " REQUEST_SHAPES,
 				   !json_is_object(root) ? json_kind(root) :
 				   !run ? "missing \"run\"" :
 				   !json_is_string(run) ? "\"run\" is not a string" :
-				   !input ? "missing \"input\"" : "\"input\" is not a string");
+				   !input ? "missing \"input\"" :
+				   !json_is_string(input) ? "\"input\" is not a string" :
+				   "\"id\" is not an integer from 0 to 2^53-1");
 		json_decref(root);
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (j) {
 		j->s = s;
+		j->id = run_id;
 		j->key = strdup(json_string_value(run));
 		j->input = strdup(json_string_value(input));
 	}
@@ -708,7 +970,7 @@ static void handle_request(struct agent_server *srv, struct session *s,
 			free(j->input);
 			free(j);
 		}
-		session_push_error(s, json_string_value(run), "out of memory");
+		session_push_error(s, json_string_value(run), run_id, "out of memory");
 		json_decref(root);
 		return;
 	}
@@ -763,9 +1025,9 @@ out:
 		return;
 	s->rx_in_msg = false;
 	if (s->rx_binary)
-		session_push_error(s, NULL, "binary message refused: send a JSON text message");
+		session_push_error(s, NULL, -1, "binary message refused: send a JSON text message");
 	else if (s->rx_refused)
-		session_push_error(s, NULL, "request too large (limit %zu bytes) or out of memory",
+		session_push_error(s, NULL, -1, "request too large (limit %zu bytes) or out of memory",
 				   srv->max_message);
 	else
 		handle_request(srv, s, s->rx, s->rx_len);
@@ -832,6 +1094,7 @@ static void session_close(struct agent_server *srv, struct session *s)
 		job_free(j);
 	}
 	__atomic_store_n(&s->held_waiting, 0, __ATOMIC_SEQ_CST);
+	session_set_watch(srv, s, false);
 	if (srv->verbose)
 		fprintf(stderr, "ureg-agent-server: %s: closed\n", s->id);
 	/* no new event finds it; the entry's grace period then frees our ref */
@@ -924,6 +1187,10 @@ static char *stats_json(struct agent_server *srv, size_t *len)
 	}
 	json_object_set_new(o, "rss_bytes", json_integer((json_int_t)process_rss()));
 	json_object_set_new(o, "connections_open", json_integer(srv->nopen));
+	json_object_set_new(o, "watchers", json_integer(__atomic_load_n(&srv->watchers,
+								   __ATOMIC_RELAXED)));
+	json_object_set_new(o, "reports", json_integer((json_int_t)__atomic_load_n(
+				    &srv->reports, __ATOMIC_RELAXED)));
 	json_object_set_new(o, "queued_bytes", json_integer((json_int_t)queued));
 	json_object_set_new(o, "sessions_open", json_integer((json_int_t)st.sessions_open));
 	json_object_set_new(o, "sessions_total", json_integer((json_int_t)st.sessions_total));
@@ -1434,12 +1701,21 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 	srv->stall_ms = o->stall_ms ? o->stall_ms : AGENT_SERVER_STALL_MS;
 	srv->max_conns = o->max_conns ? o->max_conns : AGENT_SERVER_MAX_CONNS;
 	srv->ctx_quota = o->ctx_quota ? o->ctx_quota : AGENT_SERVER_CTX_QUOTA;
+	srv->report_ms = o->report_ms ? o->report_ms : AGENT_SERVER_REPORT_MS;
 	if (o->allow_origin && !(srv->allow_origin = strdup(o->allow_origin))) {
 		free(srv);
 		return -ENOMEM;
 	}
 	pthread_mutex_init(&srv->idle_lock, NULL);
 	pthread_cond_init(&srv->idle_cond, NULL);
+	pthread_mutex_init(&srv->report_lock, NULL);
+	{ /* the reporter's deadlines are CLOCK_MONOTONIC, like everything here */
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&srv->report_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	if ((rc = ureg_agent_registry_new("agents", &srv->agents)))
 		goto fail;
 	if ((rc = ureg_registry_new(&session_type, "sessions", &srv->sessions)))
@@ -1502,6 +1778,11 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 		agent_server_stop(srv);
 		return -EAGAIN;
 	}
+	if (pthread_create(&srv->reporter, NULL, reporter_main, srv)) {
+		agent_server_stop(srv); /* workers and service thread */
+		return -EAGAIN;
+	}
+	srv->reporter_started = true;
 	*out = srv;
 	return 0;
 
@@ -1514,6 +1795,8 @@ fail:
 	ureg_agent_registry_destroy(srv->agents);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	pthread_cond_destroy(&srv->report_cond);
+	pthread_mutex_destroy(&srv->report_lock);
 	free(srv->allow_origin);
 	free(srv);
 	return rc;
@@ -1578,6 +1861,14 @@ void agent_server_stop(struct agent_server *srv)
 {
 	if (!srv)
 		return;
+	/* 0. no more reports (the reporter pushes to sessions) */
+	if (srv->reporter_started) {
+		pthread_mutex_lock(&srv->report_lock);
+		srv->report_stop = true;
+		pthread_cond_signal(&srv->report_cond);
+		pthread_mutex_unlock(&srv->report_lock);
+		pthread_join(srv->reporter, NULL);
+	}
 	/* 1. workers finish what they hold and refuse new runs (the service
 	 *    thread keeps running: their events still flow out) */
 	for (unsigned i = 0; i < srv->nworkers; i++) {
@@ -1609,6 +1900,8 @@ void agent_server_stop(struct agent_server *srv)
 	free(srv->workers);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	pthread_cond_destroy(&srv->report_cond);
+	pthread_mutex_destroy(&srv->report_lock);
 	free(srv->allow_origin);
 	free(srv);
 }

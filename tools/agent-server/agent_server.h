@@ -24,6 +24,16 @@
  * receives, per run, the agent's events
  *   {"ev":"started|progress|completed|error","agent":A,"user":U,"seq":N,
  *    "t":NS,"data":{...}}                        (seq > 0, per agent)
+ * and, when the request carried "id":N (an integer, 0 to 2^53-1), every
+ * event of that run and its protocol error carry "id":N too, so a client
+ * can tell its runs apart (events of one run always come in order:
+ * started, progress..., then completed or error).
+ * A client that sends {"watch":true} also receives, every report_ms until
+ * {"watch":false}, the live report of the process: every registry (type
+ * chain, generation, entries) and the user contexts with their memory,
+ * its own included:
+ *   {"ev":"report","user":U,"seq":0,"t":NS,"self":{...}|null,"data":{...}}
+ * (the shape is documented in agent_server.c, "the live report").
  * and, for a request the server cannot run (not JSON, valid JSON of the
  * wrong shape, a missing or non-string field, too large, binary, unknown or
  * invalid agent name), one protocol error that changed nothing:
@@ -66,6 +76,7 @@
 #define AGENT_SERVER_STALL_MS 30000
 #define AGENT_SERVER_MAX_CONNS 10000
 #define AGENT_SERVER_CTX_QUOTA (4u << 20)
+#define AGENT_SERVER_REPORT_MS 1000
 
 /* WebSocket close codes the server sends, with a reason text */
 #define AGENT_SERVER_CLOSE_SLOW 1008   /* policy: queue over its caps */
@@ -92,6 +103,7 @@ struct agent_server_opts {
 	 * Origin's host[:port] is the request's Host).  A request without
 	 * Origin (not a browser) is always allowed; any other gets 403. */
 	const char *allow_origin;
+	unsigned report_ms; /* live report period (watching sessions), default 1 s */
 };
 
 struct agent_server_stats {

@@ -8,7 +8,8 @@
  *                     [--max-message 64K] [--max-runs 2] [--queue-soft 256K]
  *                     [--queue-hard 4M] [--stall-ms 30000] [--max-conns 10000]
  *                     [--ctx-quota 4M | --ctx-quota none]
- *                     [--allow-origin http://a.example:8080,...] [--verbose]
+ *                     [--allow-origin http://a.example:8080,...] [--report-ms 1000]
+ *                     [--verbose]
  *
  * Sizes take a K, M or G suffix (powers of 1024).  Prints "listening on
  * http://HOST:PORT/" (PORT is the real one when --port 0 let the kernel
@@ -34,7 +35,8 @@ static void usage(FILE *f)
 		"         [--max-message SIZE] [--max-runs N] [--queue-soft SIZE] "
 		"[--queue-hard SIZE]\n"
 		"         [--stall-ms MS] [--max-conns N] [--ctx-quota SIZE|none]\n"
-		"         [--allow-origin ORIGIN[,ORIGIN...] (default: this server's own host)] [--verbose]\n"
+		"         [--allow-origin ORIGIN[,ORIGIN...] (default: this server's own host)]\n"
+		"         [--report-ms MS (live report period for watching pages)] [--verbose]\n"
 		"  SIZE: bytes, or with a K, M or G suffix; see agent_server.h for the limits\n");
 }
 
@@ -71,7 +73,7 @@ static bool parse_uint(const char *s, unsigned *out)
 
 int main(int argc, char **argv)
 {
-	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN };
+	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN, O_REPORT };
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
@@ -84,6 +86,7 @@ int main(int argc, char **argv)
 		{ "max-conns", required_argument, NULL, O_CONNS },
 		{ "ctx-quota", required_argument, NULL, O_QUOTA },
 		{ "allow-origin", required_argument, NULL, O_ORIGIN },
+		{ "report-ms", required_argument, NULL, O_REPORT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -115,6 +118,7 @@ int main(int argc, char **argv)
 				ok = parse_size(optarg, &o.ctx_quota);
 			break;
 		case O_ORIGIN: o.allow_origin = optarg; break;
+		case O_REPORT: ok = parse_uint(optarg, &o.report_ms); break;
 		case 'v': o.verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
