@@ -1247,3 +1247,21 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 	instance_destroy(ctx, in);
 	return 0;
 }
+
+/*
+ * ureg_drain's holder report (registry.c): the live instances of @fb in
+ * @ctx.  Called from ureg_ctx_foreach: the list lock, then this context's
+ * lock (the order fork.c states).  Walks the context's instances: only
+ * for a report, never on a lookup or creation path.
+ */
+size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb)
+{
+	size_t n = 0;
+
+	lock_take(&ctx->lock);
+	if (ctx->inst)
+		for (struct ureg_instance *in = ctx->inst->oldest; in; in = in->next)
+			n += in->fb == fb;
+	lock_drop(&ctx->lock);
+	return n;
+}

@@ -100,6 +100,8 @@ struct ureg_item_box {
 	long refs;
 	void *item;
 	const ureg_type *type;
+	long counted;      /* counted references (ureg_acquire) out on it,
+			    * for ureg_drain's report only */
 };
 
 struct ureg_factory_box {
@@ -300,6 +302,9 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_entry *e, void **out);
 int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		     struct ureg_factory_box *fb, bool cached, void **out);
+/* ureg_drain's holder report: live instances of @fb that @ctx holds.
+ * Takes @ctx's lock; call from ureg_ctx_foreach (list lock first). */
+size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb);
 void ureg__ctx_lock_all(void);
 void ureg__ctx_unlock_all(void);
 void ureg__ctx_unlock_all_child(void);

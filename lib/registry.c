@@ -7,13 +7,40 @@
  * retire the old entry with call_rcu.  Events are queued under the mutex
  * and delivered after it is dropped (events.c).
  */
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include "internal.h"
 
 pthread_mutex_t ureg__registries_lock = PTHREAD_MUTEX_INITIALIZER;
 CDS_LIST_HEAD(ureg__registries);
 
 /* ---------------------------------------------------------------- boxes */
+
+/*
+ * ureg_drain waits for boxes' reference counts to drop.  Waking it must
+ * not touch the box after the decrement (the drain may free it at once),
+ * so drains wait on one process-wide futex word, bumped by every box put
+ * while any drain runs.  Global by design: drains are rare, and with none
+ * running a put pays one load of a line nobody writes.  Ordering: a put
+ * decrements (seq_cst) and then reads drain_active (seq_cst); a drain
+ * raises drain_active before its unregister and reads the count after, so
+ * one of the two sees the other (see ureg_drain).
+ */
+static uint32_t drain_active;
+static uint32_t drain_seq;
+
+static void drain_wake(void)
+{
+	if (UREG_UNLIKELY(__atomic_load_n(&drain_active, __ATOMIC_SEQ_CST))) {
+		__atomic_add_fetch(&drain_seq, 1, __ATOMIC_SEQ_CST);
+		syscall(SYS_futex, &drain_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	}
+}
 
 struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item)
 {
@@ -23,6 +50,7 @@ struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item)
 	ib->refs = 1;
 	ib->item = item;
 	ib->type = reg->type;
+	ib->counted = 0;
 	return ib;
 }
 
@@ -40,8 +68,12 @@ void ureg__ibox_get(struct ureg_item_box *ib)
 
 void ureg__ibox_put(struct ureg_item_box *ib)
 {
-	if (!ib || __atomic_sub_fetch(&ib->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	if (!ib)
 		return;
+	if (__atomic_sub_fetch(&ib->refs, 1, __ATOMIC_SEQ_CST) != 0) {
+		drain_wake(); /* @ib may be freed by now: not touched again */
+		return;
+	}
 	if (ib->type->item_destroy)
 		ib->type->item_destroy(ib->item);
 	ureg__free(ib);
@@ -87,8 +119,12 @@ void ureg__fbox_get(struct ureg_factory_box *fb)
 
 void ureg__fbox_put(struct ureg_factory_box *fb)
 {
-	if (!fb || __atomic_sub_fetch(&fb->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	if (!fb)
 		return;
+	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) != 0) {
+		drain_wake(); /* @fb may be freed by now: not touched again */
+		return;
+	}
 	if (fb->f.arg_free)
 		fb->f.arg_free(fb->f.arg);
 	ureg__fbox_free_unused(fb);
@@ -444,8 +480,16 @@ enum op {
  * On failure nothing is published and the caller's item / factory arg are
  * still the caller's.
  */
+/* What ureg_drain keeps of the entry it removes: one reference on each
+ * box it waits for. */
+struct drain_grab {
+	struct ureg_item_box *ib;
+	struct ureg_factory_box *fb;
+};
+
 static int mutate(ureg_registry *reg, const char *key, enum op op,
-		  void *item, const struct ureg_factory *f, unsigned what)
+		  void *item, const struct ureg_factory *f, unsigned what,
+		  struct drain_grab *grab)
 {
 	struct ureg_key k;
 	struct ureg_entry *ne = NULL, *old = NULL;
@@ -559,6 +603,17 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 		goto fail;
 	}
 
+	if (grab && old) {
+		/* old stays alive until its grace period: safe to take */
+		if ((what & UREG_SINGLETON) && ureg__cold(old)->ibox) {
+			grab->ib = ureg__cold(old)->ibox;
+			ureg__ibox_get(grab->ib);
+		}
+		if ((what & UREG_FACTORY) && old->fbox) {
+			grab->fb = old->fbox;
+			ureg__fbox_get(grab->fb);
+		}
+	}
 	ureg__cold(ne)->ibox = nib;
 	ne->item = nib ? nib->item : NULL;
 	ne->fbox = nfb;
@@ -608,7 +663,7 @@ fail:
 
 int ureg_register(ureg_registry *reg, const char *key, void *item)
 {
-	return mutate(reg, key, OP_REGISTER, item, NULL, 0);
+	return mutate(reg, key, OP_REGISTER, item, NULL, 0, NULL);
 }
 
 int ureg_register_factory(ureg_registry *reg, const char *key,
@@ -616,12 +671,12 @@ int ureg_register_factory(ureg_registry *reg, const char *key,
 {
 	if (!f)
 		return ureg__err(-EINVAL, "register_factory: factory is NULL");
-	return mutate(reg, key, OP_FACTORY, NULL, f, 0);
+	return mutate(reg, key, OP_FACTORY, NULL, f, 0, NULL);
 }
 
 int ureg_replace(ureg_registry *reg, const char *key, void *item)
 {
-	return mutate(reg, key, OP_REPLACE, item, NULL, 0);
+	return mutate(reg, key, OP_REPLACE, item, NULL, 0, NULL);
 }
 
 int ureg_replace_factory(ureg_registry *reg, const char *key,
@@ -629,12 +684,12 @@ int ureg_replace_factory(ureg_registry *reg, const char *key,
 {
 	if (!f)
 		return ureg__err(-EINVAL, "replace_factory: factory is NULL");
-	return mutate(reg, key, OP_REPLACE_FACTORY, NULL, f, 0);
+	return mutate(reg, key, OP_REPLACE_FACTORY, NULL, f, 0, NULL);
 }
 
 int ureg_unregister(ureg_registry *reg, const char *key, unsigned what)
 {
-	return mutate(reg, key, OP_UNREGISTER, NULL, NULL, what);
+	return mutate(reg, key, OP_UNREGISTER, NULL, NULL, what, NULL);
 }
 
 /* -------------------------------------------------------------- readers */
@@ -999,11 +1054,12 @@ int ureg_acquire_key(ureg_registry *reg, ureg_key *k, ureg_ref **ref)
 		return ureg__err(-EINVAL, "acquire_key: NULL registry, key handle or ref");
 	ureg_read_lock();
 	rc = handle_find(reg, k, &e);
-	if (e && e->item)
+	if (e && e->item) {
 		/* safe: the table's reference cannot be dropped before this
 		 * read section ends */
 		__atomic_add_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_RELAXED);
-	else
+		__atomic_add_fetch(&ureg__cold(e)->ibox->counted, 1, __ATOMIC_RELAXED);
+	} else
 		e = NULL;
 	ureg_read_unlock();
 	if (rc)
@@ -1099,11 +1155,12 @@ int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref)
 		return rc;
 	ureg_read_lock();
 	e = ureg__find(ureg__ht(reg), &k);
-	if (e && e->item)
+	if (e && e->item) {
 		/* safe: the table's reference cannot be dropped before this
 		 * read section ends */
 		__atomic_add_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_RELAXED);
-	else
+		__atomic_add_fetch(&ureg__cold(e)->ibox->counted, 1, __ATOMIC_RELAXED);
+	} else
 		e = NULL;
 	ureg_read_unlock();
 	if (!e)
@@ -1120,8 +1177,12 @@ void *ureg_ref_item(const ureg_ref *ref)
 
 void ureg_ref_release(ureg_ref *ref)
 {
-	if (ref)
-		entry_put((struct ureg_entry *)ref);
+	struct ureg_entry *e = (struct ureg_entry *)ref;
+
+	if (!e)
+		return;
+	__atomic_sub_fetch(&ureg__cold(e)->ibox->counted, 1, __ATOMIC_RELAXED);
+	entry_put(e);
 }
 
 int ureg_keys(ureg_registry *reg, char ***keys, size_t *n)
@@ -1197,4 +1258,175 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 	info->source_line = ureg__cold(e)->source_line;
 	info->source_column = ureg__cold(e)->source_column;
 	return 0;
+}
+
+/* ---------------------------------------------------------------- drain */
+
+/*
+ * ureg_drain: unregister, then wait until the removed entry's boxes are
+ * held by nobody but the drain.
+ *
+ * The removed entry still holds its boxes until its grace period ends
+ * (call_rcu drops the table's reference).  The drain queues a marker
+ * callback behind that retirement and waits for it without a deadline (a
+ * grace period is bounded by read sections, which the contract keeps
+ * short); the deadline applies to the holders: counted references and
+ * live instances, which only their owners can drop.  Every box put wakes
+ * the drain (drain_wake), so the wait is a futex wait with the time left,
+ * re-checked after each wake.
+ */
+struct drain_marker {
+	struct rcu_head rcu;
+	uint32_t fired;
+};
+
+static void drain_marker_cb(struct rcu_head *head)
+{
+	struct drain_marker *m = caa_container_of(head, struct drain_marker, rcu);
+
+	/* the drain may return (and its stack frame go) once it sees fired:
+	 * touch only globals afterwards */
+	__atomic_store_n(&m->fired, 1, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&drain_seq, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, &drain_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool drain_held(const struct drain_grab *g)
+{
+	return (g->ib && __atomic_load_n(&g->ib->refs, __ATOMIC_SEQ_CST) > 1) ||
+	       (g->fb && __atomic_load_n(&g->fb->refs, __ATOMIC_SEQ_CST) > 1);
+}
+
+struct holders_walk {
+	const struct ureg_factory_box *fb;
+	struct ureg_drain_report *rep;
+};
+
+static int count_holder(ureg_ctx *ctx, void *arg)
+{
+	struct holders_walk *w = arg;
+	size_t n = ureg__ctx_instances_of(ctx, w->fb);
+
+	if (n) {
+		struct ureg_drain_report *r = w->rep;
+
+		r->instances += n;
+		if (r->nholders < UREG_DRAIN_HOLDERS_MAX) {
+			struct ureg_drain_holder *h = &r->holders[r->nholders++];
+
+			h->ctx = ctx;
+			h->instances = n;
+			snprintf(h->name, sizeof(h->name), "%s", ureg_ctx_name(ctx));
+		}
+		r->contexts++;
+	}
+	return 0;
+}
+
+/* Who still holds what the drain waits for; the message for last_error. */
+static void drain_report(const struct drain_grab *g, struct ureg_drain_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (g->ib)
+		r->refs = (size_t)__atomic_load_n(&g->ib->counted, __ATOMIC_RELAXED);
+	if (g->fb) {
+		struct holders_walk w = { .fb = g->fb, .rep = r };
+		long held = __atomic_load_n(&g->fb->refs, __ATOMIC_RELAXED) - 1;
+
+		(void)ureg_ctx_foreach(count_holder, &w);
+		if (held > (long)r->instances)
+			r->other = (size_t)held - r->instances;
+	}
+}
+
+int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
+	       unsigned timeout_ms, struct ureg_drain_report *report)
+{
+	struct drain_grab g = { NULL, NULL };
+	struct drain_marker m = { .fired = 0 };
+	struct ureg_drain_report local;
+	uint64_t deadline;
+	int rc;
+
+	ureg__rcu_ensure();
+	if (report)
+		memset(report, 0, sizeof(*report));
+	if (!reg)
+		return ureg__err(-EINVAL, "drain: registry is NULL");
+	if (ureg__thread.read_depth || urcu_memb_read_ongoing())
+		return ureg__err(-EPERM, "registry '%s': drain of '%s' inside a read section "
+				 "(it waits for a grace period)", reg->name, key ? key : "(null)");
+	deadline = 0; /* set once the grace period is over */
+
+	/* raised before the unregister: every later put wakes us */
+	__atomic_add_fetch(&drain_active, 1, __ATOMIC_SEQ_CST);
+	rc = mutate(reg, key, OP_UNREGISTER, NULL, NULL, what, &g);
+	if (rc) {
+		__atomic_sub_fetch(&drain_active, 1, __ATOMIC_SEQ_CST);
+		return rc;
+	}
+	ureg__call_rcu(&m.rcu, drain_marker_cb);
+
+	for (;;) {
+		uint32_t seq = __atomic_load_n(&drain_seq, __ATOMIC_SEQ_CST);
+		bool fired = __atomic_load_n(&m.fired, __ATOMIC_SEQ_CST);
+		struct timespec ts, *tsp = NULL;
+		uint64_t now;
+
+		if (fired && !drain_held(&g))
+			break;
+		if (fired) {
+			if (!deadline)
+				deadline = timeout_ms == UREG_WAIT_FOREVER ? UINT64_MAX :
+					now_ns() + (uint64_t)timeout_ms * 1000000u;
+			if (deadline != UINT64_MAX) {
+				now = now_ns();
+				if (now >= deadline)
+					break;
+				ts.tv_sec = (time_t)((deadline - now) / 1000000000u);
+				ts.tv_nsec = (long)((deadline - now) % 1000000000u);
+				tsp = &ts;
+			}
+		}
+		/* not fired yet: the grace period, no deadline (see above) */
+		syscall(SYS_futex, &drain_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
+	}
+
+	rc = 0;
+	if (drain_held(&g)) {
+		char who[256] = "";
+		size_t off = 0;
+
+		drain_report(&g, &local);
+		for (size_t i = 0; i < local.nholders && off < sizeof(who); i++)
+			off += (size_t)snprintf(who + off, sizeof(who) - off, "%s%s%s: %zu",
+						i ? ", " : "",
+						local.holders[i].name[0] ? "" : "(unnamed)",
+						local.holders[i].name, local.holders[i].instances);
+		rc = ureg__err(-ETIMEDOUT, "registry '%s': drain of '%s' timed out after %u ms: "
+			       "%zu instance%s in %zu context%s (%s), %zu counted reference%s, "
+			       "%zu other reference%s (creations in flight, pinned entries)",
+			       reg->name, key, timeout_ms,
+			       local.instances, local.instances == 1 ? "" : "s",
+			       local.contexts, local.contexts == 1 ? "" : "s", who,
+			       local.refs, local.refs == 1 ? "" : "s",
+			       local.other, local.other == 1 ? "" : "s");
+		if (report)
+			*report = local;
+	}
+	__atomic_sub_fetch(&drain_active, 1, __ATOMIC_SEQ_CST);
+	/* the last references, when drained: destructor and arg_free run here */
+	ureg__ibox_put(g.ib);
+	ureg__fbox_put(g.fb);
+	if (rc == 0)
+		ureg__clear_err();
+	return rc;
 }

@@ -158,7 +158,11 @@
 						uint64_t generation)           \
 	{ return ureg_batch_commit(prefix##_batch_base(b), generation); }      \
 	static inline void prefix##_batch_abort(prefix##_batch *b)            \
-	{ ureg_batch_abort(prefix##_batch_base(b)); }
+	{ ureg_batch_abort(prefix##_batch_base(b)); }                          \
+	static inline int prefix##_drain(prefix##_registry *r, const char *key, \
+			unsigned what, unsigned timeout_ms,                    \
+			struct ureg_drain_report *report)                      \
+	{ return ureg_drain(prefix##_base(r), key, what, timeout_ms, report); }
 
 /*
  * UREG_FACTORY(prefix, name, ctx, arg, out) - define a typed factory of

@@ -250,6 +250,84 @@ enum {
  */
 int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
 
+/* ureg_drain's timeout for "as long as it takes". */
+#define UREG_WAIT_FOREVER (~0u)
+/* Holders ureg_drain's report names one by one (the counts cover all). */
+#define UREG_DRAIN_HOLDERS_MAX 8
+
+/**
+ * struct ureg_drain_holder - one context that still holds instances.
+ * @ctx:       the context, for identity only: it may be gone by the time
+ *             the report is read; do not dereference it.
+ * @name:      its name when the report was made ("" when it has none).
+ * @instances: how many live instances of the drained factory it holds.
+ */
+struct ureg_drain_holder {
+	const ureg_ctx *ctx;
+	char name[UREG_NAME_MAX + 1];
+	size_t instances;
+};
+
+/**
+ * struct ureg_drain_report - who held the drained entry when ureg_drain
+ * gave up (all zero after a successful drain).
+ * @refs:      counted references (ureg_acquire) still out on the singleton.
+ * @instances: live instances the factory made, over all contexts.
+ * @contexts:  how many contexts hold them.
+ * @other:     other references on the factory: creations in flight,
+ *             instances being destroyed, and older entries of the key
+ *             kept alive by a counted reference to their singleton.
+ * @nholders:  entries used in @holders (at most UREG_DRAIN_HOLDERS_MAX;
+ *             @contexts may be more).
+ * @holders:   the holding contexts, oldest first.
+ */
+struct ureg_drain_report {
+	size_t refs;
+	size_t instances;
+	size_t contexts;
+	size_t other;
+	size_t nholders;
+	struct ureg_drain_holder holders[UREG_DRAIN_HOLDERS_MAX];
+};
+
+/**
+ * ureg_drain - unregister @what under @key, then wait until nothing made
+ * from the removed entry is still held: no counted reference on its
+ * singleton, no live instance made by its factory (in any context).
+ * @reg:        the registry.
+ * @key:        the key.
+ * @what:       UREG_SINGLETON, UREG_FACTORY or UREG_BOTH (as ureg_unregister).
+ * @timeout_ms: how long to wait for holders, or UREG_WAIT_FOREVER.
+ * @report:     on -ETIMEDOUT, who still holds what; zeroed otherwise.  May
+ *              be NULL (ureg_last_error() carries the same report as text:
+ *              "... 2 instances in 1 context (alice: 2), 0 counted
+ *              references ...").
+ *
+ * This is what a safe plugin unload or a graceful shutdown needs: when it
+ * returns 0 the singleton's item_destroy and the factory's arg_free have
+ * run (on the calling thread, unless a holder let go last), and nothing
+ * can still call into the code they came from.
+ *
+ * Who may call it: any thread, outside a read section (-EPERM inside one),
+ * not from a destructor, factory or listener, and not while the calling
+ * thread itself holds a counted reference or an instance it would wait
+ * for (it would wait for itself until the timeout).
+ *
+ * Blocking: the writer mutex (as ureg_unregister), then one grace period
+ * and the call_rcu callbacks queued before it (not counted against
+ * @timeout_ms: read sections are short by contract), then at most
+ * @timeout_ms for holders.  It does not poll: every reference dropped on
+ * any entry box wakes it to re-check (a futex wait with the time left).
+ *
+ * The removal itself is not undone on timeout: new lookups no longer see
+ * the entry, and its boxes die, as always, with their last holder.
+ * Returns 0; -EINVAL (bad arguments or flags); -ENOENT (nothing of @what
+ * under @key); -EPERM; -ENOMEM (nothing changed); -ETIMEDOUT (removed, but
+ * still held: see @report).
+ */
+int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
+	       unsigned timeout_ms, struct ureg_drain_report *report);
+
 /* ------------------------------------------------------------------ */
 /* Read sections and lookups                                           */
 /* ------------------------------------------------------------------ */
