@@ -136,6 +136,7 @@ static void unbuilt_table_free(struct cds_lfht *ht, bool keep_op_boxes,
 				__atomic_sub_fetch(&ureg__cold(e)->ibox->refs, 1, __ATOMIC_RELAXED);
 			if (e->fbox)
 				__atomic_sub_fetch(&e->fbox->refs, 1, __ATOMIC_RELAXED);
+			ureg__entry_unshare_more(e);
 		}
 		ureg__entry_retire_unused(e);
 	}
@@ -221,7 +222,10 @@ static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
 			continue;
 		if (!(ne = ureg__entry_alloc(&k)))
 			goto nomem;
-		if (ureg__entry_copy_source(ne, e)) {
+		/* with the lower-ranked providers (ranking), one reference
+		 * each: the last step that can fail */
+		if (ureg__entry_copy_source(ne, e) ||
+		    ureg__entry_copy_more(ne, e, true)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
 		}

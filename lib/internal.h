@@ -129,9 +129,28 @@ struct ureg_entry {
 	char key[];
 };
 
+/*
+ * Ranking: a key may hold several singletons and factories, each with a
+ * rank, at most one per (kind, rank).  The entry's hot fields hold the
+ * highest-ranked of each kind (item / fbox), so a lookup reads what it
+ * reads with one provider; the others wait in the cold part, ordered by
+ * rank (highest first, a singleton before a factory of equal rank), each
+ * holding one reference on its box.  A change builds the next set and
+ * swaps the whole entry, so readers fall back atomically.
+ */
+struct ureg_prov {
+	int rank;
+	struct ureg_item_box *ib;      /* a singleton, or */
+	struct ureg_factory_box *fb;   /* a factory (exactly one is set) */
+};
+
 struct ureg_entry_cold {
 	struct ureg_entry *entry;      /* back from an rcu_head */
 	struct ureg_item_box *ibox;    /* owns item; NULL iff item is NULL */
+	int srank;                     /* rank of ibox (when set) */
+	int frank;                     /* rank of the entry's fbox (when set) */
+	uint32_t nmore;                /* providers below the top ones */
+	struct ureg_prov *more;        /* owned array; boxes counted */
 	long refs;                     /* 1 for the table + counted refs */
 	uint64_t hash;
 	uint64_t generation;
@@ -243,6 +262,13 @@ void ureg__entry_retire(struct ureg_entry *e);
 void ureg__entry_retire_unused(struct ureg_entry *e);
 int ureg__entry_set_source(struct ureg_entry *e, const struct ureg_source *src);
 int ureg__entry_copy_source(struct ureg_entry *dst, const struct ureg_entry *src);
+/* Ranking: @dst takes @src's ranks and a copy of its lower-ranked
+ * providers (-ENOMEM or 0); with @take, one reference on each of their
+ * boxes.  ureg__entry_unshare_more undoes the references of a copy that
+ * is never published (the array itself goes with the entry). */
+int ureg__entry_copy_more(struct ureg_entry *dst, const struct ureg_entry *src,
+			  bool take);
+void ureg__entry_unshare_more(struct ureg_entry *e);
 void ureg__ibox_get(struct ureg_item_box *ib);
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const char *key,

@@ -205,15 +205,58 @@ void ureg__entry_free_unpublished(struct ureg_entry *e)
 		return;
 	ureg__free(ureg__cold(e)->provider);
 	ureg__free(ureg__cold(e)->source_file);
+	ureg__free(ureg__cold(e)->more);
 	ureg__free(e);
+}
+
+int ureg__entry_copy_more(struct ureg_entry *dst, const struct ureg_entry *src,
+			  bool take)
+{
+	const struct ureg_entry_cold *c = ureg__cold(src);
+	struct ureg_entry_cold *d = ureg__cold(dst);
+
+	d->srank = c->srank;
+	d->frank = c->frank;
+	if (!c->nmore)
+		return 0;
+	if (!(d->more = ureg__malloc(c->nmore * sizeof(*d->more))))
+		return -ENOMEM;
+	memcpy(d->more, c->more, c->nmore * sizeof(*d->more));
+	d->nmore = c->nmore;
+	for (uint32_t i = 0; take && i < d->nmore; i++) {
+		if (d->more[i].ib)
+			ureg__ibox_get(d->more[i].ib);
+		else
+			ureg__fbox_get(d->more[i].fb);
+	}
+	return 0;
+}
+
+/* Only for a copy no reader saw: the live entry still holds every box. */
+void ureg__entry_unshare_more(struct ureg_entry *e)
+{
+	struct ureg_entry_cold *c = ureg__cold(e);
+
+	for (uint32_t i = 0; i < c->nmore; i++) {
+		if (c->more[i].ib)
+			__atomic_sub_fetch(&c->more[i].ib->refs, 1, __ATOMIC_RELAXED);
+		else
+			__atomic_sub_fetch(&c->more[i].fb->refs, 1, __ATOMIC_RELAXED);
+	}
 }
 
 static void entry_put(struct ureg_entry *e)
 {
-	if (__atomic_sub_fetch(&ureg__cold(e)->refs, 1, __ATOMIC_ACQ_REL) != 0)
+	struct ureg_entry_cold *c = ureg__cold(e);
+
+	if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
 		return;
-	ureg__ibox_put(ureg__cold(e)->ibox);
+	ureg__ibox_put(c->ibox);
 	ureg__fbox_put(e->fbox);
+	for (uint32_t i = 0; i < c->nmore; i++) {
+		ureg__ibox_put(c->more[i].ib);
+		ureg__fbox_put(c->more[i].fb);
+	}
 	ureg__entry_free_unpublished(e);
 }
 
@@ -467,37 +510,93 @@ void ureg__stamp_all(ureg_registry *reg)
 /* ------------------------------------------------------------ mutations */
 
 enum op {
-	OP_REGISTER,       /* add singleton, -EEXIST if one */
-	OP_FACTORY,        /* add factory, -EEXIST if one */
-	OP_REPLACE,        /* swap singleton, -ENOENT if none */
-	OP_REPLACE_FACTORY,/* swap factory, -ENOENT if none */
-	OP_UNREGISTER,     /* drop singleton and/or factory */
+	OP_REGISTER,       /* add a singleton at a rank, -EEXIST if one there */
+	OP_FACTORY,        /* add a factory at a rank, -EEXIST if one there */
+	OP_REPLACE,        /* swap the top singleton, -ENOENT if none */
+	OP_REPLACE_FACTORY,/* swap the top factory, -ENOENT if none */
+	OP_UNREGISTER,     /* drop the top (or the ranked) singleton / factory */
 };
 
-/*
- * One single-key change.  Everything that can fail (allocations) happens
- * before the writer mutex; under it only the decision and the publish.
- * On failure nothing is published and the caller's item / factory arg are
- * still the caller's.
- */
-/* What ureg_drain keeps of the entry it removes: one reference on each
- * box it waits for. */
+/* What ureg_drain keeps of the providers it removes: one reference on
+ * each box it waits for. */
 struct drain_grab {
 	struct ureg_item_box *ib;
 	struct ureg_factory_box *fb;
 };
 
-static int mutate(ureg_registry *reg, const char *key, enum op op,
-		  void *item, const struct ureg_factory *f, unsigned what,
+/* One single-key change, beside the key. */
+struct change {
+	enum op op;
+	void *item;                    /* OP_REGISTER, OP_REPLACE */
+	const struct ureg_factory *f;  /* OP_FACTORY, OP_REPLACE_FACTORY */
+	unsigned what;                 /* OP_UNREGISTER */
+	int rank;                      /* OP_REGISTER, OP_FACTORY; by_rank */
+	bool by_rank;                  /* OP_UNREGISTER: at @rank, not the top */
+};
+
+/* Providers gathered on the stack up to this many (a bigger set mallocs). */
+#define PROV_STACK 8
+
+/* The provider of a kind at @rank (@by_rank) or the highest-ranked one;
+ * -1 when there is none.  Ranks are unique per kind. */
+static long prov_find(const struct ureg_prov *v, size_t n, bool singleton,
+		      bool by_rank, int rank)
+{
+	long best = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (singleton ? !v[i].ib : !v[i].fb)
+			continue;
+		if (by_rank ? v[i].rank == rank :
+		    best < 0 || v[i].rank > v[best].rank)
+			best = (long)i;
+	}
+	return best;
+}
+
+/* Highest rank first; a singleton before a factory of the same rank. */
+static int prov_cmp(const void *a, const void *b)
+{
+	const struct ureg_prov *x = a, *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? 1 : -1;
+	return (x->ib == NULL) - (y->ib == NULL);
+}
+
+/* Remove v[i] (order does not matter: the survivors are sorted later). */
+static void prov_remove(struct ureg_prov *v, size_t *n, long i)
+{
+	v[i] = v[--*n];
+}
+
+/*
+ * One single-key change.  The boxes it makes are allocated before the
+ * writer mutex; under it, the key's provider set (old entry's, plus or
+ * minus this change) is gathered, checked and laid out in the new entry
+ * (top singleton and top factory in the hot fields, the rest in the cold
+ * part), and published with one swap.  Old boxes the new entry keeps get
+ * their reference only once nothing can fail any more.  On failure
+ * nothing is published and the caller's item / factory arg are still the
+ * caller's.
+ */
+static int mutate(ureg_registry *reg, const char *key, const struct change *c,
 		  struct drain_grab *grab)
 {
+	const enum op op = c->op;
+	void *item = c->item;
+	const struct ureg_factory *f = c->f;
+	const unsigned what = c->what;
 	struct ureg_key k;
 	struct ureg_entry *ne = NULL, *old = NULL;
 	struct cds_lfht_iter it;
 	struct cds_lfht_node *node;
-	struct ureg_item_box *nib = NULL;
-	struct ureg_factory_box *nfb = NULL;
+	struct ureg_item_box *nib = NULL, *rm_ib = NULL;
+	struct ureg_factory_box *nfb = NULL, *rm_fb = NULL;
 	struct ureg_event_node *ev = NULL;
+	struct ureg_prov stack[PROV_STACK], *all = stack, *more = NULL;
+	size_t n = 0, nmore = 0;
+	long si, fi;
 	struct cds_lfht *ht;
 	enum ureg_event_kind kind;
 	int rc;
@@ -554,69 +653,128 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	node = cds_lfht_iter_get_node(&it);
 	old = node ? caa_container_of(node, struct ureg_entry, node) : NULL;
 	rc = 0;
-	switch (op) {
+
+	/* the key's providers: the old entry's, and room for one more */
+	if (old) {
+		struct ureg_entry_cold *oc = ureg__cold(old);
+		size_t total = (oc->ibox != NULL) + (old->fbox != NULL) + oc->nmore;
+
+		if (total + 1 > PROV_STACK &&
+		    !(all = ureg__malloc((total + 1) * sizeof(*all)))) {
+			all = stack;
+			rc = -ENOMEM;
+		} else {
+			if (oc->ibox)
+				all[n++] = (struct ureg_prov){ oc->srank, oc->ibox, NULL };
+			if (old->fbox)
+				all[n++] = (struct ureg_prov){ oc->frank, NULL, old->fbox };
+			if (oc->nmore)
+				memcpy(all + n, oc->more, oc->nmore * sizeof(*all));
+			n += oc->nmore;
+		}
+	}
+	switch (rc ? -1 : (int)op) {
 	case OP_REGISTER:
-		if (old && ureg__cold(old)->ibox)
-			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a singleton",
-				       reg->name, key);
+		if (prov_find(all, n, true, true, c->rank) >= 0)
+			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a singleton at rank %d",
+				       reg->name, key, c->rank);
+		else
+			all[n++] = (struct ureg_prov){ c->rank, nib, NULL };
 		break;
 	case OP_FACTORY:
-		if (old && old->fbox)
-			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a factory",
-				       reg->name, key);
+		if (prov_find(all, n, false, true, c->rank) >= 0)
+			rc = ureg__err(-EEXIST, "registry '%s': key '%s' already has a factory at rank %d",
+				       reg->name, key, c->rank);
+		else
+			all[n++] = (struct ureg_prov){ c->rank, NULL, nfb };
 		break;
 	case OP_REPLACE:
-		if (!old || !ureg__cold(old)->ibox)
+		if ((si = prov_find(all, n, true, false, 0)) < 0)
 			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has no singleton to replace",
 				       reg->name, key);
+		else
+			all[si].ib = nib;
 		break;
 	case OP_REPLACE_FACTORY:
-		if (!old || !old->fbox)
+		if ((fi = prov_find(all, n, false, false, 0)) < 0)
 			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has no factory to replace",
 				       reg->name, key);
+		else
+			all[fi].fb = nfb;
 		break;
 	case OP_UNREGISTER:
-		if (!old || !(((what & UREG_SINGLETON) && ureg__cold(old)->ibox) ||
-			      ((what & UREG_FACTORY) && old->fbox)))
-			rc = ureg__err(-ENOENT, "registry '%s': key '%s' has nothing to unregister",
-				       reg->name, key);
+		if ((what & UREG_SINGLETON) &&
+		    (si = prov_find(all, n, true, c->by_rank, c->rank)) >= 0) {
+			rm_ib = all[si].ib;
+			prov_remove(all, &n, si);
+		}
+		if ((what & UREG_FACTORY) &&
+		    (fi = prov_find(all, n, false, c->by_rank, c->rank)) >= 0) {
+			rm_fb = all[fi].fb;
+			prov_remove(all, &n, fi);
+		}
+		if (!rm_ib && !rm_fb) {
+			if (c->by_rank)
+				rc = ureg__err(-ENOENT, "registry '%s': key '%s' has nothing to unregister at rank %d",
+					       reg->name, key, c->rank);
+			else
+				rc = ureg__err(-ENOENT, "registry '%s': key '%s' has nothing to unregister",
+					       reg->name, key);
+		}
+		break;
+	default:
 		break;
 	}
 	if (rc == 0 && old && ureg__entry_copy_source(ne, old))
-		rc = ureg__err(-ENOMEM, "registry '%s': out of memory", reg->name);
-	if (rc == 0 && old) {
-		/* carry over what this change does not touch (cannot fail) */
-		if (!nib && ureg__cold(old)->ibox &&
-		    !(op == OP_UNREGISTER && (what & UREG_SINGLETON))) {
-			ureg__ibox_get(ureg__cold(old)->ibox);
-			nib = ureg__cold(old)->ibox;
-		}
-		if (!nfb && old->fbox &&
-		    !(op == OP_UNREGISTER && (what & UREG_FACTORY))) {
-			ureg__fbox_get(old->fbox);
-			nfb = old->fbox;
-		}
-	}
+		rc = -ENOMEM;
+	si = prov_find(all, n, true, false, 0);
+	fi = prov_find(all, n, false, false, 0);
+	nmore = n - (si >= 0) - (fi >= 0);
+	if (rc == 0 && nmore && !(more = ureg__malloc(nmore * sizeof(*more))))
+		rc = -ENOMEM;
 	if (rc) {
 		urcu_memb_read_unlock();
 		pthread_mutex_unlock(&reg->writer);
+		if (all != stack)
+			ureg__free(all);
 		goto fail;
 	}
 
-	if (grab && old) {
-		/* old stays alive until its grace period: safe to take */
-		if ((what & UREG_SINGLETON) && ureg__cold(old)->ibox) {
-			grab->ib = ureg__cold(old)->ibox;
-			ureg__ibox_get(grab->ib);
-		}
-		if ((what & UREG_FACTORY) && old->fbox) {
-			grab->fb = old->fbox;
-			ureg__fbox_get(grab->fb);
-		}
+	/* nothing can fail any more: the old boxes kept get their reference */
+	for (size_t i = 0; i < n; i++) {
+		if (all[i].ib && all[i].ib != nib)
+			ureg__ibox_get(all[i].ib);
+		if (all[i].fb && all[i].fb != nfb)
+			ureg__fbox_get(all[i].fb);
 	}
-	ureg__cold(ne)->ibox = nib;
-	ne->item = nib ? nib->item : NULL;
-	ne->fbox = nfb;
+	if (grab) {
+		/* old stays alive until its grace period: safe to take */
+		if ((grab->ib = rm_ib))
+			ureg__ibox_get(rm_ib);
+		if ((grab->fb = rm_fb))
+			ureg__fbox_get(rm_fb);
+	}
+	if (si >= 0) {
+		ureg__cold(ne)->ibox = all[si].ib;
+		ureg__cold(ne)->srank = all[si].rank;
+		ne->item = all[si].ib->item;
+	}
+	if (fi >= 0) {
+		ne->fbox = all[fi].fb;
+		ureg__cold(ne)->frank = all[fi].rank;
+	}
+	if (nmore) {
+		size_t j = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if ((long)i != si && (long)i != fi)
+				more[j++] = all[i];
+		qsort(more, nmore, sizeof(*more), prov_cmp);
+		ureg__cold(ne)->more = more;
+		ureg__cold(ne)->nmore = (uint32_t)nmore;
+	}
+	if (all != stack)
+		ureg__free(all);
 	uint64_t gen = reg->generation + 1;
 	ureg__cold(ne)->generation = gen;
 	/* stamp before and after publishing (internal.h, "Stamps") */
@@ -624,7 +782,7 @@ static int mutate(ureg_registry *reg, const char *key, enum op op,
 	if (!old) {
 		cds_lfht_add_unique(ht, k.hash, entry_match, &k, &ne->node);
 		__atomic_store_n(&reg->count, reg->count + 1, __ATOMIC_RELAXED);
-	} else if (!nib && !nfb) {
+	} else if (n == 0) {
 		cds_lfht_del(ht, &old->node);
 		__atomic_store_n(&reg->count, reg->count - 1, __ATOMIC_RELAXED);
 		ureg__entry_free_unpublished(ne);
@@ -650,12 +808,13 @@ fail:
 	if (rc == -ENOMEM)
 		ureg__err(-ENOMEM, "registry '%s': out of memory registering '%s'",
 			  reg->name, key);
-	/* only boxes made by this call can be here: boxes are carried over
-	 * only once nothing can fail any more */
+	/* only boxes made by this call can be here: old boxes get their
+	 * references only once nothing can fail any more */
 	if (nib)
 		ureg__ibox_free_unused(nib);
 	if (nfb)
 		ureg__fbox_free_unused(nfb);
+	ureg__free(more);
 	ureg__entry_free_unpublished(ne);
 	ureg__free(ev);
 	return rc;
@@ -663,33 +822,64 @@ fail:
 
 int ureg_register(ureg_registry *reg, const char *key, void *item)
 {
-	return mutate(reg, key, OP_REGISTER, item, NULL, 0, NULL);
+	return ureg_register_ranked(reg, key, item, 0);
+}
+
+int ureg_register_ranked(ureg_registry *reg, const char *key, void *item,
+			 int rank)
+{
+	struct change c = { .op = OP_REGISTER, .item = item, .rank = rank };
+
+	return mutate(reg, key, &c, NULL);
 }
 
 int ureg_register_factory(ureg_registry *reg, const char *key,
 			  const struct ureg_factory *f)
 {
+	return ureg_register_factory_ranked(reg, key, f, 0);
+}
+
+int ureg_register_factory_ranked(ureg_registry *reg, const char *key,
+				 const struct ureg_factory *f, int rank)
+{
+	struct change c = { .op = OP_FACTORY, .f = f, .rank = rank };
+
 	if (!f)
 		return ureg__err(-EINVAL, "register_factory: factory is NULL");
-	return mutate(reg, key, OP_FACTORY, NULL, f, 0, NULL);
+	return mutate(reg, key, &c, NULL);
 }
 
 int ureg_replace(ureg_registry *reg, const char *key, void *item)
 {
-	return mutate(reg, key, OP_REPLACE, item, NULL, 0, NULL);
+	struct change c = { .op = OP_REPLACE, .item = item };
+
+	return mutate(reg, key, &c, NULL);
 }
 
 int ureg_replace_factory(ureg_registry *reg, const char *key,
 			 const struct ureg_factory *f)
 {
+	struct change c = { .op = OP_REPLACE_FACTORY, .f = f };
+
 	if (!f)
 		return ureg__err(-EINVAL, "replace_factory: factory is NULL");
-	return mutate(reg, key, OP_REPLACE_FACTORY, NULL, f, 0, NULL);
+	return mutate(reg, key, &c, NULL);
 }
 
 int ureg_unregister(ureg_registry *reg, const char *key, unsigned what)
 {
-	return mutate(reg, key, OP_UNREGISTER, NULL, NULL, what, NULL);
+	struct change c = { .op = OP_UNREGISTER, .what = what };
+
+	return mutate(reg, key, &c, NULL);
+}
+
+int ureg_unregister_ranked(ureg_registry *reg, const char *key, unsigned what,
+			   int rank)
+{
+	struct change c = { .op = OP_UNREGISTER, .what = what, .rank = rank,
+			    .by_rank = true };
+
+	return mutate(reg, key, &c, NULL);
 }
 
 /* -------------------------------------------------------------- readers */
@@ -1257,7 +1447,65 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 	info->source_file = ureg__cold(e)->source_file;
 	info->source_line = ureg__cold(e)->source_line;
 	info->source_column = ureg__cold(e)->source_column;
+	info->rank = e->item ? ureg__cold(e)->srank : ureg__cold(e)->frank;
+	info->providers = (e->item != NULL) + (e->fbox != NULL) + ureg__cold(e)->nmore;
 	return 0;
+}
+
+static void provider_fill(struct ureg_provider_info *p, int rank, bool active,
+			  const struct ureg_item_box *ib,
+			  const struct ureg_factory_box *fb)
+{
+	p->what = ib ? UREG_SINGLETON : UREG_FACTORY;
+	p->rank = rank;
+	p->active = active;
+	p->item = ib ? ib->item : NULL;
+	p->scope = fb ? fb->f.scope : UREG_SCOPE_TRANSIENT;
+}
+
+int ureg_providers(ureg_registry *reg, const char *key,
+		   struct ureg_provider_info *out, size_t cap)
+{
+	struct ureg_entry *e = NULL;
+	struct ureg_entry_cold *c;
+	struct ureg_provider_info tmp[2];
+	size_t n = 0, top = 0;
+	int rc;
+
+	if (!out && cap)
+		return ureg__err(-EINVAL, "providers: out is NULL but cap is %zu", cap);
+	if ((rc = find_in_section(reg, key, &cap /* out checked above */, "providers", &e)))
+		return rc;
+	if (!e)
+		return miss(-ENOENT, "providers: no such key:", reg, key);
+	c = ureg__cold(e);
+	/* the two active ones, in rank order, then the rest (already sorted):
+	 * merged, so the whole list is in rank order */
+	if (c->ibox)
+		provider_fill(&tmp[top++], c->srank, true, c->ibox, NULL);
+	if (e->fbox)
+		provider_fill(&tmp[top++], c->frank, true, NULL, e->fbox);
+	if (top == 2 && tmp[1].rank > tmp[0].rank) {
+		struct ureg_provider_info t = tmp[0];
+		tmp[0] = tmp[1];
+		tmp[1] = t;
+	}
+	for (size_t i = 0, j = 0; i < top || j < c->nmore; n++) {
+		struct ureg_provider_info p;
+
+		if (i < top && (j == c->nmore || tmp[i].rank > c->more[j].rank ||
+				(tmp[i].rank == c->more[j].rank &&
+				 tmp[i].what == UREG_SINGLETON)))
+			p = tmp[i++];
+		else {
+			provider_fill(&p, c->more[j].rank, false, c->more[j].ib,
+				      c->more[j].fb);
+			j++;
+		}
+		if (n < cap)
+			out[n] = p;
+	}
+	return (int)n;
 }
 
 /* ---------------------------------------------------------------- drain */
@@ -1368,7 +1616,11 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 
 	/* raised before the unregister: every later put wakes us */
 	__atomic_add_fetch(&drain_active, 1, __ATOMIC_SEQ_CST);
-	rc = mutate(reg, key, OP_UNREGISTER, NULL, NULL, what, &g);
+	{
+		struct change c = { .op = OP_UNREGISTER, .what = what };
+
+		rc = mutate(reg, key, &c, &g);
+	}
 	if (rc) {
 		__atomic_sub_fetch(&drain_active, 1, __ATOMIC_SEQ_CST);
 		return rc;

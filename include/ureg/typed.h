@@ -97,6 +97,21 @@
 	static inline int prefix##_unregister(prefix##_registry *r,           \
 					      const char *key, unsigned what)  \
 	{ return ureg_unregister(prefix##_base(r), key, what); }               \
+	static inline int prefix##_register_ranked(prefix##_registry *r,      \
+					const char *key, T *item, int rank)   \
+	{ return ureg_register_ranked(prefix##_base(r), key, (void *)item,     \
+				      rank); }                                 \
+	static inline int prefix##_register_factory_ranked(                   \
+			prefix##_registry *r, const char *key,                 \
+			const struct ureg_factory *f, int rank)                \
+	{ return ureg_register_factory_ranked(prefix##_base(r), key, f, rank); } \
+	static inline int prefix##_unregister_ranked(prefix##_registry *r,    \
+				const char *key, unsigned what, int rank)      \
+	{ return ureg_unregister_ranked(prefix##_base(r), key, what, rank); }  \
+	static inline int prefix##_providers(prefix##_registry *r,            \
+			const char *key, struct ureg_provider_info *out,       \
+			size_t cap)                                            \
+	{ return ureg_providers(prefix##_base(r), key, out, cap); }            \
 	static inline int prefix##_lookup(prefix##_registry *r,               \
 					  const char *key, T **out)            \
 	{ void *p = NULL; int rc = ureg_lookup(prefix##_base(r), key, &p);     \

@@ -194,10 +194,11 @@ const ureg_type *ureg_registry_type(const ureg_registry *reg);
  * Any thread; blocks on the registry's writer mutex and in malloc.  On
  * success the registry owns @item (destroyed with type->item_destroy after
  * it is removed, a grace period has passed and no reference remains).  A key
- * may hold a singleton and a factory at once.
+ * may hold a singleton and a factory at once.  Same as
+ * ureg_register_ranked(@reg, @key, @item, 0).
  * Returns 0; -EINVAL (NULL/invalid key or registry, NULL item); -EEXIST (the
- * key already has a singleton: nothing changed, @item still the caller's);
- * -ENOMEM.
+ * key already has a singleton at rank 0: nothing changed, @item still the
+ * caller's); -ENOMEM.
  */
 int ureg_register(ureg_registry *reg, const char *key, void *item);
 
@@ -205,19 +206,80 @@ int ureg_register(ureg_registry *reg, const char *key, void *item);
  * ureg_register_factory - register a factory under @key.
  *
  * Any thread; blocks on the writer mutex and in malloc.  @f is copied; on
- * success the registry owns f->arg and one reference to f->anchor.
+ * success the registry owns f->arg and one reference to f->anchor.  Same
+ * as ureg_register_factory_ranked(@reg, @key, @f, 0).
  * Returns 0; -EINVAL (bad key, NULL create, bad scope); -EEXIST (the key
- * already has a factory, nothing changed); -ENOMEM.
+ * already has a factory at rank 0, nothing changed); -ENOMEM.
  */
 int ureg_register_factory(ureg_registry *reg, const char *key,
 			  const struct ureg_factory *f);
+
+/*
+ * Ranking (the kernel crypto API's priorities, OSGi's service ranking).
+ *
+ * A key may hold several singletons and several factories, each with a
+ * rank (any int; plain ureg_register / ureg_register_factory use 0).
+ * Ranks order providers of the same kind:
+ *
+ * R.1  Lookups see the highest-ranked provider of each kind: ureg_lookup,
+ *      ureg_acquire and the singleton step of ureg_get see the top-ranked
+ *      singleton; ureg_create_instance and the factory step of ureg_get
+ *      the top-ranked factory.  ureg_get still prefers a singleton over a
+ *      factory, whatever their ranks (kinds are not ranked against each
+ *      other).
+ * R.2  Equal ranks: a key holds at most one provider per (kind, rank).
+ *      Registering a second one is -EEXIST and changes nothing, so the
+ *      winner never depends on registration order and (key, kind, rank)
+ *      names a provider (ureg_unregister_ranked).
+ * R.3  Fallback is atomic: every change builds the key's whole provider
+ *      set anew and publishes it with one swap.  A reader sees the set
+ *      before or after the change: never a lower-ranked provider while a
+ *      higher one is registered, never a miss while any provider of the
+ *      kind remains.
+ * R.4  The single-provider path is untouched: the top provider of each
+ *      kind sits where a lone provider sits; the others live in the
+ *      entry's cold part, which lookups do not read.
+ *
+ * ureg_replace / ureg_replace_factory swap the top-ranked provider (it
+ * keeps its rank); ureg_unregister and ureg_drain remove the top-ranked
+ * provider of each kind in @what (the next one takes over);
+ * ureg_unregister_ranked removes the one at a given rank.  A batch's
+ * ureg_batch_put replaces every provider of its key.
+ */
+
+/**
+ * ureg_register_ranked - add singleton @item to @key at @rank.
+ * @rank: any int; the highest-ranked singleton is the one lookups see.
+ *
+ * Any thread; blocks on the writer mutex and in malloc.  On success the
+ * registry owns @item (as ureg_register).  A key holding a higher-ranked
+ * singleton keeps serving that one; a lower-ranked one is replaced
+ * atomically for readers (R.3).  Returns 0; -EINVAL (bad registry or key,
+ * NULL item); -EEXIST (a singleton at @rank already: nothing changed, @item
+ * still the caller's); -ENOMEM.
+ */
+int ureg_register_ranked(ureg_registry *reg, const char *key, void *item,
+			 int rank);
+
+/**
+ * ureg_register_factory_ranked - add factory @f to @key at @rank.
+ *
+ * As ureg_register_factory, ranked among the key's factories like
+ * ureg_register_ranked among its singletons.  Returns 0; -EINVAL; -EEXIST
+ * (a factory at @rank already: nothing changed, f->arg still the
+ * caller's); -ENOMEM.
+ */
+int ureg_register_factory_ranked(ureg_registry *reg, const char *key,
+				 const struct ureg_factory *f, int rank);
 
 /**
  * ureg_replace - atomically swap the singleton under @key for @item.
  *
  * Readers see either the old or the new item, never neither.  The old item
  * is destroyed after its grace period and last reference.  The key's
- * factory, if any, is kept.  Any thread; blocks on the writer mutex.
+ * factory, if any, is kept.  With several singletons, the top-ranked one
+ * is swapped and @item takes its rank.  Any thread; blocks on the writer
+ * mutex.
  * Returns 0, -EINVAL, -ENOENT (no singleton under @key; nothing changed),
  * -ENOMEM.
  */
@@ -244,11 +306,28 @@ enum {
  * ureg_unregister - remove the singleton and/or factory under @key.
  * @what: UREG_SINGLETON, UREG_FACTORY or UREG_BOTH.
  *
- * Any thread; blocks on the writer mutex.  Readers inside a read section
- * may still see the old entry; it is destroyed after the grace period and
- * last reference.  Returns 0, -EINVAL, -ENOENT (nothing of @what under @key).
+ * Any thread; blocks on the writer mutex and, with ranked providers, in
+ * malloc.  With several providers of a kind, the top-ranked one goes and
+ * the next-ranked one takes over in the same swap (R.3).  Readers inside a
+ * read section may still see the old entry; it is destroyed after the
+ * grace period and last reference.  Returns 0, -EINVAL, -ENOENT (nothing
+ * of @what under @key), -ENOMEM (only with more than one provider left:
+ * nothing changed).
  */
 int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
+
+/**
+ * ureg_unregister_ranked - remove the provider(s) of @what at @rank.
+ * @what: UREG_SINGLETON, UREG_FACTORY or UREG_BOTH (each kind's provider
+ *        at @rank, where there is one).
+ *
+ * As ureg_unregister, but names the provider by rank (R.2) instead of
+ * taking the top one; removing a lower-ranked provider changes nothing a
+ * lookup sees.  Returns 0, -EINVAL, -ENOENT (nothing of @what at @rank),
+ * -ENOMEM.
+ */
+int ureg_unregister_ranked(ureg_registry *reg, const char *key, unsigned what,
+			   int rank);
 
 /* ureg_drain's timeout for "as long as it takes". */
 #define UREG_WAIT_FOREVER (~0u)
@@ -467,6 +546,8 @@ struct ureg_entry_info {
 	const char *source_file; /* config file, or NULL */
 	unsigned source_line;    /* 1-based; 0 when unknown */
 	unsigned source_column;  /* 1-based; 0 when unknown */
+	int rank;                /* rank of the provider ureg_get uses first */
+	unsigned providers;      /* singletons + factories under the key */
 };
 
 /**
@@ -475,6 +556,36 @@ struct ureg_entry_info {
  */
 int ureg_entry_info(ureg_registry *reg, const char *key,
 		    struct ureg_entry_info *info);
+
+/**
+ * struct ureg_provider_info - one provider of a key (ureg_providers).
+ * @what:   UREG_SINGLETON or UREG_FACTORY.
+ * @rank:   its rank.
+ * @active: true for the top-ranked one of its kind (the one lookups see).
+ * @item:   the singleton (borrowed: valid until the read section closes),
+ *          NULL for a factory.
+ * @scope:  a factory's scope.
+ */
+struct ureg_provider_info {
+	unsigned what;
+	int rank;
+	bool active;
+	void *item;
+	enum ureg_scope scope;
+};
+
+/**
+ * ureg_providers - every provider of @key, highest rank first (a
+ * singleton before a factory of equal rank).
+ * @out: filled with up to @cap providers (may be NULL when @cap is 0).
+ *
+ * Call inside a read section; never blocks or allocates.  The list is one
+ * consistent snapshot of the key.  Returns the number of providers (more
+ * than @cap when @out was too small: call again with a larger one),
+ * -EINVAL, -EPERM (not inside a read section), -ENOENT.
+ */
+int ureg_providers(ureg_registry *reg, const char *key,
+		   struct ureg_provider_info *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* Key handles: a key validated, measured and hashed once              */

@@ -48,6 +48,7 @@
 
 #include "arena_churn.h"
 #include "fork_storm.h"
+#include "rank_churn.h"
 
 #define ITEM_LIVE UINT64_C(0x17e3a11fe17e3a11)
 #define INST_LIVE UINT64_C(0x1257a1ce1257a1ce)
@@ -1005,7 +1006,7 @@ static double now_s(void)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ureg-stress [--mode registry|arenas|fork] [--threads N] [--seconds S]\n"
+	fprintf(f, "usage: ureg-stress [--mode registry|arenas|fork|rank] [--threads N] [--seconds S]\n"
 		   "                   [--seed X] [--keys K] [--forks N]\n"
 		   "  registry (default): many threads run a random mix of lookups,\n"
 		   "    registrations, replaces, unregistrations, factories, contexts, quota\n"
@@ -1018,7 +1019,11 @@ static void usage(FILE *f)
 		   "    owner or a call failed.\n"
 		   "  fork: --forks N (default 1000) forks beside 4 threads busy on every lock\n"
 		   "    of the library (fork_storm.h); exit 3 if a child hung, 4 if one\n"
-		   "    crashed, 1 if one failed a step.\n");
+		   "    crashed, 1 if one failed a step.\n"
+		   "  rank: --threads readers and 2 writers churn ranked providers on 8 keys\n"
+		   "    (rank_churn.h) for --seconds; exit 1 if a reader saw a lower rank\n"
+		   "    while a higher one was registered, a miss, a dead item, an\n"
+		   "    inconsistent provider list, or a call failed.\n");
 }
 
 static int run_arenas(void)
@@ -1047,6 +1052,19 @@ static int run_fork(long forks)
 	if (r.crashed)
 		return 4;
 	return rc == 0 && r.ok == forks && r.busy_errors == 0 ? 0 : 1;
+}
+
+static int run_rank(void)
+{
+	struct rank_churn_result r = { 0 };
+	int rc = rank_churn_run(nthreads, seconds, seed, &r);
+
+	printf("rank: lookups=%ld checked=%ld writes=%ld batches=%ld misses=%ld "
+	       "too_low=%ld dead=%ld bad_lists=%ld failures=%ld seconds=%.1f seed=%" PRIu64 "\n",
+	       r.lookups, r.checked, r.writes, r.batches, r.misses, r.too_low, r.dead,
+	       r.bad_lists, r.failures, seconds, seed);
+	return rc == 0 && r.misses == 0 && r.too_low == 0 && r.dead == 0 &&
+	       r.bad_lists == 0 && r.failures == 0 && r.checked > 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -1095,6 +1113,8 @@ int main(int argc, char **argv)
 		return run_arenas();
 	if (!strcmp(mode, "fork"))
 		return run_fork(forks);
+	if (!strcmp(mode, "rank"))
+		return run_rank();
 	if (strcmp(mode, "registry")) {
 		usage(stderr);
 		return 2;

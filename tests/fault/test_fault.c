@@ -14,6 +14,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -393,6 +394,84 @@ Test(fault_registry, unregister_fails_cleanly_and_keeps_the_key)
 	});
 	cr_assert_eq(ureg_contains(reg, "k00"), 0);
 	cr_assert_eq(ureg_count(reg), s.count - 1);
+}
+
+static int ranked_top(void)
+{
+	struct item *it = lookup("ranked");
+
+	return it ? it->id : -1;
+}
+
+/* Ranking: a key with more providers than the writer gathers on its
+ * stack, so registering, falling back, removing a lower rank and copying
+ * the key into a batch's table each allocate the provider set too. */
+Test(fault_registry, ranked_providers_fail_cleanly_at_every_allocation)
+{
+	struct reg_snapshot s;
+	struct item *it = item_new(300);
+	struct ureg_factory f = factory(UREG_SCOPE_TRANSIENT);
+	ureg_batch *b;
+	int fails, before, base = atomic_load(&items_destroyed);
+
+	for (int r = 1; r <= 10; r++)
+		cr_assert_eq(ureg_register_ranked(reg, "ranked", item_new(200 + r), r), 0);
+	cr_assert_eq(ureg_register_factory_ranked(reg, "ranked", &f, 3), 0);
+	s = snap();
+	FAULT_WALK(fails, ureg_register_ranked(reg, "ranked", it, 20), {
+		assert_unchanged(&s, n);
+		cr_assert_eq(ranked_top(), 210, "N=%ld", n);
+		cr_assert_eq(it->magic, LIVE, "the caller's item was destroyed");
+	});
+	cr_assert_geq(fails, 4, "entry, box, gathered set and cold array");
+	cr_assert_eq(ranked_top(), 300);
+
+	s = snap();
+	FAULT_WALK(fails, ureg_unregister(reg, "ranked", UREG_SINGLETON), {
+		assert_unchanged(&s, n);
+		cr_assert_eq(ranked_top(), 300, "N=%ld", n);
+	});
+	cr_assert_gt(fails, 0);
+	cr_assert_eq(ranked_top(), 210, "fell back to the next rank");
+
+	s = snap();
+	FAULT_WALK(fails, ureg_unregister_ranked(reg, "ranked", UREG_BOTH, 3), {
+		assert_unchanged(&s, n);
+	});
+	cr_assert_gt(fails, 0);
+	cr_assert_eq(ureg_unregister_ranked(reg, "ranked", UREG_SINGLETON, 3), -ENOENT);
+	/* items 300 and 203 and the factory's argument die in call_rcu
+	 * callbacks: let them run before the next snapshot (bounded, no sleep) */
+	for (long i = 0; i < 200000 && (atomic_load(&items_destroyed) < base + 2 ||
+					 atomic_load(&args_freed) < s.args_freed + 1); i++) {
+		ureg_synchronize();
+		sched_yield();
+	}
+	cr_assert_eq(atomic_load(&args_freed), s.args_freed + 1);
+	cr_assert_eq(atomic_load(&items_destroyed), base + 2);
+
+	cr_assert_eq(ureg_batch_new(reg, &b), 0);
+	cr_assert_eq(ureg_batch_put(b, "other", item_new(400), NULL, NULL), 0);
+	s = snap();
+	FAULT_WALK(fails, ureg_batch_commit(b, 0), {
+		assert_unchanged(&s, n);
+		cr_assert_eq(ranked_top(), 210, "N=%ld", n);
+	});
+	cr_assert_gt(fails, BASE_KEYS);
+	/* the copy kept every lower rank: falls back all the way down */
+	before = atomic_load(&items_destroyed);
+	for (int want = 9; want >= 1; want--) {
+		if (want == 3)
+			continue; /* removed above */
+		cr_assert_eq(ureg_unregister(reg, "ranked", UREG_SINGLETON), 0);
+		cr_assert_eq(ranked_top(), 200 + want);
+	}
+	cr_assert_eq(ureg_unregister(reg, "ranked", UREG_SINGLETON), 0);
+	cr_assert_eq(ureg_contains(reg, "ranked"), 0);
+	ureg_synchronize();
+	ureg_registry_destroy(reg);
+	reg = NULL;
+	cr_assert_geq(atomic_load(&items_destroyed), before + 9);
 }
 
 Test(fault_registry, registry_new_fails_cleanly_at_every_allocation)
