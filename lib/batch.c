@@ -18,6 +18,9 @@ struct batch_op {
 	struct ureg_key k;             /* k.str points to key[] */
 	struct ureg_item_box *ib;      /* NULL: no singleton */
 	struct ureg_factory_box *fb;   /* NULL: no factory */
+	int srank, frank;              /* ranks of ib and fb */
+	uint32_t nmore;                /* lower-ranked providers (batch_add) */
+	struct ureg_prov *more;        /* their boxes are owned like ib, fb */
 	struct ureg_source src;        /* strings owned */
 	char key[];
 };
@@ -46,7 +49,12 @@ static void op_free(struct batch_op *op, bool destroy_payload)
 	if (destroy_payload) {
 		ureg__ibox_put(op->ib);
 		ureg__fbox_put(op->fb);
+		for (uint32_t i = 0; i < op->nmore; i++) {
+			ureg__ibox_put(op->more[i].ib);
+			ureg__fbox_put(op->more[i].fb);
+		}
 	}
+	ureg__free(op->more);
 	ureg__free((char *)op->src.provider);
 	ureg__free((char *)op->src.file);
 	ureg__free(op);
@@ -102,6 +110,134 @@ nomem:
 	op->fb = NULL;
 	op_free(op, false);
 	return ureg__err(-ENOMEM, "batch_put: out of memory");
+}
+
+static struct batch_op *op_find(ureg_batch *b, const struct ureg_key *k)
+{
+	for (struct batch_op *op = b->ops; op; op = op->next)
+		if (op->k.hash == k->hash && op->k.len == k->len &&
+		    !memcmp(op->key, k->str, k->len))
+			return op;
+	return NULL;
+}
+
+static int rank_desc(const void *a, const void *b)
+{
+	const struct ureg_prov *x = a, *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank < y->rank ? 1 : -1;
+	return (x->ib == NULL) - (y->ib == NULL);
+}
+
+/* Insert provider @p into @op's set: the top of its kind, or below it. */
+static void op_insert(struct batch_op *op, struct ureg_prov p)
+{
+	struct ureg_prov down = { 0 };
+	bool have_down = true;
+
+	if (p.ib) {
+		if (!op->ib) {
+			op->ib = p.ib, op->srank = p.rank, have_down = false;
+		} else if (p.rank > op->srank) {
+			down = (struct ureg_prov){ op->srank, op->ib, NULL };
+			op->ib = p.ib, op->srank = p.rank;
+		} else {
+			down = p;
+		}
+	} else {
+		if (!op->fb) {
+			op->fb = p.fb, op->frank = p.rank, have_down = false;
+		} else if (p.rank > op->frank) {
+			down = (struct ureg_prov){ op->frank, NULL, op->fb };
+			op->fb = p.fb, op->frank = p.rank;
+		} else {
+			down = p;
+		}
+	}
+	if (have_down) /* room was made by the caller */
+		op->more[op->nmore++] = down;
+}
+
+static bool op_has(const struct batch_op *op, bool singleton, int rank)
+{
+	if (singleton ? op->ib && op->srank == rank : op->fb && op->frank == rank)
+		return true;
+	for (uint32_t i = 0; i < op->nmore; i++)
+		if ((singleton ? op->more[i].ib != NULL : op->more[i].fb != NULL) &&
+		    op->more[i].rank == rank)
+			return true;
+	return false;
+}
+
+int ureg_batch_add(ureg_batch *b, const char *key, void *item,
+		   const struct ureg_factory *f, int rank,
+		   const struct ureg_source *src)
+{
+	struct ureg_key k;
+	struct batch_op *op;
+	struct ureg_item_box *ib = NULL;
+	struct ureg_factory_box *fb = NULL;
+	struct ureg_prov *more;
+	char *prov = NULL, *file = NULL;
+	bool first;
+	int rc;
+
+	if (!b)
+		return ureg__err(-EINVAL, "batch_add: batch is NULL");
+	if ((rc = ureg__key_prepare(key, &k)))
+		return rc;
+	if (!item && !f)
+		return ureg__err(-EINVAL, "batch_add: neither an item nor a factory for '%s'", key);
+	if (f && (!f->create || (f->scope != UREG_SCOPE_TRANSIENT &&
+				 f->scope != UREG_SCOPE_CONTEXT)))
+		return ureg__err(-EINVAL, "batch_add: factory for '%s' has no create function or a bad scope", key);
+	if (!(op = op_find(b, &k))) {
+		/* the key's first provider in this batch: a put */
+		if ((rc = ureg_batch_put(b, key, item, f, src)))
+			return rc;
+		b->ops->srank = b->ops->frank = rank;
+		return 0;
+	}
+	if (!op->ib && !op->fb)
+		return ureg__err(-EEXIST, "batch_add: key '%s' is removed in this batch", key);
+	if ((item && op_has(op, true, rank)) || (f && op_has(op, false, rank)))
+		return ureg__err(-EEXIST, "batch_add: key '%s' already has a %s at rank %d in this batch",
+				 key, item && op_has(op, true, rank) ? "singleton" : "factory", rank);
+	/* the key's source is that of the provider ureg_get uses first */
+	first = item ? !op->ib || rank > op->srank :
+		!op->ib && (!op->fb || rank > op->frank);
+	/* everything that can fail first: the batch stays as it was */
+	if (!(more = ureg__realloc(op->more, (op->nmore + 2) * sizeof(*more))))
+		return ureg__err(-ENOMEM, "batch_add: out of memory");
+	op->more = more;
+	if (first && src && ((src->provider && !(prov = ureg__strdup(src->provider))) ||
+			     (src->file && !(file = ureg__strdup(src->file))))) {
+		ureg__free(prov);
+		return ureg__err(-ENOMEM, "batch_add: out of memory");
+	}
+	if ((item && !(ib = ureg__ibox_new(b->reg, item))) ||
+	    (f && !(fb = ureg__fbox_new(b->reg, key, f)))) {
+		if (ib)
+			ureg__ibox_free_unused(ib);
+		ureg__free(prov);
+		ureg__free(file);
+		return ureg__err(-ENOMEM, "batch_add: out of memory");
+	}
+	if (first && src) {
+		ureg__free((char *)op->src.provider);
+		ureg__free((char *)op->src.file);
+		op->src.provider = prov;
+		op->src.file = file;
+		op->src.line = src->line;
+		op->src.column = src->column;
+	}
+	if (ib)
+		op_insert(op, (struct ureg_prov){ rank, ib, NULL });
+	if (fb)
+		op_insert(op, (struct ureg_prov){ rank, NULL, fb });
+	qsort(op->more, op->nmore, sizeof(*op->more), rank_desc);
+	return 0;
 }
 
 void ureg_batch_abort(ureg_batch *b)
@@ -199,10 +335,24 @@ static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
 		ureg__cold(ne)->ibox = op->ib;
 		ne->item = op->ib ? op->ib->item : NULL;
 		ne->fbox = op->fb;
+		ureg__cold(ne)->srank = op->srank;
+		ureg__cold(ne)->frank = op->frank;
 		ureg__cold(ne)->generation = generation;
 		if (ureg__entry_set_source(ne, &op->src)) {
 			ureg__entry_free_unpublished(ne);
 			goto nomem;
+		}
+		if (op->nmore) {
+			/* the op's references move to the entry on publish */
+			struct ureg_prov *m = ureg__malloc(op->nmore * sizeof(*m));
+
+			if (!m) {
+				ureg__entry_free_unpublished(ne);
+				goto nomem;
+			}
+			memcpy(m, op->more, op->nmore * sizeof(*m));
+			ureg__cold(ne)->more = m;
+			ureg__cold(ne)->nmore = op->nmore;
 		}
 		cds_lfht_add(bt->ht, op->k.hash, &ne->node);
 		if (want_events && (old || op->ib || op->fb)) {

@@ -64,8 +64,10 @@ struct cfg_rtype {
 };
 
 struct espec {
-	char *key;
+	char *key;             /* a key may have several entries: one per
+				* (kind, rank), see ureg.h "Ranking" */
 	bool factory;
+	int rank;              /* `rank:`, 0 when absent */
 	enum ureg_scope scope;
 	char *provider;        /* builtin name, or NULL for a plugin */
 	char *plugin_path;     /* resolved path */
@@ -458,6 +460,7 @@ static void spec_free(struct spec *s)
 	s->n = 0;
 }
 
+/* The first entry of @key (a key may have one per (kind, rank)). */
 static struct espec *rspec_find(const struct rspec *r, const char *key)
 {
 	if (!r)
@@ -466,6 +469,25 @@ static struct espec *rspec_find(const struct rspec *r, const char *key)
 		if (!strcmp(r->e[i].key, key))
 			return &r->e[i];
 	return NULL;
+}
+
+/* The entry of @key of that kind at that rank. */
+static struct espec *rspec_find_ranked(const struct rspec *r, const char *key,
+				       bool factory, int rank)
+{
+	if (!r)
+		return NULL;
+	for (size_t i = 0; i < r->n; i++)
+		if (!strcmp(r->e[i].key, key) && r->e[i].factory == factory &&
+		    r->e[i].rank == rank)
+			return &r->e[i];
+	return NULL;
+}
+
+/* Whether r->e[j] is its key's first entry (plans and removals go by key). */
+static bool first_of_key(const struct rspec *r, size_t j)
+{
+	return rspec_find(r, r->e[j].key) == &r->e[j];
 }
 
 static const ureg_type *type_find(ureg_config *cfg, const char *name)
@@ -616,7 +638,7 @@ static void parse_params(struct load *L, yaml_node_t *n, struct espec *e)
 static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 {
 	yaml_node_t *keyn = NULL, *kindn = NULL, *scopen = NULL, *provn = NULL,
-		    *plugn = NULL;
+		    *plugn = NULL, *rankn = NULL;
 	struct espec e = { .scope = UREG_SCOPE_TRANSIENT };
 	const char *s;
 	bool ok = true;
@@ -643,8 +665,10 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 			plugn = vn;
 		else if (!strcmp(k, "params"))
 			parse_params(L, vn, &e);
+		else if (!strcmp(k, "rank"))
+			rankn = vn;
 		else {
-			ERR_AT(L, kn, "unknown entry field '%s' (expected key, kind, scope, provider, plugin, params)", k);
+			ERR_AT(L, kn, "unknown entry field '%s' (expected key, kind, scope, rank, provider, plugin, params)", k);
 			ok = false;
 		}
 	}
@@ -655,10 +679,6 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 		if (!valid_key(s)) {
 			ERR_AT(L, keyn, "invalid key '%.64s': 1..%d printable ASCII characters without spaces",
 			       s, UREG_KEY_MAX);
-			ok = false;
-		} else if (rspec_find(r, s)) {
-			ERR_AT(L, keyn, "duplicate key '%s' in registry '%s'", s,
-			       r->name ? r->name : "?");
 			ok = false;
 		} else if (!(e.key = ureg__strdup(s))) {
 			OOM_AT(L, keyn);
@@ -678,6 +698,33 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 			ok = false;
 		}
 	} else {
+		ok = false;
+	}
+	if (rankn && (s = scalar(L, rankn, "rank"))) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(s, &end, 10);
+		if (!*s || *end || errno || v < INT_MIN || v > INT_MAX) {
+			ERR_AT(L, rankn, "bad rank '%.64s' (expected an integer from %d to %d)",
+			       s, INT_MIN, INT_MAX);
+			ok = false;
+		} else {
+			e.rank = (int)v;
+		}
+	} else if (rankn) {
+		ok = false;
+	}
+	/* a key may appear once per (kind, rank) */
+	if (e.key && kindn && rspec_find_ranked(r, e.key, e.factory, e.rank)) {
+		if (rankn || rspec_find_ranked(r, e.key, e.factory, e.rank)->rank)
+			ERR_AT(L, keyn, "duplicate key '%s' in registry '%s': a %s at rank %d already",
+			       e.key, r->name ? r->name : "?",
+			       e.factory ? "factory" : "singleton", e.rank);
+		else
+			ERR_AT(L, keyn, "duplicate key '%s' in registry '%s'", e.key,
+			       r->name ? r->name : "?");
 		ok = false;
 	}
 	if (scopen && (s = scalar(L, scopen, "scope"))) {
@@ -734,7 +781,8 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 	if (!ok || L->nerr) {
 		/* keep the key for duplicate detection even after errors */
 		if (e.key) {
-			struct espec ph = { .key = e.key };
+			struct espec ph = { .key = e.key, .factory = e.factory,
+					    .rank = e.rank };
 			e.key = NULL;
 			r->e[r->n++] = ph;
 		}
@@ -910,7 +958,7 @@ static void parse_text(struct load *L, const char *text, size_t len,
 
 static bool espec_equal(const struct espec *a, const struct espec *b)
 {
-	if (a->factory != b->factory || a->scope != b->scope ||
+	if (a->factory != b->factory || a->scope != b->scope || a->rank != b->rank ||
 	    a->plugin != b->plugin || a->nparams != b->nparams)
 		return false;
 	if (!a->provider != !b->provider ||
@@ -924,6 +972,29 @@ static bool espec_equal(const struct espec *a, const struct espec *b)
 		    strcmp(a->params[i].value, b->params[i].value))
 			return false;
 	return true;
+}
+
+/* Whether @key has the same entries (kind, rank and all) in @a and @b. */
+static bool key_equal(const struct rspec *a, const struct rspec *b,
+		      const char *key)
+{
+	size_t na = 0, nb = 0;
+
+	if (!a || !b)
+		return false;
+	for (size_t i = 0; i < a->n; i++) {
+		const struct espec *o;
+
+		if (strcmp(a->e[i].key, key))
+			continue;
+		na++;
+		o = rspec_find_ranked(b, key, a->e[i].factory, a->e[i].rank);
+		if (!o || !espec_equal(&a->e[i], o))
+			return false;
+	}
+	for (size_t i = 0; i < b->n; i++)
+		nb += !strcmp(b->e[i].key, key);
+	return na == nb;
 }
 
 static int plan_add(struct ureg_config_plan *p, enum ureg_plan_op op,
@@ -999,13 +1070,15 @@ static int make_plan(ureg_config *cfg, const struct spec *s,
 		const struct rspec *old = lr ? lr->spec : NULL;
 		for (size_t j = 0; j < r->n && !rc; j++) {
 			const struct espec *o = rspec_find(old, r->e[j].key);
+			if (!first_of_key(r, j))
+				continue; /* one plan item per key */
 			if (!o)
 				rc = plan_add(p, UREG_PLAN_ADD, r->name, r->e[j].key);
-			else if (!espec_equal(o, &r->e[j]))
+			else if (!key_equal(old, r, r->e[j].key))
 				rc = plan_add(p, UREG_PLAN_CHANGE, r->name, r->e[j].key);
 		}
 		for (size_t j = 0; old && j < old->n && !rc; j++)
-			if (!rspec_find(r, old->e[j].key))
+			if (first_of_key(old, j) && !rspec_find(r, old->e[j].key))
 				rc = plan_add(p, UREG_PLAN_REMOVE, r->name, old->e[j].key);
 	}
 	for (size_t i = 0; i < cfg->nregs && !rc; i++) {
@@ -1013,7 +1086,8 @@ static int make_plan(ureg_config *cfg, const struct spec *s,
 		if (!lr->spec || spec_find(s, lr->name))
 			continue;
 		for (size_t j = 0; j < lr->spec->n && !rc; j++)
-			rc = plan_add(p, UREG_PLAN_REMOVE, lr->name, lr->spec->e[j].key);
+			if (first_of_key(lr->spec, j))
+				rc = plan_add(p, UREG_PLAN_REMOVE, lr->name, lr->spec->e[j].key);
 	}
 	if (!rc && p->count)
 		qsort(p->v, p->count, sizeof(*p->v), plan_cmp);
@@ -1155,8 +1229,11 @@ static int stage_op(ureg_batch *b, struct op *o, const char *file)
 		f.instance_destroy = o->es->prov.destroy;
 		f.anchor = o->es->plugin ? ureg__plugin_anchor(o->es->plugin) : NULL;
 	}
-	rc = ureg_batch_put(b, o->key, o->item, o->fb ? &f : NULL,
-			    o->es ? &src : NULL);
+	if (o->es)
+		rc = ureg_batch_add(b, o->key, o->item, o->fb ? &f : NULL,
+				    o->es->rank, &src);
+	else
+		rc = ureg_batch_put(b, o->key, NULL, NULL, NULL);
 	if (!rc)
 		o->put = true;
 	return rc;
@@ -1206,11 +1283,13 @@ static int apply(struct load *L, struct spec *s)
 			struct rspec *r = pass ? old : nw;
 			for (size_t j = 0; r && j < r->n; j++) {
 				struct espec *e = &r->e[j], *o;
+				/* a changed key is restaged whole: every entry
+				 * of it in the new file, one batch_add each */
 				if (pass == 0) {
 					o = rspec_find(old, e->key);
-					if (o && espec_equal(o, e))
+					if (o && key_equal(old, nw, e->key))
 						continue;
-				} else if (rspec_find(nw, e->key)) {
+				} else if (!first_of_key(r, j) || rspec_find(nw, e->key)) {
 					continue;
 				}
 				if (nops == capops) {

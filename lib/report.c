@@ -59,6 +59,43 @@ static const char *kind_name(const struct ureg_entry_info *in)
 	return in->has_singleton ? "singleton" : "factory";
 }
 
+/* Ranked keys: every provider, highest rank first (ureg_providers).  Up
+ * to PROVIDERS_SHOWN are listed; the count covers them all. */
+#define PROVIDERS_SHOWN 32
+
+static void report_providers(FILE *out, ureg_registry *reg, const char *key,
+			     bool json)
+{
+	struct ureg_provider_info pi[PROVIDERS_SHOWN];
+	int n = ureg_providers(reg, key, pi, PROVIDERS_SHOWN);
+
+	if (n < 0)
+		n = 0;
+	for (int i = 0; i < n && i < PROVIDERS_SHOWN; i++) {
+		const char *kind = pi[i].what == UREG_SINGLETON ? "singleton" : "factory";
+		const char *scope = pi[i].what == UREG_SINGLETON ? NULL :
+			pi[i].scope == UREG_SCOPE_CONTEXT ? "context" : "transient";
+
+		if (json) {
+			fputs(i ? ", {\"kind\": " : "{\"kind\": ", out);
+			json_str(out, kind);
+			fprintf(out, ", \"rank\": %d, \"active\": %s, \"scope\": ",
+				pi[i].rank, pi[i].active ? "true" : "false");
+			json_str(out, scope);
+			fputc('}', out);
+		} else {
+			if (pi[i].active)
+				fprintf(out, "      rank %-11d %-9s %-9s (active)\n", pi[i].rank,
+					kind, scope ? scope : "-");
+			else
+				fprintf(out, "      rank %-11d %-9s %s\n", pi[i].rank, kind,
+					scope ? scope : "-");
+		}
+	}
+	if (!json && n > PROVIDERS_SHOWN)
+		fprintf(out, "      ... %d providers in all\n", n);
+}
+
 static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 {
 	char **keys;
@@ -115,8 +152,10 @@ static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 			} else {
 				fputs("null", out);
 			}
-			fprintf(out, ", \"generation\": %llu}",
-				(unsigned long long)in.generation);
+			fprintf(out, ", \"generation\": %llu, \"rank\": %d, \"providers\": [",
+				(unsigned long long)in.generation, in.rank);
+			report_providers(out, reg, keys[i], true);
+			fputs("]}", out);
 		} else {
 			fprintf(out, "  %-24s %-17s %-9s %-28s ", keys[i],
 				kind_name(&in), scope ? scope : "-",
@@ -126,7 +165,13 @@ static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 					in.source_line, in.source_column);
 			else
 				fputs("-", out);
-			fprintf(out, "  gen %llu\n", (unsigned long long)in.generation);
+			fprintf(out, "  gen %llu", (unsigned long long)in.generation);
+			/* ranked keys: the rank, and every provider when several */
+			if (in.rank || in.providers > 1)
+				fprintf(out, "  rank %d", in.rank);
+			fputc('\n', out);
+			if (in.providers > 1)
+				report_providers(out, reg, keys[i], false);
 		}
 		shown++;
 	}

@@ -15,6 +15,7 @@
  *         - key: planner
  *           kind: factory        # singleton | factory
  *           scope: context       # transient | context (factories only)
+ *           rank: 10             # optional int, default 0 (ureg.h "Ranking")
  *           provider: demo.object   # builtin provider name, or:
  *           # plugin: {path: plugins/x.so, symbol: x_provider}
  *           params: {model: small, budget: 100}   # scalar values only
@@ -25,6 +26,13 @@
  * type), collects EVERY error with file:line:column, runs the singleton
  * constructors, and only when all of that succeeded publishes each changed
  * registry with one ureg_batch commit.  On any error no registry changes.
+ *
+ * Ranking.  A key may appear several times in a registry, once per
+ * (kind, rank): its entries become the key's ranked providers, published
+ * together (ureg_batch_add), and lookups see the highest-ranked one of
+ * each kind.  Two entries of one key with the same kind and rank are a
+ * duplicate-key error.  A reload that changes any entry of a key restages
+ * all of the key's entries (the plan lists the key once).
  *
  * Reload.  The new file is diffed against the live one: an entry is ADDED,
  * REMOVED or CHANGED (kind, scope, provider, params, or its plugin file
@@ -328,8 +336,11 @@ enum {
 /**
  * ureg_report - the hierarchy report of the live process: every registry
  * (sorted by name) with its type chain (agent -> base) and every entry
- * (sorted by key) with kind, scope, provider, source file:line and
- * generation; then every live user context with its instances and bytes.
+ * (sorted by key) with kind, scope, provider, source file:line,
+ * generation and rank; a key with several providers (ureg.h, "Ranking")
+ * lists each with its kind, rank and whether it is the active one (JSON:
+ * "rank" and "providers" on every entry); then every live user context
+ * with its instances and bytes.
  * @flags: UREG_REPORT_TEXT or UREG_REPORT_JSON.
  *
  * Any thread, not inside a read section.  Blocks on the global registry

@@ -244,7 +244,8 @@ int ureg_register_factory(ureg_registry *reg, const char *key,
  * keeps its rank); ureg_unregister and ureg_drain remove the top-ranked
  * provider of each kind in @what (the next one takes over);
  * ureg_unregister_ranked removes the one at a given rank.  A batch's
- * ureg_batch_put replaces every provider of its key.
+ * ureg_batch_put replaces every provider of its key; ureg_batch_add
+ * builds a ranked set in a batch.
  */
 
 /**
@@ -749,6 +750,26 @@ int ureg_batch_new(ureg_registry *reg, ureg_batch **out);
  */
 int ureg_batch_put(ureg_batch *b, const char *key, void *item,
 		   const struct ureg_factory *f, const struct ureg_source *src);
+
+/**
+ * ureg_batch_add - in the batch, add a provider to @key at @rank: the
+ * singleton @item and/or the factory @f (at least one).
+ *
+ * The key's first ureg_batch_put or ureg_batch_add in a batch replaces
+ * whatever the key holds; each further ureg_batch_add adds one provider
+ * of each kind given, ranked as ureg_register_ranked does (R.1, R.2), so a
+ * batch can publish a key's whole ranked set in one generation.  The
+ * key's source (ureg_entry_info) is the @src given with the provider
+ * ureg_get uses first: the top singleton, else the top factory.  The batch owns
+ * @item and f->arg from now on.  Any thread that owns @b; allocates.
+ * Returns 0, -EINVAL (bad key or factory, neither @item nor @f; the
+ * caller still owns both), -EEXIST (a provider of that kind at @rank
+ * already in this batch, or @key removed in it), -ENOMEM (the batch is
+ * unchanged).
+ */
+int ureg_batch_add(ureg_batch *b, const char *key, void *item,
+		   const struct ureg_factory *f, int rank,
+		   const struct ureg_source *src);
 
 /**
  * ureg_batch_commit - publish every change of @b at once and free @b.

@@ -468,3 +468,65 @@ Test(rank, readers_under_churn_never_see_a_lower_rank_while_a_higher_one_is_regi
 	cr_assert_eq(atomic_load(&items_bad_destroy), 0);
 	cr_assert_eq(atomic_load(&items_destroyed), atomic_load(&items_made));
 }
+
+Test(rank, a_batch_add_publishes_a_whole_ranked_set_in_one_generation)
+{
+	ureg_registry *reg = new_reg();
+	struct fac f = { .id = 7 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	struct ureg_provider_info pi[4];
+	struct item *dup = item_new(55), *orphan = item_new(66);
+	ureg_batch *b = NULL;
+	uint64_t gen;
+
+	cr_assert_eq(ureg_register_ranked(reg, "codec", item_new(99), 99), 0);
+	gen = ureg_generation(reg);
+	cr_assert_eq(ureg_batch_new(reg, &b), 0);
+	cr_assert_eq(ureg_batch_add(b, "codec", item_new(1), NULL, 1, NULL), 0);
+	cr_assert_eq(ureg_batch_add(b, "codec", item_new(5), &uf, 5, NULL), 0);
+	cr_assert_eq(ureg_batch_add(b, "codec", dup, NULL, 5, NULL), -EEXIST);
+	cr_assert_eq(ureg_batch_add(b, "codec", item_new(3), NULL, 3, NULL), 0);
+	cr_assert_eq(ureg_batch_add(b, "codec", NULL, NULL, 3, NULL), -EINVAL);
+	cr_assert_eq(ureg_batch_put(b, "gone", NULL, NULL, NULL), 0);
+	cr_assert_eq(ureg_batch_add(b, "gone", orphan, NULL, 0, NULL), -EEXIST);
+	cr_assert_eq(ureg_batch_add(NULL, "codec", orphan, NULL, 0, NULL), -EINVAL);
+	cr_assert_eq(ureg_batch_add(b, "bad key", orphan, NULL, 0, NULL), -EINVAL);
+	cr_assert_eq(seen(reg, "codec"), 99, "nothing visible before the commit");
+	cr_assert_eq(ureg_batch_commit(b, 0), 0);
+	cr_assert_eq(ureg_generation(reg), gen + 1);
+	/* the batch replaced the key's providers: 99 is gone */
+	cr_assert_eq(seen(reg, "codec"), 5);
+	ureg_read_lock();
+	cr_assert_eq(ureg_providers(reg, "codec", pi, 4), 4);
+	ureg_read_unlock();
+	cr_assert_eq(pi[0].rank, 5);
+	cr_assert_eq(pi[0].what, UREG_SINGLETON);
+	cr_assert_eq(pi[1].what, UREG_FACTORY);
+	cr_assert_eq(pi[2].rank, 3);
+	cr_assert_eq(pi[3].rank, 1);
+	cr_assert_eq(ureg_unregister(reg, "codec", UREG_SINGLETON), 0);
+	cr_assert_eq(seen(reg, "codec"), 3);
+	item_free_unowned(dup);
+	item_free_unowned(orphan);
+	ureg_registry_destroy(reg);
+	cr_assert_eq(atomic_load(&items_destroyed), 4);
+	cr_assert_eq(atomic_load(&items_bad_destroy), 0);
+}
+
+Test(rank, an_aborted_batch_frees_every_provider_it_was_given)
+{
+	ureg_registry *reg = new_reg();
+	atomic_int arg_freed = 0;
+	struct fac f = { .id = 1, .arg_freed = &arg_freed };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_TRANSIENT);
+	ureg_batch *b = NULL;
+
+	cr_assert_eq(ureg_batch_new(reg, &b), 0);
+	for (int r = 0; r < 6; r++)
+		cr_assert_eq(ureg_batch_add(b, "codec", item_new(r), r & 1 ? &uf : NULL, r, NULL), 0);
+	ureg_batch_abort(b);
+	cr_assert_eq(atomic_load(&items_destroyed), 6);
+	cr_assert_eq(atomic_load(&arg_freed), 3);
+	cr_assert_eq(ureg_count(reg), 0);
+	ureg_registry_destroy(reg);
+}

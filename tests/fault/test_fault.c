@@ -829,6 +829,39 @@ Test(fault_batch, batch_commit_fails_cleanly_and_the_batch_can_be_retried)
 	ureg_read_unlock();
 }
 
+/* Ranking: ureg_batch_add builds a ranked set; each add and the commit
+ * that publishes it fail cleanly at every allocation. */
+Test(fault_batch, batch_add_and_its_commit_fail_cleanly_at_every_allocation)
+{
+	struct ureg_source src = { .provider = "ranked", .file = "rank.yaml", .line = 4 };
+	struct reg_snapshot s = snap();
+	ureg_batch *b;
+	int fails;
+
+	cr_assert_eq(ureg_batch_new(reg, &b), 0);
+	for (int r = 0; r < 4; r++) {
+		struct item *it = item_new(500 + r);
+		struct ureg_factory f = factory(UREG_SCOPE_TRANSIENT);
+
+		FAULT_WALK(fails, ureg_batch_add(b, "ranked", it, &f, r, &src), {
+			cr_assert_eq(it->magic, LIVE, "N=%ld: the caller's item was destroyed", n);
+			cr_assert_eq(atomic_load(&args_freed), s.args_freed,
+				     "N=%ld: the caller's argument was freed", n);
+		});
+		cr_assert_gt(fails, 0);
+	}
+	FAULT_WALK(fails, ureg_batch_commit(b, 0), {
+		assert_unchanged(&s, n);
+		cr_assert_null(lookup("ranked"), "N=%ld", n);
+	});
+	cr_assert_gt(fails, BASE_KEYS);
+	cr_assert_eq(((struct item *)lookup("ranked"))->id, 503);
+	for (int want = 502; want >= 500; want--) {
+		cr_assert_eq(ureg_unregister(reg, "ranked", UREG_SINGLETON), 0);
+		cr_assert_eq(((struct item *)lookup("ranked"))->id, want);
+	}
+}
+
 Test(fault_batch, an_aborted_batch_after_failures_frees_what_it_owned)
 {
 	ureg_batch *b;
