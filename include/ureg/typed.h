@@ -25,7 +25,7 @@
  *                         below; a factory of another registry type does
  *                         not convert to it;
  *  - prefix_batch:        a batch of this registry (prefix_batch_new/put/
- *                         commit/abort), T* items only.
+ *                         add/commit/abort), T* items only.
  *
  * A typed factory, defined in one go (its parameters named by you):
  *
@@ -169,6 +169,11 @@
 			const char *key, T *item, const struct ureg_factory *f, \
 			const struct ureg_source *src)                         \
 	{ return ureg_batch_put(prefix##_batch_base(b), key, (void *)item, f, src); } \
+	static inline int prefix##_batch_add(prefix##_batch *b,               \
+			const char *key, T *item, const struct ureg_factory *f, \
+			int rank, const struct ureg_source *src)               \
+	{ return ureg_batch_add(prefix##_batch_base(b), key, (void *)item, f,  \
+				rank, src); }                                  \
 	static inline int prefix##_batch_commit(prefix##_batch *b,            \
 						uint64_t generation)           \
 	{ return ureg_batch_commit(prefix##_batch_base(b), generation); }      \

@@ -530,3 +530,39 @@ Test(rank, an_aborted_batch_frees_every_provider_it_was_given)
 	cr_assert_eq(ureg_count(reg), 0);
 	ureg_registry_destroy(reg);
 }
+
+struct codec {
+	struct item base; /* first: the registry's item_destroy frees it */
+};
+
+UREG_DECLARE_TYPED(codec_reg, struct codec)
+
+Test(rank, the_typed_wrappers_take_ranks_and_list_providers)
+{
+	codec_reg_registry *reg = NULL;
+	codec_reg_batch *b = NULL;
+	struct codec *c1 = (struct codec *)item_new(1), *c2 = (struct codec *)item_new(2);
+	struct codec *got = NULL;
+	struct ureg_provider_info pi[2];
+
+	cr_assert_eq(codec_reg_new(&item_type, "codecs", &reg), 0);
+	cr_assert_eq(codec_reg_register_ranked(reg, "c", c1, 1), 0);
+	cr_assert_eq(codec_reg_register_ranked(reg, "c", c2, 2), 0);
+	ureg_read_lock();
+	cr_assert_eq(codec_reg_lookup(reg, "c", &got), 0);
+	cr_assert_eq(got, c2);
+	cr_assert_eq(codec_reg_providers(reg, "c", pi, 2), 2);
+	ureg_read_unlock();
+	cr_assert_eq(codec_reg_unregister_ranked(reg, "c", UREG_SINGLETON, 2), 0);
+	cr_assert_eq(codec_reg_batch_new(reg, &b), 0);
+	cr_assert_eq(codec_reg_batch_add(b, "d", (struct codec *)item_new(3), NULL, 3, NULL), 0);
+	cr_assert_eq(codec_reg_batch_commit(b, 0), 0);
+	ureg_read_lock();
+	cr_assert_eq(codec_reg_lookup(reg, "c", &got), 0);
+	cr_assert_eq(got, c1);
+	cr_assert_eq(codec_reg_lookup(reg, "d", &got), 0);
+	cr_assert_eq(got->base.id, 3);
+	ureg_read_unlock();
+	codec_reg_destroy(reg);
+	cr_assert_eq(atomic_load(&items_destroyed), 3);
+}
