@@ -46,9 +46,11 @@
  *      liburcu's callback queue is a wait-free queue whose enqueue is two
  *      steps (swap the tail, then link the old tail to the new node); a
  *      child forked between them inherits a queue whose link never comes,
- *      and its new call_rcu worker waits on it forever - the child's
- *      destructors never run (seen under ASan in 2 of 30 runs of
- *      forking_while_a_writer_thread_mutates).  Library code calls
+ *      and urcu_memb_call_rcu_after_fork_child's blocking splice of the
+ *      old queue into the new worker's waits on it forever.  Found by
+ *      reading liburcu 0.13's urcu-call-rcu-impl.h, not reproduced (the
+ *      child hang first suspected turned out to be ASan's allocator: see
+ *      stress/stress/fork_storm.h).  Library code calls
  *      call_rcu only through ureg__call_rcu, read-locking this gate, often
  *      under a writer or context lock; so it is taken last, when every
  *      such lock is already held here and nobody can be waiting for one.
