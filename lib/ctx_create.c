@@ -1,0 +1,560 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Creating, caching and releasing the instances of a user context.
+ *
+ * Rollback.  A factory runs inside a creation frame (thread-local, on the
+ * creating thread's stack).  Blocks the creating thread allocates in that
+ * context while the frame is open go to the frame's own list; if the
+ * creation fails they are freed and the context's counters restored, so a
+ * failed creation changes nothing.  On success the list is spliced into the
+ * context's.
+ *
+ * The CONTEXT-scope cache maps a factory's serial number to the instance, in
+ * an open-addressing table that readers probe inside their read section
+ * without a lock: slots are only ever added (serial 0 -> serial, published
+ * with a release store) and a slot's value moves between an instance,
+ * TOMB (none) and a tagged pointer to the in-flight creation record.
+ * Growing copies the table and publishes the copy with rcu_assign_pointer;
+ * the old one is freed after a grace period.
+ *
+ * Single flight.  The first thread to miss becomes the creator: it stores a
+ * tagged pointer to its creation record (on its stack) in the slot and runs
+ * the factory with no lock held.  Threads that find the record wait on its
+ * futex word and take its answer - the instance or the same error, the
+ * factory never reruns for them.  The creator does not return (its record
+ * lives on its stack) until every waiter has copied the answer.
+ *
+ * Cycles.  Before waiting on a record, a thread follows the wait-for chain
+ * under the context lock: the record's owner, the record that owner waits
+ * on in this context, and so on.  Reaching itself means the wait could
+ * never end (a factory asking for its own key, directly, through other
+ * factories, or through another thread of the same context): -EDEADLK with
+ * the chain of keys in ureg_last_error().  Every link of the chain is only
+ * written under this context's lock, so the walk is exact.  Chains that
+ * leave the context (a factory of context A waiting in context B) are not
+ * followed.
+ */
+#include <jemalloc/jemalloc.h>
+#include <limits.h>
+#include <stdio.h>
+#include "ctx_int.h"
+
+UREG_TLS struct creation *ureg__ctx_creating;       /* innermost frame */
+static UREG_TLS struct creation_wait waiting;
+
+static void record_free(struct ureg_instance *in);
+
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
+{
+	struct ureg_factory_box *fb = in->fb;
+	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
+		fb->f.instance_destroy : fb->type->instance_destroy;
+
+	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, in->obj);
+	if (destroy)
+		destroy(in->obj, ctx);
+	ureg__fbox_put(fb);
+	record_free(in);
+}
+
+/* Under ctx->lock: out of the creation-order list (not the map). */
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
+{
+	struct ctx_instances *ci = ctx->inst;
+
+	if (in->prev)
+		in->prev->next = in->next;
+	else
+		ci->oldest = in->next;
+	if (in->next)
+		in->next->prev = in->prev;
+	else
+		ci->newest = in->prev;
+	ci->count--;
+}
+
+/* ------------------------------------------------------------ creations */
+
+/* Under ctx->lock. */
+static void frame_open_locked(struct creation *c, ureg_ctx *ctx, const char *key)
+{
+	c->parent = ureg__ctx_creating;
+	c->ctx = ctx;
+	c->key = key;
+	hdr_list_init(&c->allocs);
+	c->allocated = 0;
+	c->peak_before = ctx->peak_bytes;
+}
+
+/* Under ctx->lock.  Success: the frame's blocks become the context's. */
+static void frame_keep_locked(struct creation *c)
+{
+	hdr_splice_tail(&c->ctx->allocs, &c->allocs);
+}
+
+/* Under ctx->lock.  Failure: free what the creation allocated, restore
+ * the counters. */
+static void frame_rollback_locked(struct creation *c)
+{
+	ureg_ctx *ctx = c->ctx;
+	struct alloc_hdr *h, *next;
+
+	for (h = hdr_next(&c->allocs); h != &c->allocs; h = next) {
+		size_t usable = hdr_size(h);
+
+		next = hdr_next(h);
+		ctx->live_bytes -= usable;
+		ctx->allocations--;
+		sdallocx(h, usable, free_flags(ctx));
+	}
+	ctx->total_allocations -= c->allocated;
+	/* the failed creation's own high-water mark does not count */
+	if (ctx->peak_bytes > c->peak_before)
+		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
+			ctx->live_bytes : c->peak_before;
+}
+
+/*
+ * Instance records are library bookkeeping made and dropped at the rate of
+ * factory calls: they come from the thread's shared-pool arena through
+ * jemalloc's thread cache (whose bins hold far more than glibc's 7 per size
+ * when a thread creates and releases instances in batches).
+ */
+static struct ureg_instance *record_new(void)
+{
+	unsigned arena;
+
+	if (UREG_LIKELY(ureg__home_arena))
+		arena = ureg__home_arena - 1;
+	else if (ureg__arena_shared(&arena))
+		return NULL;
+	return ureg__fault_hit() ? NULL :
+		mallocx(sizeof(struct ureg_instance), MALLOCX_ARENA(arena));
+}
+
+static void record_free(struct ureg_instance *in)
+{
+	sdallocx(in, sizeof(*in), 0);
+}
+
+static struct ctx_instances *instances_of(ureg_ctx *ctx)
+{
+	if (!ctx->inst)
+		ctx->inst = ureg__calloc(1, sizeof(*ctx->inst));
+	return ctx->inst;
+}
+
+static inline uint32_t ptr_hash(const void *p)
+{
+	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
+}
+
+/*
+ * Under ctx->lock: hold room for one more record, taken before a factory
+ * runs so that the insert after it cannot fail; -ENOMEM leaves the map as
+ * it was.
+ */
+static int map_reserve(ureg_ctx *ctx)
+{
+	struct ctx_instances *m = instances_of(ctx);
+	struct ureg_instance **ns;
+	uint32_t n;
+
+	if (!m)
+		return -ENOMEM;
+	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
+		m->reserved++;
+		return 0;
+	}
+	n = m->slot ? (m->mask + 1) * 2 : 8;
+	if (!(ns = ureg__calloc(n, sizeof(*ns))))
+		return -ENOMEM;
+	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
+		if (!m->slot[i])
+			continue;
+		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
+		while (ns[j])
+			j = (j + 1) & (n - 1);
+		ns[j] = m->slot[i];
+	}
+	ureg__free(m->slot);
+	m->slot = ns;
+	m->mask = n - 1;
+	m->reserved++;
+	return 0;
+}
+
+static void map_insert(struct ctx_instances *m, struct ureg_instance *in)
+{
+	uint32_t i = ptr_hash(in->obj) & m->mask;
+
+	while (m->slot[i])
+		i = (i + 1) & m->mask;
+	m->slot[i] = in;
+	m->used++;
+	m->reserved--;
+}
+
+/* Remove and return the record of @obj, or NULL. */
+static struct ureg_instance *map_take(struct ctx_instances *m, const void *obj)
+{
+	struct ureg_instance *in;
+	uint32_t i, j;
+
+	if (!m || !m->slot)
+		return NULL;
+	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
+		if (m->slot[i]->obj == obj)
+			break;
+	if (!(in = m->slot[i]))
+		return NULL;
+	/* backward-shift the rest of the cluster into the hole */
+	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
+		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
+		/* move j to i when its home is not cyclically in (i, j] */
+		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+			m->slot[i] = m->slot[j];
+			i = j;
+		}
+	}
+	m->slot[i] = NULL;
+	m->used--;
+	return in;
+}
+
+static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
+				       void *obj, ureg_ctx *ctx)
+{
+	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
+		fb->f.instance_destroy : fb->type->instance_destroy;
+	if (destroy)
+		destroy(obj, ctx);
+}
+
+/*
+ * Run @fb's factory in @ctx inside the creation frame @c and record the
+ * instance (creation order list, object map).  @cached marks a
+ * CONTEXT-scope instance.  No lock is held while the factory and the
+ * on_create hook run.  On failure everything the creation allocated in
+ * @ctx is freed again.
+ */
+static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
+			   struct ureg_factory_box *fb, bool cached,
+			   struct creation *c, void **out)
+{
+	struct ureg_instance *in;
+	void *obj = NULL;
+	int rc;
+
+	if (!(in = record_new()))
+		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
+				 reg->name, fb->key);
+	lock_take(&ctx->lock);
+	rc = map_reserve(ctx);
+	if (rc == 0)
+		frame_open_locked(c, ctx, fb->key);
+	lock_drop(&ctx->lock);
+	if (rc) {
+		record_free(in);
+		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
+				 reg->name, fb->key);
+	}
+	ureg__ctx_creating = c;
+	ureg__clear_err();
+	rc = fb->f.create(ctx, fb->f.arg, &obj);
+	if (rc == 0 && !obj)
+		rc = ureg__err(-EINVAL, "registry '%s': factory '%s' returned success but no instance",
+			       reg->name, fb->key);
+	else if (rc > 0)
+		rc = -rc; /* a factory that returned a positive errno */
+	if (rc == 0 && fb->type->on_create) {
+		rc = fb->type->on_create(reg, fb->key, obj, ctx,
+					 fb->type->on_create_arg);
+		if (rc) {
+			instance_destroy_unrecorded(fb, obj, ctx);
+			if (rc > 0)
+				rc = -rc;
+		}
+	}
+	ureg__ctx_creating = c->parent;
+	if (rc) {
+		lock_take(&ctx->lock);
+		frame_rollback_locked(c);
+		ctx->inst->reserved--;
+		lock_drop(&ctx->lock);
+		record_free(in);
+		if (!*ureg_last_error())
+			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
+				  reg->name, fb->key, ureg_strerror(rc));
+		return rc;
+	}
+	in->obj = obj;
+	in->fb = fb;
+	in->cached = cached;
+	in->next = NULL;
+	lock_take(&ctx->lock);
+	frame_keep_locked(c);
+	struct ctx_instances *ci = ctx->inst;
+	map_insert(ci, in);
+	in->prev = ci->newest;
+	if (ci->newest)
+		ci->newest->next = in;
+	else
+		ci->oldest = in;
+	ci->newest = in;
+	ci->count++;
+	lock_drop(&ctx->lock);
+	ureg__fbox_get(fb);
+	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
+	*out = obj;
+	return 0;
+}
+
+int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
+		     struct ureg_factory_box *fb, bool cached, void **out)
+{
+	struct creation c;
+
+	c.owner = NULL;
+	return create_in_frame(ctx, reg, fb, cached, &c, out);
+}
+
+static inline uint32_t serial_hash(uint64_t serial)
+{
+	serial *= 0x9e3779b97f4a7c15ull; /* Fibonacci hashing */
+	return (uint32_t)(serial >> 32);
+}
+
+/* Under ctx->lock, or in a read section for a lock-free probe. */
+static struct cache_slot *cache_find(struct ctx_cache *c, uint64_t serial)
+{
+	if (!c)
+		return NULL;
+	for (uint32_t i = serial_hash(serial) & c->mask;; i = (i + 1) & c->mask) {
+		uint64_t s = __atomic_load_n(&c->slots[i].serial, __ATOMIC_ACQUIRE);
+		if (s == serial)
+			return &c->slots[i];
+		if (s == 0)
+			return NULL;
+	}
+}
+
+static void cache_free_rcu(struct rcu_head *head)
+{
+	ureg__free(caa_container_of(head, struct ctx_cache, rcu));
+}
+
+/* Under ctx->lock: a slot for @serial (absent before), value TOMB. */
+static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
+{
+	struct ctx_cache *c = ctx->cache, *nc;
+	struct cache_slot *s;
+
+	if (!c || (c->used + 1) * 2 > c->mask + 1) {
+		uint32_t n = c ? (c->mask + 1) * 2 : 8;
+		nc = ureg__calloc(1, sizeof(*nc) + n * sizeof(nc->slots[0]));
+		if (!nc)
+			return NULL;
+		nc->mask = n - 1;
+		for (uint32_t i = 0; c && i <= c->mask; i++) {
+			if (!c->slots[i].serial)
+				continue;
+			uint32_t j = serial_hash(c->slots[i].serial) & nc->mask;
+			while (nc->slots[j].serial)
+				j = (j + 1) & nc->mask;
+			nc->slots[j] = c->slots[i];
+			nc->used++;
+		}
+		rcu_assign_pointer(ctx->cache, nc);
+		if (c)
+			ureg__call_rcu(&c->rcu, cache_free_rcu);
+		c = nc;
+	}
+	uint32_t i = serial_hash(serial) & c->mask;
+	while (c->slots[i].serial)
+		i = (i + 1) & c->mask;
+	s = &c->slots[i];
+	s->obj = TOMB;
+	__atomic_store_n(&s->serial, serial, __ATOMIC_RELEASE);
+	c->used++;
+	return s;
+}
+
+/*
+ * Under ctx->lock: would waiting on @target close a wait-for loop back to
+ * this thread?  Then describe it ("a -> b -> a") and return true.
+ */
+static bool would_deadlock(ureg_ctx *ctx, struct creation *target,
+			   char *chain, size_t len)
+{
+	struct creation *r = target;
+	size_t off = 0;
+	int guard = 0;
+
+	chain[0] = '\0';
+	while (r && guard++ < 64) {
+		off += (size_t)snprintf(chain + off, off < len ? len - off : 0, "%s -> ",
+					r->key);
+		if (r->owner == &waiting) {
+			/* close the loop with what this thread is creating
+			 * inside @r, innermost last */
+			struct creation *mine[16];
+			int n = 0;
+			for (struct creation *f = ureg__ctx_creating; f && f != r && n < 16; f = f->parent)
+				if (f->ctx == ctx)
+					mine[n++] = f;
+			while (n-- > 0)
+				off += (size_t)snprintf(chain + off, off < len ? len - off : 0,
+							"%s -> ", mine[n]->key);
+			snprintf(chain + off, off < len ? len - off : 0, "%s", target->key);
+			return true;
+		}
+		/* follow the owner only while it waits in this context: those
+		 * links are written under ctx->lock, which we hold */
+		struct creation_wait *w = r->owner;
+		if (!w || __atomic_load_n(&w->ctx, __ATOMIC_RELAXED) != ctx)
+			return false;
+		r = w->on;
+	}
+	return false;
+}
+
+int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
+			   struct ureg_entry *e, void **out)
+{
+	struct ureg_factory_box *fb = e->fbox;
+	struct cache_slot *s;
+	struct creation c, *rec;
+	void *obj;
+	int rc;
+
+	if (fb->f.scope == UREG_SCOPE_TRANSIENT)
+		return ureg__ctx_create(ctx, reg, fb, false, out);
+
+	/* fast path: lock-free probe, no writes */
+	s = cache_find(rcu_dereference(ctx->cache), fb->serial);
+	if (UREG_LIKELY(s)) {
+		obj = __atomic_load_n(&s->obj, __ATOMIC_ACQUIRE);
+		if (UREG_LIKELY(is_instance(obj))) {
+			*out = obj;
+			return 0;
+		}
+	}
+
+	/* slow path: single-flight creation */
+	lock_take(&ctx->lock);
+	s = cache_find(ctx->cache, fb->serial);
+	obj = s ? s->obj : TOMB;
+	if (is_instance(obj)) {
+		lock_drop(&ctx->lock);
+		*out = obj;
+		return 0;
+	}
+	if (obj != TOMB) {
+		/* another creation is in flight: take its answer */
+		char chain[256];
+
+		rec = (struct creation *)((uintptr_t)obj & ~PENDING_TAG);
+		if (would_deadlock(ctx, rec, chain, sizeof(chain))) {
+			lock_drop(&ctx->lock);
+			return ureg__err(-EDEADLK, "registry '%s': creation cycle in context '%s': %s",
+					 reg->name, ctx->name, chain);
+		}
+		__atomic_add_fetch(&rec->waiters, 1, __ATOMIC_RELAXED);
+		ctx->waiting++;
+		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
+		waiting.on = rec;
+		lock_drop(&ctx->lock);
+		while (!__atomic_load_n(&rec->done, __ATOMIC_ACQUIRE))
+			futex_wait(&rec->done, 0);
+		lock_take(&ctx->lock);
+		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
+		waiting.on = NULL;
+		ctx->waiting--;
+		rc = rec->rc;
+		obj = rec->obj;
+		/* the record lives on its creator's stack: let it go once the
+		 * last waiter has read it */
+		if (__atomic_sub_fetch(&rec->waiters, 1, __ATOMIC_RELEASE) == 0)
+			futex_wake(&rec->waiters, 1);
+		lock_drop(&ctx->lock);
+		if (rc)
+			return ureg__err(rc, "registry '%s': creating '%s' in context '%s' failed (on another thread): %s",
+					 reg->name, fb->key, ctx->name, ureg_strerror(rc));
+		*out = obj;
+		return 0;
+	}
+	if (!s && !(s = cache_insert(ctx, fb->serial))) {
+		lock_drop(&ctx->lock);
+		return ureg__err(-ENOMEM, "context '%s': out of memory", ctx->name);
+	}
+	c.owner = &waiting;
+	c.key = fb->key;
+	c.done = 0;
+	c.waiters = 0;
+	__atomic_store_n(&s->obj, (void *)((uintptr_t)&c | PENDING_TAG), __ATOMIC_RELAXED);
+	lock_drop(&ctx->lock);
+
+	rc = create_in_frame(ctx, reg, fb, true, &c, &obj);
+
+	lock_take(&ctx->lock);
+	s = cache_find(ctx->cache, fb->serial); /* the table may have grown */
+	__atomic_store_n(&s->obj, rc == 0 ? obj : TOMB, __ATOMIC_RELEASE);
+	c.rc = rc;
+	c.obj = obj;
+	__atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
+	lock_drop(&ctx->lock);
+	futex_wake(&c.done, INT_MAX);
+	for (;;) {
+		uint32_t w = __atomic_load_n(&c.waiters, __ATOMIC_ACQUIRE);
+		if (!w)
+			break;
+		futex_wait(&c.waiters, w);
+	}
+	if (rc == 0)
+		*out = obj;
+	return rc;
+}
+
+int ureg_instance_release(ureg_ctx *ctx, void *instance)
+{
+	struct ureg_instance *in;
+
+	if (!ctx || !instance)
+		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
+	ureg__rcu_ensure();
+	lock_take(&ctx->lock);
+	in = map_take(ctx->inst, instance);
+	if (!in) {
+		lock_drop(&ctx->lock);
+		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
+				 ctx->name);
+	}
+	ureg__ctx_instance_unlink(ctx, in);
+	if (in->cached) {
+		struct cache_slot *s = cache_find(ctx->cache, in->fb->serial);
+		if (s && s->obj == instance)
+			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
+	}
+	lock_drop(&ctx->lock);
+	ureg__ctx_instance_destroy(ctx, in);
+	return 0;
+}
+
+/*
+ * ureg_drain's holder report (registry.c): the live instances of @fb in
+ * @ctx.  Called from ureg_ctx_foreach: the list lock, then this context's
+ * lock (the order fork.c states).  Walks the context's instances: only
+ * for a report, never on a lookup or creation path.
+ */
+size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb)
+{
+	size_t n = 0;
+
+	lock_take(&ctx->lock);
+	if (ctx->inst)
+		for (struct ureg_instance *in = ctx->inst->oldest; in; in = in->next)
+			n += in->fb == fb;
+	lock_drop(&ctx->lock);
+	return n;
+}

@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private to lib/ctx.c and lib/ctx_create.c: the context's structures,
+ * its futex lock and the block header.  Nothing here is API.
+ */
+#ifndef UREG_CTX_INT_H
+#define UREG_CTX_INT_H
+
+#include <jemalloc/jemalloc.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define TOMB ((void *)1)
+#define PENDING_TAG ((uintptr_t)2)
+
+static inline bool is_instance(const void *v)
+{
+	return v && ((uintptr_t)v & 3) == 0;
+}
+
+/* ------------------------------------------------------------ the lock */
+
+static inline void futex_wait(uint32_t *addr, uint32_t val)
+{
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static inline void futex_wake(uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* 0 free, 1 held, 2 held with (maybe) waiters */
+static inline void lock_take(uint32_t *l)
+{
+	uint32_t c = 0;
+
+	if (UREG_LIKELY(__atomic_compare_exchange_n(l, &c, 1, false, __ATOMIC_ACQUIRE,
+						    __ATOMIC_RELAXED)))
+		return;
+	if (c != 2)
+		c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+	while (c != 0) {
+		futex_wait(l, 2);
+		c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+	}
+}
+
+static inline void lock_drop(uint32_t *l)
+{
+	if (UREG_UNLIKELY(__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) != 1))
+		futex_wake(l, 1);
+}
+
+/* ------------------------------------------------------------ structures */
+
+/*
+ * The 16-byte block header: a doubly-linked list node whose pointers (to
+ * 16-byte aligned headers) carry the block's jemalloc size class in their
+ * low 4 bits each.  Every jemalloc usable size is 2^lg + k * 2^(lg-2),
+ * k = 0..3 (checked for all sizes up to 64 MiB against nallocx()), so the
+ * code lg * 4 + k fits in 8 bits; knowing the size lets free use
+ * sdallocx(), jemalloc's fast path, and the accounting skip sallocx().
+ * List heads (sentinels) have code 0.
+ */
+struct alloc_hdr {
+	uintptr_t prev, next;
+};
+_Static_assert(sizeof(struct alloc_hdr) == 16, "header keeps 16-byte alignment");
+
+#define HDR_TAG ((uintptr_t)15)
+
+static inline struct alloc_hdr *hdr_next(const struct alloc_hdr *h)
+{
+	return (struct alloc_hdr *)(h->next & ~HDR_TAG);
+}
+
+static inline struct alloc_hdr *hdr_prev(const struct alloc_hdr *h)
+{
+	return (struct alloc_hdr *)(h->prev & ~HDR_TAG);
+}
+
+static inline void hdr_set_next(struct alloc_hdr *h, struct alloc_hdr *n)
+{
+	h->next = (uintptr_t)n | (h->next & HDR_TAG);
+}
+
+static inline void hdr_set_prev(struct alloc_hdr *h, struct alloc_hdr *p)
+{
+	h->prev = (uintptr_t)p | (h->prev & HDR_TAG);
+}
+
+static inline void hdr_init(struct alloc_hdr *h, size_t usable)
+{
+	unsigned lg = 63u - (unsigned)__builtin_clzl(usable);
+	unsigned code = lg * 4 + (unsigned)((usable - ((size_t)1 << lg)) >> (lg - 2));
+
+	h->next = code & HDR_TAG;
+	h->prev = code >> 4;
+}
+
+static inline size_t hdr_size(const struct alloc_hdr *h)
+{
+	unsigned code = (unsigned)((h->next & HDR_TAG) | (h->prev & HDR_TAG) << 4);
+	unsigned lg = code >> 2;
+
+	return ((size_t)1 << lg) + ((size_t)(code & 3) << (lg - 2));
+}
+
+static inline void hdr_list_init(struct alloc_hdr *head)
+{
+	head->prev = head->next = (uintptr_t)head;
+}
+
+static inline bool hdr_list_empty(const struct alloc_hdr *head)
+{
+	return hdr_next(head) == head;
+}
+
+static inline void hdr_unlink(struct alloc_hdr *h)
+{
+	hdr_set_next(hdr_prev(h), hdr_next(h));
+	hdr_set_prev(hdr_next(h), hdr_prev(h));
+}
+
+static inline void hdr_add_tail(struct alloc_hdr *head, struct alloc_hdr *h)
+{
+	struct alloc_hdr *last = hdr_prev(head);
+
+	hdr_set_next(h, head);
+	hdr_set_prev(h, last);
+	hdr_set_next(last, h);
+	hdr_set_prev(head, h);
+}
+
+/* Move every node of @from to the tail of @to; @from is left empty. */
+static inline void hdr_splice_tail(struct alloc_hdr *to, struct alloc_hdr *from)
+{
+	if (hdr_list_empty(from))
+		return;
+	struct alloc_hdr *first = hdr_next(from), *last = hdr_prev(from);
+	struct alloc_hdr *tail = hdr_prev(to);
+
+	hdr_set_prev(first, tail);
+	hdr_set_next(tail, first);
+	hdr_set_next(last, to);
+	hdr_set_prev(to, last);
+	hdr_list_init(from);
+}
+
+struct cache_slot {
+	uint64_t serial; /* 0: empty */
+	void *obj;       /* instance, TOMB, or creation record | PENDING_TAG */
+};
+
+struct ctx_cache {
+	struct rcu_head rcu;
+	uint32_t mask;
+	uint32_t used;
+	struct cache_slot slots[];
+};
+
+struct ureg_instance {
+	struct ureg_instance *prev, *next; /* creation order */
+	void *obj;
+	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor, reg */
+	bool cached;
+};
+
+/*
+ * Object pointer -> instance record, so ureg_instance_release is O(1):
+ * open addressing with linear probing, at most half full, deletion by
+ * backward shift.  Under the context lock; allocated with the first
+ * instance, so idle contexts do not pay for it.
+ */
+struct ctx_instances {
+	struct ureg_instance *oldest, *newest;
+	size_t count;
+	uint32_t mask, used;
+	uint32_t reserved; /* creations in flight that hold a free slot */
+	struct ureg_instance **slot;
+};
+
+#define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
+
+struct ureg_ctx {
+	struct alloc_hdr allocs;          /* list head: first, so 16-byte aligned */
+	uint32_t lock;                    /* everything but the name */
+	uint16_t arena;                   /* jemalloc arena index (< 4096) */
+	uint8_t dedicated : 1;
+	uint8_t small : 1;                /* name fits CTX_NAME_INLINE: reusable */
+	uint8_t live;                     /* 0: destroyed, parked for reuse */
+	size_t live_bytes, peak_bytes, allocations, quota;
+	uint64_t total_allocations;
+	uint32_t waiting;                 /* threads waiting on a creation */
+	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
+	union {
+		struct ctx_instances *inst; /* NULL until the first instance */
+		struct ureg_ctx *spare_next; /* while parked on a thread */
+	};
+	struct cds_list_head all_node;    /* all_contexts */
+	char name[];                      /* at least CTX_NAME_INLINE bytes */
+};
+
+/* List heads need free low bits: malloc gives 16-byte alignment to the
+ * context, whose head comes first; creation frames align theirs. */
+_Static_assert(offsetof(struct ureg_ctx, allocs) == 0, "list head first");
+
+/*
+ * One creation in progress on this thread: the rollback list, and for
+ * CONTEXT scope the single-flight record other threads wait on.
+ */
+struct creation_wait;
+struct creation {
+	struct creation *parent;          /* this thread's enclosing creation */
+	ureg_ctx *ctx;
+	const char *key;
+	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
+	uint64_t allocated;               /* how many (freed ones included) */
+	size_t peak_before;
+	/* single flight (CONTEXT scope), under ctx->lock */
+	struct creation_wait *owner;      /* the creating thread */
+	uint32_t done;                    /* futex word: 0 running, 1 done */
+	uint32_t waiters;                 /* futex word: threads still reading */
+	int rc;
+	void *obj;
+};
+
+/* What a thread waits on, so others can follow the wait-for chain. */
+struct creation_wait {
+	ureg_ctx *ctx;                    /* written under that ctx's lock */
+	struct creation *on;
+};
+
+#pragma GCC visibility push(hidden)
+
+/* this thread's innermost creation frame (ctx_create.c) */
+extern UREG_TLS struct creation *ureg__ctx_creating;
+
+static inline int alloc_flags(const ureg_ctx *ctx)
+{
+	return ctx->dedicated ? MALLOCX_ARENA(ctx->arena) | MALLOCX_TCACHE_NONE :
+		MALLOCX_ARENA(ctx->arena);
+}
+
+/* sdallocx flags: 0 (the fast path) unless the arena bypasses caches */
+static inline int free_flags(const ureg_ctx *ctx)
+{
+	return ctx->dedicated ? MALLOCX_TCACHE_NONE : 0;
+}
+
+/* ctx_create.c, for ureg_ctx_destroy: out of the creation-order list
+ * (under ctx->lock), then destroyed (no lock held) */
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in);
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in);
+
+#pragma GCC visibility pop
+
+#endif /* UREG_CTX_INT_H */
