@@ -10,10 +10,10 @@ secs=${1:-10}
 cc=$(command -v clang || command -v clang-14 || true)
 [ -n "$cc" ] || { echo "fuzz/run.sh: clang not found" >&2; exit 77; }
 mkdir -p build-fuzz
-# the core sources listed in lib/meson.build, plus the config ones
+# libureg's sources as lib/meson.build lists them, plus the config layer's
 core=$(awk '/^ureg_sources = files\(/{f=1;next} f&&/^\)/{exit} f' lib/meson.build | tr -d " ',")
 srcs=()
-for s in $core config.c plugin.c report.c; do srcs+=("lib/$s"); done
+for s in $core config/config.c config/plugin.c; do srcs+=("lib/$s"); done
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DUREG_BUILDING -Iinclude -Ilib
        -fsanitize=address,undefined -fno-sanitize-recover=undefined
        # liburcu's cds_lfht_for_each_entry takes container_of(NULL) at the

@@ -85,8 +85,11 @@
 #ifndef UREG_CONFIG_H
 #define UREG_CONFIG_H
 
+#include <ureg/api.h>
+
 #include <stdio.h>
 #include <ureg/ureg.h>
+#include <ureg/report.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -115,7 +118,7 @@ struct ureg_params {
  * ureg_params_get - the value of param @name, or NULL.  Any thread, never
  * blocks; the string lives as long as @p.
  */
-const char *ureg_params_get(const struct ureg_params *p, const char *name);
+UREG_API const char *ureg_params_get(const struct ureg_params *p, const char *name);
 
 /**
  * struct ureg_provider - a constructor the config can name.
@@ -190,13 +193,13 @@ enum {
  * ureg_config_new - create an empty loader.  Any thread; allocates.  Valid
  * until ureg_config_destroy().  Returns 0, -EINVAL or -ENOMEM.
  */
-int ureg_config_new(ureg_config **out);
+UREG_API int ureg_config_new(ureg_config **out);
 
 /**
  * ureg_config_set_flags - set UREG_CONFIG_NO_PLUGINS (0 clears).  Before
  * loading; takes the config mutex.  Returns 0 or -EINVAL.
  */
-int ureg_config_set_flags(ureg_config *cfg, unsigned flags);
+UREG_API int ureg_config_set_flags(ureg_config *cfg, unsigned flags);
 
 /**
  * ureg_config_type_register - make @type nameable as `type: <type->name>`.
@@ -204,7 +207,7 @@ int ureg_config_set_flags(ureg_config *cfg, unsigned flags);
  * Any thread; blocks on the config mutex.  Returns 0, -EINVAL, -EEXIST
  * (a type of that name is registered), -ENOMEM.
  */
-int ureg_config_type_register(ureg_config *cfg, const ureg_type *type);
+UREG_API int ureg_config_type_register(ureg_config *cfg, const ureg_type *type);
 
 /**
  * ureg_config_provider_register - make @p nameable as `provider: <name>`.
@@ -212,14 +215,14 @@ int ureg_config_type_register(ureg_config *cfg, const ureg_type *type);
  * thread; blocks on the config mutex.  Returns 0, -EINVAL, -EEXIST,
  * -ENOMEM.
  */
-int ureg_config_provider_register(ureg_config *cfg, const char *name,
+UREG_API int ureg_config_provider_register(ureg_config *cfg, const char *name,
 				  const struct ureg_provider *p);
 
 /**
  * ureg_config_load - load @path (the first time; equivalent to
  * ureg_config_reload with no flags).  See ureg_config_reload.
  */
-int ureg_config_load(ureg_config *cfg, const char *path,
+UREG_API int ureg_config_load(ureg_config *cfg, const char *path,
 		     struct ureg_config_errors *errs);
 
 /**
@@ -237,7 +240,7 @@ int ureg_config_load(ureg_config *cfg, const char *path,
  * @errs); -ENOENT / -EACCES (file unreadable); -EPERM (inside a read
  * section); -EINVAL; -ENOMEM.
  */
-int ureg_config_reload(ureg_config *cfg, const char *path, unsigned flags,
+UREG_API int ureg_config_reload(ureg_config *cfg, const char *path, unsigned flags,
 		       struct ureg_config_plan *plan,
 		       struct ureg_config_errors *errs);
 
@@ -246,7 +249,7 @@ int ureg_config_reload(ureg_config *cfg, const char *path, unsigned flags,
  * @name: the file name used in errors and reports (plugin paths are
  *        relative to its directory).
  */
-int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
+UREG_API int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 			      const char *name, unsigned flags,
 			      struct ureg_config_plan *plan,
 			      struct ureg_config_errors *errs);
@@ -257,7 +260,7 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
  * until ureg_config_destroy() (also after a reload drops the registry from
  * the file: it is then empty).
  */
-ureg_registry *ureg_config_registry(ureg_config *cfg, const char *name);
+UREG_API ureg_registry *ureg_config_registry(ureg_config *cfg, const char *name);
 
 /**
  * ureg_config_registry_names - the names of every registry the config
@@ -265,7 +268,7 @@ ureg_registry *ureg_config_registry(ureg_config *cfg, const char *name);
  * ureg_keys_free()).  Any thread; takes the config mutex briefly.
  * Returns 0, -EINVAL, -ENOMEM.
  */
-int ureg_config_registry_names(ureg_config *cfg, char ***names, size_t *n);
+UREG_API int ureg_config_registry_names(ureg_config *cfg, char ***names, size_t *n);
 
 /**
  * ureg_config_destroy - stop any watcher, destroy every registry the config
@@ -273,26 +276,26 @@ int ureg_config_registry_names(ureg_config *cfg, char ***names, size_t *n);
  * is gone).  Once, not inside a read section, after other threads stopped
  * using its registries.  Blocks for grace periods.  NULL is a no-op.
  */
-void ureg_config_destroy(ureg_config *cfg);
+UREG_API void ureg_config_destroy(ureg_config *cfg);
 
 /** ureg_config_errors_free - free the error list and zero it.  NULL ok. */
-void ureg_config_errors_free(struct ureg_config_errors *errs);
+UREG_API void ureg_config_errors_free(struct ureg_config_errors *errs);
 
 /**
  * ureg_config_errors_print - write one line per error,
  * "file:line:column: error: reason".  Returns the number of lines.
  */
-size_t ureg_config_errors_print(const struct ureg_config_errors *errs,
+UREG_API size_t ureg_config_errors_print(const struct ureg_config_errors *errs,
 				FILE *out);
 
 /** ureg_config_plan_free - free the plan and zero it.  NULL ok. */
-void ureg_config_plan_free(struct ureg_config_plan *plan);
+UREG_API void ureg_config_plan_free(struct ureg_config_plan *plan);
 
 /**
  * ureg_config_plan_print - one line per change, "+ reg/key" (added),
  * "~ reg/key" (changed), "- reg/key" (removed); "no changes" when empty.
  */
-void ureg_config_plan_print(const struct ureg_config_plan *plan, FILE *out);
+UREG_API void ureg_config_plan_print(const struct ureg_config_plan *plan, FILE *out);
 
 /**
  * ureg_config_watch_fn - told about every reload the watcher ran.
@@ -313,7 +316,7 @@ typedef void (*ureg_config_watch_fn)(ureg_config *cfg, int rc,
  * -EBUSY.  Returns 0, -EINVAL, -EBUSY (already watching, or called from
  * the watcher's own callback), -ENOMEM, or the inotify / pthread error.
  */
-int ureg_config_watch_start(ureg_config *cfg, const char *path,
+UREG_API int ureg_config_watch_start(ureg_config *cfg, const char *path,
 			    ureg_config_watch_fn fn, void *arg);
 
 /**
@@ -322,34 +325,13 @@ int ureg_config_watch_start(ureg_config *cfg, const char *path,
  * when not watching, and when called from the watcher's own callback (it
  * cannot join itself).
  */
-void ureg_config_watch_stop(ureg_config *cfg);
+UREG_API void ureg_config_watch_stop(ureg_config *cfg);
 
 /* ------------------------------------------------------------------ */
 /* Reports                                                             */
 /* ------------------------------------------------------------------ */
 
-enum {
-	UREG_REPORT_TEXT = 0,
-	UREG_REPORT_JSON = 1u << 0,
-};
-
-/**
- * ureg_report - the hierarchy report of the live process: every registry
- * (sorted by name) with its type chain (agent -> base) and every entry
- * (sorted by key) with kind, scope, provider, source file:line,
- * generation and rank; a key with several providers (ureg.h, "Ranking")
- * lists each with its kind, rank and whether it is the active one (JSON:
- * "rank" and "providers" on every entry); then every live user context
- * with its instances and bytes.
- * @flags: UREG_REPORT_TEXT or UREG_REPORT_JSON.
- *
- * Any thread, not inside a read section.  Blocks on the global registry
- * and context list mutexes (registries cannot be created or destroyed
- * while it runs) and on each context's mutex briefly; allocates.  Each
- * registry is read in its own read section (a consistent generation per
- * registry).  Returns 0, -EINVAL, -ENOMEM or -EIO (write failed).
- */
-int ureg_report(FILE *out, unsigned flags);
+/* ureg_report() lives in <ureg/report.h> (libureg), included above. */
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,8 @@
 #ifndef UREG_CTX_H
 #define UREG_CTX_H
 
+#include <ureg/api.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -90,7 +92,7 @@ struct ureg_ctx_stats {
  * a shared one, jemalloc had no arena left for the pool when it was first
  * created (only possible when the application itself created ~4,000).
  */
-int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
+UREG_API int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
 
 /**
  * ureg_ctx_destroy - destroy every instance of @ctx in reverse creation
@@ -101,10 +103,10 @@ int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
  * freed at once).  Blocks in the destructors it runs and on jemalloc.
  * NULL is a no-op.
  */
-void ureg_ctx_destroy(ureg_ctx *ctx);
+UREG_API void ureg_ctx_destroy(ureg_ctx *ctx);
 
 /** ureg_ctx_name - the context's name ("" when none); valid as long as @ctx. */
-const char *ureg_ctx_name(const ureg_ctx *ctx);
+UREG_API const char *ureg_ctx_name(const ureg_ctx *ctx);
 
 /**
  * ureg_ctx_set_quota - cap @ctx's live bytes at @bytes (0 removes the cap).
@@ -113,13 +115,13 @@ const char *ureg_ctx_name(const ureg_ctx *ctx);
  * allowed: it only refuses new allocations.  Any thread; takes the context
  * mutex.  Returns 0 or -EINVAL.
  */
-int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes);
+UREG_API int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes);
 
 /**
  * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread; takes the
  * context mutex briefly.  Returns 0 or -EINVAL.
  */
-int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
+UREG_API int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
 
 /**
  * ureg_ctx_alloc / ureg_ctx_calloc / ureg_ctx_strdup - allocate inside @ctx.
@@ -129,15 +131,15 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
  * ureg_ctx_free() or ureg_ctx_destroy().  Return NULL on a NULL @ctx, a zero
  * size, overflow, quota (errno EDQUOT) or exhaustion (errno ENOMEM).
  */
-void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size);
-void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size);
-char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s);
+UREG_API void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size);
+UREG_API void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size);
+UREG_API char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s);
 
 /**
  * ureg_ctx_free - free @p, which @ctx allocated.  NULL is a no-op.  Any
  * thread; blocks on the context mutex.
  */
-void ureg_ctx_free(ureg_ctx *ctx, void *p);
+UREG_API void ureg_ctx_free(ureg_ctx *ctx, void *p);
 
 /**
  * ureg_instance_release - destroy one instance of @ctx now (its destructor
@@ -147,7 +149,7 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p);
  * section.  Constant time (a per-context map from object to record).
  * Returns 0, -EINVAL, -ENOENT (not an instance of @ctx).
  */
-int ureg_instance_release(ureg_ctx *ctx, void *instance);
+UREG_API int ureg_instance_release(ureg_ctx *ctx, void *instance);
 
 /**
  * ureg_ctx_foreach - call @fn(ctx, @arg) for every live context until it
@@ -158,14 +160,14 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance);
  * concurrent ureg_ctx_destroy of a visited context waits for the walk), so
  * @fn must not create or destroy contexts.  Returns 0 or @fn's value.
  */
-int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg);
+UREG_API int ureg_ctx_foreach(int (*fn)(ureg_ctx *ctx, void *arg), void *arg);
 
 /**
  * ureg_arena_pool_size - set the number of arenas in the shared pool
  * (default 8; 1..1024).  Only before the first context (of either kind)
  * exists; afterwards -EBUSY.  Any thread; takes the arena mutex briefly.
  */
-int ureg_arena_pool_size(unsigned n);
+UREG_API int ureg_arena_pool_size(unsigned n);
 
 /**
  * ureg_arena_dedicated_max - cap the dedicated arenas the process may make
@@ -174,7 +176,7 @@ int ureg_arena_pool_size(unsigned n);
  * number already made is -EBUSY.  Any thread; takes the arena mutex.
  * Returns 0, -EINVAL, -EBUSY.
  */
-int ureg_arena_dedicated_max(unsigned n);
+UREG_API int ureg_arena_dedicated_max(unsigned n);
 
 /**
  * struct ureg_arena_stats - the arena layer, process-wide.
@@ -196,7 +198,7 @@ struct ureg_arena_stats {
  * ureg_arena_stats - copy the arena layer's counts into @st.  Any thread;
  * takes the arena mutex briefly.  Returns 0 or -EINVAL.
  */
-int ureg_arena_stats(struct ureg_arena_stats *st);
+UREG_API int ureg_arena_stats(struct ureg_arena_stats *st);
 
 #ifdef __cplusplus
 }

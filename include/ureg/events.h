@@ -24,6 +24,8 @@
 #ifndef UREG_EVENTS_H
 #define UREG_EVENTS_H
 
+#include <ureg/api.h>
+
 #include <ureg/ureg.h>
 
 #ifdef __cplusplus
@@ -69,7 +71,7 @@ typedef struct ureg_listener ureg_listener;
  * on the listener mutex.  Returns 0, -EINVAL, -ENOMEM; *@out identifies the
  * listener for ureg_unlisten.
  */
-int ureg_listen(ureg_registry *reg, unsigned mask, ureg_listener_fn fn,
+UREG_API int ureg_listen(ureg_registry *reg, unsigned mask, ureg_listener_fn fn,
 		void *arg, ureg_listener **out);
 
 /**
@@ -77,7 +79,7 @@ int ureg_listen(ureg_registry *reg, unsigned mask, ureg_listener_fn fn,
  * and will not run again (waits a grace period): @arg may be freed.  Not
  * inside a read section nor from a listener.  NULL is a no-op.
  */
-void ureg_unlisten(ureg_listener *l);
+UREG_API void ureg_unlisten(ureg_listener *l);
 
 #ifdef __cplusplus
 }

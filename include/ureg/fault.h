@@ -6,19 +6,37 @@
 #ifndef UREG_FAULT_H
 #define UREG_FAULT_H
 
+#include <ureg/api.h>
+
+#include <stdbool.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/**
- * ureg_fault_inject - make the @nth allocation libureg makes from now on
- * fail (1 = the next one; 0 turns injection off), then succeed again.
- * Counts allocations of all threads.  Returns 0, -EINVAL or -ENOTSUP.
+/*
+ * Test-only: these exist only in a libureg built with
+ * -Dfault_injection=true (a release library exports none of them; linking
+ * a test that calls them against one fails at link time, on purpose).
  */
-int ureg_fault_inject(long nth);
+
+/**
+ * ureg_fault_inject - make the @nth allocation libureg (and the libraries
+ * layered on it) makes from now on fail (1 = the next one; 0 turns
+ * injection off), then succeed again.  Counts allocations of all threads.
+ * Any thread; never blocks.  Returns 0 or -EINVAL.
+ */
+UREG_API int ureg_fault_inject(long nth);
 
 /** ureg_fault_allocations - allocations seen since the last inject call. */
-long ureg_fault_allocations(void);
+UREG_API long ureg_fault_allocations(void);
+
+/**
+ * ureg_fault_hit - count one allocation; true when it is the one
+ * ureg_fault_inject() chose to fail.  For the layered libraries'
+ * allocation wrappers.  Any thread; never blocks.
+ */
+UREG_API bool ureg_fault_hit(void);
 
 #ifdef __cplusplus
 }

@@ -39,6 +39,8 @@
 #ifndef UREG_REGISTRIES_H
 #define UREG_REGISTRIES_H
 
+#include <ureg/api.h>
+
 #include <ureg/typed.h>
 
 #ifdef __cplusplus
@@ -53,7 +55,7 @@ extern "C" {
  * ureg_base_type - the root of the hierarchy ("registry").  No hooks, no
  * destructors: registries of raw pointers the caller manages may use it.
  */
-extern const ureg_type ureg_base_type;
+extern UREG_API const ureg_type ureg_base_type;
 
 /**
  * ureg_tool_type / ureg_strategy_type / ureg_service_type - descriptors of
@@ -61,9 +63,9 @@ extern const ureg_type ureg_base_type;
  * Singletons and instances are destroyed through their ops->destroy when
  * set (see struct ureg_tool etc.).  Static: valid for the whole process.
  */
-extern const ureg_type ureg_tool_type;
-extern const ureg_type ureg_strategy_type;
-extern const ureg_type ureg_service_type;
+extern UREG_API const ureg_type ureg_tool_type;
+extern UREG_API const ureg_type ureg_strategy_type;
+extern UREG_API const ureg_type ureg_service_type;
 
 /**
  * ureg_agent_type - the template of every agent registry's descriptor
@@ -72,7 +74,7 @@ extern const ureg_type ureg_service_type;
  * copies it so that each registry has its own bridge.  A registry made
  * from the template itself works but has no bridge (emits are dropped).
  */
-extern const ureg_type ureg_agent_type;
+extern UREG_API const ureg_type ureg_agent_type;
 
 /* ------------------------------------------------------------------ */
 /* Item types                                                          */
@@ -201,7 +203,7 @@ struct ureg_bridge {
  * Any thread; blocks in malloc.  Valid until ureg_agent_registry_destroy().
  * Returns 0, -EINVAL, -ENOMEM.
  */
-int ureg_agent_registry_new(const char *name, ureg_agent_reg_registry **out);
+UREG_API int ureg_agent_registry_new(const char *name, ureg_agent_reg_registry **out);
 
 /**
  * ureg_agent_registry_destroy - ureg_registry_destroy() plus the release
@@ -210,7 +212,7 @@ int ureg_agent_registry_new(const char *name, ureg_agent_reg_registry **out);
  * ureg_registry_destroy: not inside a read section, blocks for a grace
  * period.  NULL is a no-op.
  */
-void ureg_agent_registry_destroy(ureg_agent_reg_registry *reg);
+UREG_API void ureg_agent_registry_destroy(ureg_agent_reg_registry *reg);
 
 /**
  * ureg_agent_set_bridge - set, replace (or with NULL clear) the bridge of
@@ -225,7 +227,7 @@ void ureg_agent_registry_destroy(ureg_agent_reg_registry *reg);
  * still valid).  Returns 0, -EINVAL (NULL registry, not an agent registry
  * made by ureg_agent_registry_new, or a bridge with no emit).
  */
-int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
+UREG_API int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
 			  const struct ureg_bridge *bridge);
 
 /**
@@ -241,11 +243,11 @@ int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
  * does is on top.  Returns the event's sequence number (> 0), -EINVAL (NULL
  * @a or bad kind) or -ENOTCONN (no bridge set: the event is dropped).
  */
-int64_t ureg_agent_emit(struct ureg_agent *a, enum ureg_agent_event_kind kind,
+UREG_API int64_t ureg_agent_emit(struct ureg_agent *a, enum ureg_agent_event_kind kind,
 			const char *data, size_t len);
 
 /** ureg_agent_event_name - "started", "progress", "completed", "error". */
-const char *ureg_agent_event_name(enum ureg_agent_event_kind kind);
+UREG_API const char *ureg_agent_event_name(enum ureg_agent_event_kind kind);
 
 #ifdef __cplusplus
 }

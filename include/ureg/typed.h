@@ -49,6 +49,8 @@
 #ifndef UREG_TYPED_H
 #define UREG_TYPED_H
 
+#include <ureg/api.h>
+
 #include <ureg/ureg.h>
 
 #define UREG_DECLARE_TYPED(prefix, T)                                          \

@@ -38,6 +38,8 @@
 #ifndef UREG_UREG_H
 #define UREG_UREG_H
 
+#include <ureg/api.h>
+
 #include <errno.h>   /* return values are negative errno constants */
 #include <stddef.h>
 #include <stdint.h>
@@ -151,11 +153,11 @@ struct ureg_anchor {
 };
 
 /** ureg_anchor_init - set @a to one reference owned by the caller. Any thread. */
-void ureg_anchor_init(ureg_anchor *a, void (*release)(ureg_anchor *a));
+UREG_API void ureg_anchor_init(ureg_anchor *a, void (*release)(ureg_anchor *a));
 /** ureg_anchor_get - take a reference. Any thread, never blocks. */
-void ureg_anchor_get(ureg_anchor *a);
+UREG_API void ureg_anchor_get(ureg_anchor *a);
 /** ureg_anchor_put - drop a reference; the last one runs @release. Any thread. */
-void ureg_anchor_put(ureg_anchor *a);
+UREG_API void ureg_anchor_put(ureg_anchor *a);
 
 /* ------------------------------------------------------------------ */
 /* Registries                                                          */
@@ -170,7 +172,7 @@ void ureg_anchor_put(ureg_anchor *a);
  * Any thread; blocks only in malloc.  The registry is valid until
  * ureg_registry_destroy().  Returns 0, -EINVAL or -ENOMEM.
  */
-int ureg_registry_new(const ureg_type *type, const char *name,
+UREG_API int ureg_registry_new(const ureg_type *type, const char *name,
 		      ureg_registry **out);
 
 /**
@@ -181,12 +183,12 @@ int ureg_registry_new(const ureg_type *type, const char *name,
  * pending call_rcu callbacks (rcu_barrier).  Items still pinned by counted
  * references are destroyed when those are released.  NULL is a no-op.
  */
-void ureg_registry_destroy(ureg_registry *reg);
+UREG_API void ureg_registry_destroy(ureg_registry *reg);
 
 /** ureg_registry_name - the registry's name; valid as long as @reg. Any thread. */
-const char *ureg_registry_name(const ureg_registry *reg);
+UREG_API const char *ureg_registry_name(const ureg_registry *reg);
 /** ureg_registry_type - the registry's type descriptor. Any thread. */
-const ureg_type *ureg_registry_type(const ureg_registry *reg);
+UREG_API const ureg_type *ureg_registry_type(const ureg_registry *reg);
 
 /**
  * ureg_register - register a singleton @item under @key.
@@ -200,7 +202,7 @@ const ureg_type *ureg_registry_type(const ureg_registry *reg);
  * key already has a singleton at rank 0: nothing changed, @item still the
  * caller's); -ENOMEM.
  */
-int ureg_register(ureg_registry *reg, const char *key, void *item);
+UREG_API int ureg_register(ureg_registry *reg, const char *key, void *item);
 
 /**
  * ureg_register_factory - register a factory under @key.
@@ -211,7 +213,7 @@ int ureg_register(ureg_registry *reg, const char *key, void *item);
  * Returns 0; -EINVAL (bad key, NULL create, bad scope); -EEXIST (the key
  * already has a factory at rank 0, nothing changed); -ENOMEM.
  */
-int ureg_register_factory(ureg_registry *reg, const char *key,
+UREG_API int ureg_register_factory(ureg_registry *reg, const char *key,
 			  const struct ureg_factory *f);
 
 /*
@@ -259,7 +261,7 @@ int ureg_register_factory(ureg_registry *reg, const char *key,
  * NULL item); -EEXIST (a singleton at @rank already: nothing changed, @item
  * still the caller's); -ENOMEM.
  */
-int ureg_register_ranked(ureg_registry *reg, const char *key, void *item,
+UREG_API int ureg_register_ranked(ureg_registry *reg, const char *key, void *item,
 			 int rank);
 
 /**
@@ -270,7 +272,7 @@ int ureg_register_ranked(ureg_registry *reg, const char *key, void *item,
  * (a factory at @rank already: nothing changed, f->arg still the
  * caller's); -ENOMEM.
  */
-int ureg_register_factory_ranked(ureg_registry *reg, const char *key,
+UREG_API int ureg_register_factory_ranked(ureg_registry *reg, const char *key,
 				 const struct ureg_factory *f, int rank);
 
 /**
@@ -284,7 +286,7 @@ int ureg_register_factory_ranked(ureg_registry *reg, const char *key,
  * Returns 0, -EINVAL, -ENOENT (no singleton under @key; nothing changed),
  * -ENOMEM.
  */
-int ureg_replace(ureg_registry *reg, const char *key, void *item);
+UREG_API int ureg_replace(ureg_registry *reg, const char *key, void *item);
 
 /**
  * ureg_replace_factory - atomically swap the factory under @key.
@@ -293,7 +295,7 @@ int ureg_replace(ureg_registry *reg, const char *key, void *item);
  * released; a CONTEXT-scope ureg_get after the swap makes a new instance
  * with the new factory.  Returns 0, -EINVAL, -ENOENT, -ENOMEM.
  */
-int ureg_replace_factory(ureg_registry *reg, const char *key,
+UREG_API int ureg_replace_factory(ureg_registry *reg, const char *key,
 			 const struct ureg_factory *f);
 
 /* What ureg_unregister removes. */
@@ -315,7 +317,7 @@ enum {
  * of @what under @key), -ENOMEM (only with more than one provider left:
  * nothing changed).
  */
-int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
+UREG_API int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
 
 /**
  * ureg_unregister_ranked - remove the provider(s) of @what at @rank.
@@ -327,7 +329,7 @@ int ureg_unregister(ureg_registry *reg, const char *key, unsigned what);
  * lookup sees.  Returns 0, -EINVAL, -ENOENT (nothing of @what at @rank),
  * -ENOMEM.
  */
-int ureg_unregister_ranked(ureg_registry *reg, const char *key, unsigned what,
+UREG_API int ureg_unregister_ranked(ureg_registry *reg, const char *key, unsigned what,
 			   int rank);
 
 /* ureg_drain's timeout for "as long as it takes". */
@@ -405,7 +407,7 @@ struct ureg_drain_report {
  * under @key); -EPERM; -ENOMEM (nothing changed); -ETIMEDOUT (removed, but
  * still held: see @report).
  */
-int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
+UREG_API int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 	       unsigned timeout_ms, struct ureg_drain_report *report);
 
 /* ------------------------------------------------------------------ */
@@ -419,17 +421,17 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
  * Never blocks, never writes shared memory.  Inside a section do not call
  * ureg_synchronize(), ureg_registry_destroy() or ureg_ctx_destroy().
  */
-void ureg_read_lock(void);
-void ureg_read_unlock(void);
+UREG_API void ureg_read_lock(void);
+UREG_API void ureg_read_unlock(void);
 
 /** ureg_in_read_section - true inside ureg_read_lock(). Any thread. */
-bool ureg_in_read_section(void);
+UREG_API bool ureg_in_read_section(void);
 
 /**
  * ureg_synchronize - wait for every read section that started before the
  * call to end (a grace period).  Not inside a read section.
  */
-void ureg_synchronize(void);
+UREG_API void ureg_synchronize(void);
 
 /**
  * ureg_lookup - find the singleton under @key; never creates anything.
@@ -441,13 +443,13 @@ void ureg_synchronize(void);
  * ureg_last_error() names the registry and the key (formatted only when
  * read: the miss itself copies two short strings and formats nothing).
  */
-int ureg_lookup(ureg_registry *reg, const char *key, void **item);
+UREG_API int ureg_lookup(ureg_registry *reg, const char *key, void **item);
 
 /**
  * ureg_contains - whether @key holds a singleton or a factory. Any thread,
  * never blocks.  Returns 1, 0 or -EINVAL.
  */
-int ureg_contains(ureg_registry *reg, const char *key);
+UREG_API int ureg_contains(ureg_registry *reg, const char *key);
 
 /**
  * ureg_get - the original get(key, ctx).
@@ -481,7 +483,7 @@ int ureg_contains(ureg_registry *reg, const char *key);
  * failure ureg_last_error() names the registry and the key; the message is
  * formatted only when it is read, so a miss costs no formatting.
  */
-int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out);
+UREG_API int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out);
 
 /**
  * ureg_create_instance - always make a new instance with @key's factory.
@@ -491,7 +493,7 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out);
  * ureg_instance_release or ureg_ctx_destroy).  Returns 0, -EINVAL, -ENOENT
  * (no factory under @key), -ENOMEM, -EDQUOT, or the factory's error.
  */
-int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
+UREG_API int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 			 void **out);
 
 /**
@@ -503,22 +505,22 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
  * it to keep an item past a read section, not on a hot path.
  * Returns 0, -EINVAL, -ENOENT.
  */
-int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref);
+UREG_API int ureg_acquire(ureg_registry *reg, const char *key, ureg_ref **ref);
 
 /** ureg_ref_item - the item a reference holds; valid until the release. */
-void *ureg_ref_item(const ureg_ref *ref);
+UREG_API void *ureg_ref_item(const ureg_ref *ref);
 
 /**
  * ureg_ref_release - drop a counted reference.  Any thread, not required to
  * be inside a read section; may run the item's destructor.  NULL is a no-op.
  */
-void ureg_ref_release(ureg_ref *ref);
+UREG_API void ureg_ref_release(ureg_ref *ref);
 
 /**
  * ureg_count - number of keys (with a singleton, a factory or both).
  * Any thread, never blocks; exact when no writer is running.
  */
-size_t ureg_count(const ureg_registry *reg);
+UREG_API size_t ureg_count(const ureg_registry *reg);
 
 /**
  * ureg_keys - snapshot of the keys, in no particular order.
@@ -529,10 +531,10 @@ size_t ureg_count(const ureg_registry *reg);
  * Any thread; takes its own read section; allocates.  Keys registered or
  * removed while it runs may or may not appear.  Returns 0, -EINVAL, -ENOMEM.
  */
-int ureg_keys(ureg_registry *reg, char ***keys, size_t *n);
+UREG_API int ureg_keys(ureg_registry *reg, char ***keys, size_t *n);
 
 /** ureg_keys_free - free a ureg_keys() result. NULL is a no-op. Any thread. */
-void ureg_keys_free(char **keys);
+UREG_API void ureg_keys_free(char **keys);
 
 /**
  * struct ureg_entry_info - what ureg_entry_info() reports about one key.
@@ -555,7 +557,7 @@ struct ureg_entry_info {
  * ureg_entry_info - describe @key.  Call inside a read section; never
  * blocks.  Returns 0, -EINVAL, -EPERM, -ENOENT.
  */
-int ureg_entry_info(ureg_registry *reg, const char *key,
+UREG_API int ureg_entry_info(ureg_registry *reg, const char *key,
 		    struct ureg_entry_info *info);
 
 /**
@@ -585,7 +587,7 @@ struct ureg_provider_info {
  * than @cap when @out was too small: call again with a larger one),
  * -EINVAL, -EPERM (not inside a read section), -ENOENT.
  */
-int ureg_providers(ureg_registry *reg, const char *key,
+UREG_API int ureg_providers(ureg_registry *reg, const char *key,
 		   struct ureg_provider_info *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
@@ -655,19 +657,19 @@ typedef struct ureg_key {
  * Any thread, never blocks, never allocates.  Returns 0 or -EINVAL (bad
  * key; @k is then a handle every lookup refuses with -EINVAL).
  */
-int ureg_key_init(ureg_key *k, const char *key);
+UREG_API int ureg_key_init(ureg_key *k, const char *key);
 
 /**
  * ureg_key_init_cached - like ureg_key_init(), and @k remembers the entry
  * its lookups find (see struct ureg_key).  Returns 0 or -EINVAL.
  */
-int ureg_key_init_cached(ureg_key *k, const char *key);
+UREG_API int ureg_key_init_cached(ureg_key *k, const char *key);
 
 /**
  * ureg_key_str - the key string of @k (the pointer it was made with).
  * Any thread.  Valid as long as that string.
  */
-const char *ureg_key_str(const ureg_key *k);
+UREG_API const char *ureg_key_str(const ureg_key *k);
 
 /**
  * ureg_lookup_key - ureg_lookup() through a key handle.
@@ -686,33 +688,33 @@ const char *ureg_key_str(const ureg_key *k);
  * within one section the same batch generation as every other lookup of
  * that registry (guarantee of ureg_batch_commit).
  */
-int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item);
+UREG_API int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item);
 
 /**
  * ureg_get_key - ureg_get() through a key handle: same contract, same
  * returns (outside a read section: factory keys only, -EPERM for a
  * singleton).  Any thread.
  */
-int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out);
+UREG_API int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out);
 
 /**
  * ureg_contains_key - ureg_contains() through a key handle.  Any thread,
  * never blocks (takes its own read section).  Returns 1, 0 or -EINVAL.
  */
-int ureg_contains_key(ureg_registry *reg, ureg_key *k);
+UREG_API int ureg_contains_key(ureg_registry *reg, ureg_key *k);
 
 /**
  * ureg_acquire_key - ureg_acquire() through a key handle: a counted
  * reference valid until ureg_ref_release().  Any thread, never blocks.
  * Returns 0, -EINVAL, -ENOENT.
  */
-int ureg_acquire_key(ureg_registry *reg, ureg_key *k, ureg_ref **ref);
+UREG_API int ureg_acquire_key(ureg_registry *reg, ureg_key *k, ureg_ref **ref);
 
 /**
  * ureg_create_instance_key - ureg_create_instance() through a key handle;
  * same contract and returns.
  */
-int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
+UREG_API int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
 			     void **out);
 
 /* ------------------------------------------------------------------ */
@@ -737,7 +739,7 @@ typedef struct ureg_batch ureg_batch;
  * until ureg_batch_commit().  Any thread; allocates.  The batch belongs to
  * the caller until commit or abort.  Returns 0, -EINVAL, -ENOMEM.
  */
-int ureg_batch_new(ureg_registry *reg, ureg_batch **out);
+UREG_API int ureg_batch_new(ureg_registry *reg, ureg_batch **out);
 
 /**
  * ureg_batch_put - in the batch, set @key's singleton to @item (NULL: none)
@@ -748,7 +750,7 @@ int ureg_batch_new(ureg_registry *reg, ureg_batch **out);
  * caller still owns @item and f->arg), -EEXIST (@key already in this
  * batch), -ENOMEM.
  */
-int ureg_batch_put(ureg_batch *b, const char *key, void *item,
+UREG_API int ureg_batch_put(ureg_batch *b, const char *key, void *item,
 		   const struct ureg_factory *f, const struct ureg_source *src);
 
 /**
@@ -767,7 +769,7 @@ int ureg_batch_put(ureg_batch *b, const char *key, void *item,
  * already in this batch, or @key removed in it), -ENOMEM (the batch is
  * unchanged).
  */
-int ureg_batch_add(ureg_batch *b, const char *key, void *item,
+UREG_API int ureg_batch_add(ureg_batch *b, const char *key, void *item,
 		   const struct ureg_factory *f, int rank,
 		   const struct ureg_source *src);
 
@@ -786,7 +788,7 @@ int ureg_batch_add(ureg_batch *b, const char *key, void *item,
  * number).  Returns 0; -EINVAL (NULL batch); -EPERM (inside a read
  * section); -ENOMEM (nothing changed, @b still valid: retry or abort).
  */
-int ureg_batch_commit(ureg_batch *b, uint64_t generation);
+UREG_API int ureg_batch_commit(ureg_batch *b, uint64_t generation);
 
 /**
  * ureg_batch_commit_all - commit batches of @n different registries
@@ -803,30 +805,68 @@ int ureg_batch_commit(ureg_batch *b, uint64_t generation);
  * for one registry); -EPERM (inside a read section); -ENOMEM.  On success
  * the batches are consumed.
  */
-int ureg_batch_commit_all(ureg_batch **b, size_t n, uint64_t generation);
+UREG_API int ureg_batch_commit_all(ureg_batch **b, size_t n, uint64_t generation);
 
 /** ureg_batch_abort - drop @b and everything it owns.  NULL is a no-op. */
-void ureg_batch_abort(ureg_batch *b);
+UREG_API void ureg_batch_abort(ureg_batch *b);
 
 /**
  * ureg_generation - the registry's current generation number (bumped by
  * every commit and every single-key change).  Any thread, never blocks.
  */
-uint64_t ureg_generation(const ureg_registry *reg);
+UREG_API uint64_t ureg_generation(const ureg_registry *reg);
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
 /* ------------------------------------------------------------------ */
 
 /** ureg_strerror - static text for a ureg return value (0 or -errno). */
-const char *ureg_strerror(int err);
+UREG_API const char *ureg_strerror(int err);
+
+/**
+ * ureg_version - the version of the libureg actually loaded ("0.2.0"),
+ * which may be newer than the headers' UREG_VERSION_STRING.  Any thread,
+ * never blocks; a static string.
+ */
+UREG_API const char *ureg_version(void);
 
 /**
  * ureg_last_error - the calling thread's message for its last failed ureg
  * call ("registry 'tools': key 'x' already has a singleton"), or "" when
  * none.  Thread-local: valid until this thread's next ureg call.
  */
-const char *ureg_last_error(void);
+UREG_API const char *ureg_last_error(void);
+
+/**
+ * ureg_set_error - set the calling thread's ureg_last_error() message and
+ * return @err, so a failing factory, provider or library layered on ureg
+ * can explain itself through the same channel: `return ureg_set_error(
+ * -EINVAL, "tool '%s': no endpoint", name);`.  @fmt NULL (with @err 0)
+ * clears the message.  Any thread, never blocks; the message is copied
+ * (at most 255 bytes kept).
+ */
+UREG_API int ureg_set_error(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------------ */
+/* For libraries layered on ureg (libureg-config, libureg-agents)      */
+/* ------------------------------------------------------------------ */
+
+/**
+ * ureg_atfork_layer - have libureg's fork() handlers take a layered
+ * library's locks too, in the documented order (after liburcu's call_rcu
+ * workers pause, before libureg's own locks; see lib/core/fork.c).
+ * @lock runs in the parent before fork(), @unlock in the parent after it,
+ * @unlock_child in the child (it may re-initialise instead of unlocking).
+ * Layers registered later are locked later and unlocked first.
+ *
+ * Who may call it: a library's one-time initialisation (pthread_once),
+ * any thread, not from inside a fork handler.  Blocks on nothing but a
+ * short internal mutex.  Returns 0, -EINVAL (a NULL hook) or -ENOSPC (at
+ * most 8 layers).  A layer cannot be removed: its code must stay mapped.
+ */
+UREG_API int ureg_atfork_layer(void (*lock)(void), void (*unlock)(void),
+		      void (*unlock_child)(void));
 
 /* ------------------------------------------------------------------ */
 /* Inline read sections (opt-in)                                       */
@@ -853,10 +893,10 @@ struct ureg__thread {
 		struct cds_lfht *ht;
 	} snap[UREG__SNAP_SLOTS];
 };
-extern __thread struct ureg__thread ureg__thread
+extern UREG_API __thread struct ureg__thread ureg__thread
 	__attribute__((tls_model("initial-exec")));
 /* Private: registers the calling thread with liburcu (first use). */
-void ureg__rcu_register_slow(void);
+UREG_API void ureg__rcu_register_slow(void);
 
 #ifdef __cplusplus
 }

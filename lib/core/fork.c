@@ -14,10 +14,10 @@
  *      already holds while prepare waits for it to pause.  This holds
  *      liburcu's call_rcu_mutex, which call_rcu() itself never takes once
  *      the default call_rcu data exists (ureg__fork_init makes sure).
- *   1. upper layers, in the order they registered (ureg__fork_layer):
- *      config (lib/config.c), per config: watch_lock, reload_lock (held
+ *   1. upper layers, in the order they registered (ureg_atfork_layer):
+ *      config (lib/config/config.c), per config: watch_lock, reload_lock (held
  *      during a whole load; a reload nests registry writers inside it),
- *      lock; then item_recs_lock.  Agents (lib/bridge.c): the bridge
+ *      lock; then item_recs_lock.  Agents (lib/agents/bridge.c): the bridge
  *      setters' lock.
  *   2. the grace-period gate (a writer-preferring rwlock).  liburcu 0.13
  *      has no fork handlers for its memb flavor's own mutexes: the grace
@@ -66,7 +66,7 @@
 #include <stdlib.h>
 #include "internal.h"
 
-#define LAYERS_MAX 4
+#define LAYERS_MAX 8
 
 struct fork_layer {
 	void (*lock)(void);
@@ -80,18 +80,23 @@ static struct fork_layer layers[LAYERS_MAX];
 static unsigned layer_count;
 static pthread_mutex_t layers_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),
+int ureg_atfork_layer(void (*lock)(void), void (*unlock)(void),
 		      void (*unlock_child)(void))
 {
+	int rc = 0;
+
+	if (!lock || !unlock || !unlock_child)
+		return ureg_set_error(-EINVAL, "atfork_layer: NULL hook");
 	ureg__rcu_ensure(); /* core's handlers are registered first */
 	pthread_mutex_lock(&layers_lock);
 	if (layer_count < LAYERS_MAX) {
 		layers[layer_count] = (struct fork_layer){ lock, unlock, unlock_child };
 		__atomic_store_n(&layer_count, layer_count + 1, __ATOMIC_RELEASE);
 	} else {
-		abort(); /* a fixed number of layers registers here */
+		rc = ureg_set_error(-ENOSPC, "atfork_layer: more than %d layers", LAYERS_MAX);
 	}
 	pthread_mutex_unlock(&layers_lock);
+	return rc;
 }
 
 static int reg_order(const void *a, const void *b)

@@ -19,6 +19,21 @@ static UREG_TLS const char *lazy_what;
 static UREG_TLS char lazy_reg[UREG_NAME_MAX + 1];
 static UREG_TLS char lazy_key[UREG_KEY_MAX + 1];
 
+int ureg_set_error(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!fmt) {
+		last_msg = NULL;
+		return err;
+	}
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	last_msg = last_error;
+	return err;
+}
+
 int ureg__err(int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -108,4 +123,9 @@ const char *ureg_strerror(int err)
 			return s;
 	}
 	return "unknown error";
+}
+
+const char *ureg_version(void)
+{
+	return UREG_VERSION_STRING;
 }

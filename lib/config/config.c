@@ -34,9 +34,11 @@
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <urcu/list.h>
 #include <yaml.h>
 
-#include "internal.h"
+#include "../layer.h"
+#include "plugin.h"
 #include "ureg/config.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
@@ -1456,11 +1458,11 @@ out:
 	ureg_config_plan_free(&local_plan);
 	ureg__free(L.dir);
 	if (rc)
-		ureg__err(rc, "config '%s': %zu error(s)%s%s", name, L.nerr,
+		ureg_set_error(rc, "config '%s': %zu error(s)%s%s", name, L.nerr,
 			  errs && errs->count ? ", first: " : "",
 			  errs && errs->count ? errs->v[0].reason : "");
 	else
-		ureg__clear_err();
+		ureg_set_error(0, NULL);
 	return rc;
 }
 
@@ -1473,11 +1475,11 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 
 	ureg__rcu_ensure();
 	if (!cfg || (!text && len) || flags & ~UREG_CONFIG_DRY_RUN)
-		return ureg__err(-EINVAL, "config reload: NULL config or text, or bad flags");
+		return ureg_set_error(-EINVAL, "config reload: NULL config or text, or bad flags");
 	if (len > CONFIG_MAX_BYTES)
-		return ureg__err(-EINVAL, "config reload: larger than %u bytes", CONFIG_MAX_BYTES);
+		return ureg_set_error(-EINVAL, "config reload: larger than %u bytes", CONFIG_MAX_BYTES);
 	if (ureg_in_read_section())
-		return ureg__err(-EPERM, "config reload inside a read section would deadlock");
+		return ureg_set_error(-EPERM, "config reload inside a read section would deadlock");
 	if (!name)
 		name = "<buffer>";
 	pthread_mutex_lock(&cfg->reload_lock);
@@ -1536,13 +1538,13 @@ int ureg_config_reload(ureg_config *cfg, const char *path, unsigned flags,
 	int rc;
 
 	if (!cfg || !path)
-		return ureg__err(-EINVAL, "config reload: NULL config or path");
+		return ureg_set_error(-EINVAL, "config reload: NULL config or path");
 	if ((rc = read_file(path, &text, &len))) {
 		if (errs) {
 			struct load L = { .cfg = cfg, .file = path, .out = errs };
 			err_add(&L, 0, 0, "cannot read: %s", strerror(-rc));
 		}
-		return ureg__err(rc, "config '%s': cannot read: %s", path, strerror(-rc));
+		return ureg_set_error(rc, "config '%s': cannot read: %s", path, strerror(-rc));
 	}
 	rc = ureg_config_reload_buffer(cfg, text, len, path, flags, plan, errs);
 	ureg__free(text);
@@ -1594,17 +1596,17 @@ static void configs_fork_unlock(void)
 
 static void configs_fork_register(void)
 {
-	ureg__fork_layer(configs_fork_lock, configs_fork_unlock, configs_fork_unlock);
+	ureg_atfork_layer(configs_fork_lock, configs_fork_unlock, configs_fork_unlock);
 }
 
 int ureg_config_new(ureg_config **out)
 {
 	if (!out)
-		return ureg__err(-EINVAL, "config_new: out is NULL");
+		return ureg_set_error(-EINVAL, "config_new: out is NULL");
 	pthread_once(&fork_once, configs_fork_register);
 	ureg_config *cfg = ureg__calloc(1, sizeof(*cfg));
 	if (!cfg)
-		return ureg__err(-ENOMEM, "config_new: out of memory");
+		return ureg_set_error(-ENOMEM, "config_new: out of memory");
 	pthread_mutex_init(&cfg->reload_lock, NULL);
 	pthread_mutex_init(&cfg->lock, NULL);
 	pthread_mutex_init(&cfg->watch_lock, NULL);
@@ -1618,7 +1620,7 @@ int ureg_config_new(ureg_config **out)
 int ureg_config_set_flags(ureg_config *cfg, unsigned flags)
 {
 	if (!cfg || (flags & ~UREG_CONFIG_NO_PLUGINS))
-		return ureg__err(-EINVAL, "config_set_flags: NULL config or bad flags");
+		return ureg_set_error(-EINVAL, "config_set_flags: NULL config or bad flags");
 	pthread_mutex_lock(&cfg->reload_lock);
 	cfg->flags = flags;
 	pthread_mutex_unlock(&cfg->reload_lock);
@@ -1630,11 +1632,11 @@ int ureg_config_type_register(ureg_config *cfg, const ureg_type *type)
 	int rc = 0;
 
 	if (!cfg || !type || !type->name || !valid_key(type->name))
-		return ureg__err(-EINVAL, "config_type_register: NULL config, type or bad type name");
+		return ureg_set_error(-EINVAL, "config_type_register: NULL config, type or bad type name");
 	pthread_mutex_lock(&cfg->reload_lock);
 	pthread_mutex_lock(&cfg->lock);
 	if (type_find(cfg, type->name)) {
-		rc = ureg__err(-EEXIST, "config: type '%s' is already registered", type->name);
+		rc = ureg_set_error(-EEXIST, "config: type '%s' is already registered", type->name);
 	} else {
 		struct named_type *v = ureg__realloc(cfg->types, (cfg->ntypes + 1) * sizeof(*v));
 		char *n = ureg__strdup(type->name);
@@ -1642,7 +1644,7 @@ int ureg_config_type_register(ureg_config *cfg, const ureg_type *type)
 			cfg->types = v;
 		if (!v || !n) {
 			ureg__free(n);
-			rc = ureg__err(-ENOMEM, "config_type_register: out of memory");
+			rc = ureg_set_error(-ENOMEM, "config_type_register: out of memory");
 		} else {
 			v[cfg->ntypes++] = (struct named_type){ n, type };
 		}
@@ -1658,11 +1660,11 @@ int ureg_config_provider_register(ureg_config *cfg, const char *name,
 	int rc = 0;
 
 	if (!cfg || !name || !valid_key(name) || !p || !p->create)
-		return ureg__err(-EINVAL, "config_provider_register: NULL config/provider/create or bad name");
+		return ureg_set_error(-EINVAL, "config_provider_register: NULL config/provider/create or bad name");
 	pthread_mutex_lock(&cfg->reload_lock);
 	pthread_mutex_lock(&cfg->lock);
 	if (prov_find(cfg, name)) {
-		rc = ureg__err(-EEXIST, "config: provider '%s' is already registered", name);
+		rc = ureg_set_error(-EEXIST, "config: provider '%s' is already registered", name);
 	} else {
 		struct named_prov *v = ureg__realloc(cfg->provs, (cfg->nprovs + 1) * sizeof(*v));
 		char *n = ureg__strdup(name);
@@ -1670,7 +1672,7 @@ int ureg_config_provider_register(ureg_config *cfg, const char *name,
 			cfg->provs = v;
 		if (!v || !n) {
 			ureg__free(n);
-			rc = ureg__err(-ENOMEM, "config_provider_register: out of memory");
+			rc = ureg_set_error(-ENOMEM, "config_provider_register: out of memory");
 		} else {
 			v[cfg->nprovs++] = (struct named_prov){ n, *p };
 		}
@@ -1705,7 +1707,7 @@ int ureg_config_registry_names(ureg_config *cfg, char ***names, size_t *n)
 	size_t k = 0;
 
 	if (!cfg || !names)
-		return ureg__err(-EINVAL, "config_registry_names: NULL config or out");
+		return ureg_set_error(-EINVAL, "config_registry_names: NULL config or out");
 	pthread_mutex_lock(&cfg->lock);
 	v = ureg__calloc(cfg->nregs + 1, sizeof(*v));
 	for (; v && k < cfg->nregs; k++)
@@ -1714,7 +1716,7 @@ int ureg_config_registry_names(ureg_config *cfg, char ***names, size_t *n)
 	pthread_mutex_unlock(&cfg->lock);
 	if (!v || (k < cfg->nregs && !v[k])) {
 		ureg_keys_free(v);
-		return ureg__err(-ENOMEM, "config_registry_names: out of memory");
+		return ureg_set_error(-ENOMEM, "config_registry_names: out of memory");
 	}
 	qsort(v, k, sizeof(*v), name_cmp);
 	*names = v;
@@ -1810,18 +1812,18 @@ int ureg_config_watch_start(ureg_config *cfg, const char *path,
 	int rc;
 
 	if (!cfg || !path || !*path)
-		return ureg__err(-EINVAL, "config_watch_start: NULL config or path");
+		return ureg_set_error(-EINVAL, "config_watch_start: NULL config or path");
 	if (watcher_of == cfg)
-		return ureg__err(-EBUSY, "config_watch_start: called from its own watcher");
+		return ureg_set_error(-EBUSY, "config_watch_start: called from its own watcher");
 	pthread_mutex_lock(&cfg->watch_lock);
 	if (cfg->watch) {
 		pthread_mutex_unlock(&cfg->watch_lock);
-		return ureg__err(-EBUSY, "config_watch_start: already watching");
+		return ureg_set_error(-EBUSY, "config_watch_start: already watching");
 	}
 	w = ureg__calloc(1, sizeof(*w));
 	if (!w) {
 		pthread_mutex_unlock(&cfg->watch_lock);
-		return ureg__err(-ENOMEM, "config_watch_start: out of memory");
+		return ureg_set_error(-ENOMEM, "config_watch_start: out of memory");
 	}
 	w->cfg = cfg;
 	w->fn = fn;
@@ -1860,7 +1862,7 @@ fail:
 	pthread_mutex_unlock(&cfg->watch_lock);
 	watch_free(w);
 	ureg__free(dir);
-	return ureg__err(rc, "config_watch_start: %s", ureg_strerror(rc));
+	return ureg_set_error(rc, "config_watch_start: %s", ureg_strerror(rc));
 }
 
 void ureg_config_watch_stop(ureg_config *cfg)

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 
 #include "internal.h"
-#include "ureg/config.h"
+#include "ureg/report.h"
 
 /* Through the fault-injection wrappers, like every library allocation. */
 static void json_str(FILE *out, const char *s)

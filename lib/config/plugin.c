@@ -26,7 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "../layer.h"
+#include "plugin.h"
 
 struct ureg_plugin {
 	ureg_anchor anchor; /* first: the release callback casts back */

@@ -99,7 +99,7 @@ static int agent_on_create(ureg_registry *reg, const char *key, void *instance,
 
 	a->slot = NULL;
 	if (!a->ops)
-		return ureg__err(-EINVAL, "registry '%s': agent factory '%s' made an agent without ops",
+		return ureg_set_error(-EINVAL, "registry '%s': agent factory '%s' made an agent without ops",
 				 ureg_registry_name(reg), key);
 	a->ctx = ctx;
 	a->key = key; /* the factory box's copy: the instance pins it */
@@ -134,9 +134,9 @@ int ureg_agent_registry_new(const char *name, ureg_agent_reg_registry **out)
 	int rc;
 
 	if (!out)
-		return ureg__err(-EINVAL, "agent_registry_new: out is NULL");
+		return ureg_set_error(-EINVAL, "agent_registry_new: out is NULL");
 	if (!(slot = ureg__calloc(1, sizeof(*slot))))
-		return ureg__err(-ENOMEM, "agent_registry_new: out of memory");
+		return ureg_set_error(-ENOMEM, "agent_registry_new: out of memory");
 	slot->type = ureg_agent_type;
 	slot->type.on_create_arg = slot;
 	slot->refs = 1;

@@ -14,7 +14,7 @@
 #ifndef UREG_BRIDGE_INTERNAL_H
 #define UREG_BRIDGE_INTERNAL_H
 
-#include "internal.h"
+#include "../layer.h"
 #include "ureg/registries.h"
 
 struct ureg_bridge_slot {

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "internal.h"
+#include "../core/internal.h"
 
 #define TOMB ((void *)1)
 #define PENDING_TAG ((uintptr_t)2)

@@ -42,7 +42,7 @@
  */
 #include <jemalloc/jemalloc.h>
 #include <stdio.h>
-#include "internal.h"
+#include "../core/internal.h"
 
 #define POOL_MAX 1024
 #define DEDICATED_LIMIT 4096  /* jemalloc's own ceiling is ~4,086 */

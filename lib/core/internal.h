@@ -76,7 +76,12 @@ int ureg__err_key(int err, const char *what, const char *reg_name,
 void ureg__clear_err(void);
 
 /* ---- allocation inside the library, with fault injection (alloc.c) ---- */
-bool ureg__fault_hit(void);
+#ifdef UREG_FAULT_INJECTION
+#include "ureg/fault.h"
+#define ureg__fault_hit() ureg_fault_hit()
+#else
+#define ureg__fault_hit() false
+#endif
 void *ureg__malloc(size_t n);
 void *ureg__aligned_alloc(size_t align, size_t n);
 void *ureg__calloc(size_t n, size_t size);
@@ -296,8 +301,7 @@ void ureg__synchronize(void);
 void ureg__call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *));
 /* an upper layer's locks, taken after liburcu's workers pause and before
  * the core's (fork.c states the whole order); call once per layer */
-void ureg__fork_layer(void (*lock)(void), void (*unlock)(void),
-		      void (*unlock_child)(void));
+/* upper layers register with the public ureg_atfork_layer() */
 
 /* ---- events (events.c) ---- */
 /* An event prepared before the writer lock (allocation may fail), queued
@@ -334,16 +338,6 @@ size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb);
 void ureg__ctx_lock_all(void);
 void ureg__ctx_unlock_all(void);
 void ureg__ctx_unlock_all_child(void);
-
-/* ---- plugins (plugin.c), used by config.c ---- */
-struct ureg_plugin;
-int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
-		      struct ureg_plugin **out, char *why, size_t whylen);
-const void *ureg__plugin_sym(struct ureg_plugin *p, const char *sym,
-			     char *why, size_t whylen);
-ureg_anchor *ureg__plugin_anchor(struct ureg_plugin *p);
-void ureg__plugin_mark(struct ureg_plugin *p);
-void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 
 /* ---- arenas (arena_pool.c) ---- */
 int ureg__arena_shared(unsigned *arena);

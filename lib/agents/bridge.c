@@ -31,16 +31,16 @@ int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
 
 	ureg__rcu_ensure();
 	if (!reg || !(slot = ureg__agent_slot(ureg_agent_reg_base(reg))))
-		return ureg__err(-EINVAL, "agent_set_bridge: not an agent registry made by ureg_agent_registry_new");
+		return ureg_set_error(-EINVAL, "agent_set_bridge: not an agent registry made by ureg_agent_registry_new");
 	if (bridge && !bridge->emit)
-		return ureg__err(-EINVAL, "agent_set_bridge: bridge has no emit");
-	if (ureg__thread.read_depth > 0)
-		return ureg__err(-EDEADLK, "agent_set_bridge: called inside a read section");
+		return ureg_set_error(-EINVAL, "agent_set_bridge: bridge has no emit");
+	if (ureg_in_read_section())
+		return ureg_set_error(-EDEADLK, "agent_set_bridge: called inside a read section");
 	/* one pointer store: racing setters need no lock (and a lock here
 	 * would be one more for fork.c to hold); the last store wins */
-	rcu_assign_pointer(slot->bridge, bridge);
+	__atomic_store_n(&slot->bridge, bridge, __ATOMIC_RELEASE);
 	/* after this no emit can still be inside the previous bridge */
-	ureg__synchronize();
+	ureg_synchronize();
 	return 0;
 }
 
@@ -51,12 +51,10 @@ int64_t ureg_agent_emit(struct ureg_agent *a, enum ureg_agent_event_kind kind,
 	uint64_t seq;
 
 	if (UREG_UNLIKELY(!a || (unsigned)kind > UREG_AGENT_ERROR))
-		return ureg__err(-EINVAL, "agent_emit: NULL agent or bad kind %d", (int)kind);
-	ureg__rcu_ensure();
-	urcu_memb_read_lock();
-	ureg__thread.read_depth++;
+		return ureg_set_error(-EINVAL, "agent_emit: NULL agent or bad kind %d", (int)kind);
+	ureg_read_lock();
 	seq = __atomic_add_fetch(&a->seq, 1, __ATOMIC_RELAXED);
-	b = a->slot ? rcu_dereference(a->slot->bridge) : NULL;
+	b = a->slot ? __atomic_load_n(&a->slot->bridge, __ATOMIC_ACQUIRE) : NULL;
 	if (UREG_LIKELY(b != NULL)) {
 		struct ureg_agent_event ev = {
 			.kind = kind, .ctx = a->ctx, .agent = a, .key = a->key,
@@ -64,8 +62,7 @@ int64_t ureg_agent_emit(struct ureg_agent *a, enum ureg_agent_event_kind kind,
 		};
 		b->emit(&ev, b->arg);
 	}
-	ureg__thread.read_depth--;
-	urcu_memb_read_unlock();
+	ureg_read_unlock();
 	return b ? (int64_t)seq : -ENOTCONN;
 }
 

@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * <ureg/report.h> - the hierarchy report of a live process (libureg):
+ * registries, entries, providers and user contexts.
+ */
+#ifndef UREG_REPORT_H
+#define UREG_REPORT_H
+
+#include <ureg/api.h>
+
+#include <stdio.h>
+#include <ureg/ureg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+	UREG_REPORT_TEXT = 0,
+	UREG_REPORT_JSON = 1u << 0,
+};
+
+/**
+ * ureg_report - the hierarchy report of the live process: every registry
+ * (sorted by name) with its type chain (agent -> base) and every entry
+ * (sorted by key) with kind, scope, provider, source file:line,
+ * generation and rank; a key with several providers (ureg.h, "Ranking")
+ * lists each with its kind, rank and whether it is the active one (JSON:
+ * "rank" and "providers" on every entry); then every live user context
+ * with its instances and bytes.
+ * @flags: UREG_REPORT_TEXT or UREG_REPORT_JSON.
+ *
+ * Any thread, not inside a read section.  Blocks on the global registry
+ * and context list mutexes (registries cannot be created or destroyed
+ * while it runs) and on each context's mutex briefly; allocates.  Each
+ * registry is read in its own read section (a consistent generation per
+ * registry).  Returns 0, -EINVAL, -ENOMEM or -EIO (write failed).
+ */
+UREG_API int ureg_report(FILE *out, unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* UREG_REPORT_H */
