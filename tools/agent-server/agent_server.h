@@ -60,13 +60,18 @@
  *    one run): echo's largest is about 6 * max_message, 390 KB by default.
  *  - max_conns: one more WebSocket is accepted and closed at once with
  *    1013 "server full ...".
+ *  - sock_buf: the kernel's send and receive buffers of a WebSocket
+ *    (SO_SNDBUF/SO_RCVBUF, 32 KiB, which Linux doubles): what a client
+ *    that does not read can make the server push into the kernel before
+ *    the queue caps act, and what it can pin there.
  *  - ctx_quota: live bytes of one user context (agents allocating past it
  *    get -EDQUOT, reported as the run's error).
  * So the memory one connection can hold is bounded by about
  *   min(queue_hard, queue_soft + max_runs * largest run output)
  *   + max_message (request being joined)
  *   + (max_runs + 1) * (max_message + 64) (accepted and held requests)
- *   + ctx_quota + one frame inside lws (a partly written frame) + 4 KiB rx;
+ *   + ctx_quota + one frame inside lws (a partly written frame) + 4 KiB rx,
+ *   and in the kernel about 2 * sock_buf each way;
  * agent_server_stats and GET /stats report what it holds.
  */
 #define AGENT_SERVER_MAX_REQUEST 65536
@@ -77,6 +82,7 @@
 #define AGENT_SERVER_MAX_CONNS 10000
 #define AGENT_SERVER_CTX_QUOTA (4u << 20)
 #define AGENT_SERVER_REPORT_MS 1000
+#define AGENT_SERVER_SOCK_BUF (32u << 10)
 
 /* WebSocket close codes the server sends, with a reason text */
 #define AGENT_SERVER_CLOSE_SLOW 1008   /* policy: queue over its caps */
@@ -98,6 +104,9 @@ struct agent_server_opts {
 	unsigned stall_ms;  /* close a connection over queue_soft this long */
 	unsigned max_conns; /* open WebSocket connections */
 	size_t ctx_quota;   /* live bytes per user context; SIZE_MAX: none */
+	/* SO_SNDBUF and SO_RCVBUF of each WebSocket (the kernel doubles it);
+	 * SIZE_MAX: leave the kernel's autotuning (up to tcp_wmem/tcp_rmem) */
+	size_t sock_buf;
 	/* origins a browser page may open a WebSocket from, comma-separated,
 	 * exact ("http://a.example:8080"); NULL: the server's own host (the
 	 * Origin's host[:port] is the request's Host).  A request without

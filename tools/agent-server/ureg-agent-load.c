@@ -12,12 +12,17 @@
  * (min-max) beside it, under a line naming the machine (nproc, CPU model):
  * quote it that way.  --stalled N adds N clients that never read their
  * socket and send echo runs of 60 KB input as fast as it takes them (the
- * hostile client of issue 12); the runs are then done twice, without and
- * with them, and the p99 ratio and the server's RSS growth (GET /stats) are
- * printed.
+ * hostile client of issue 12); each repetition is then a pair, a run
+ * without them and at once a run beside them (interleaved, so that a
+ * change in the machine's background load hits both sides alike), and the
+ * p99 ratio (medians, and per pair) and the server's RSS growth (GET
+ * /stats, largest seen while they ran) are printed.
  *
- * Raise `ulimit -n` above the connection count (each end needs one fd).
- * Exit status 1 when an event was wrong or a normal connection failed.
+ * The open-files limit is raised to what the connections need (up to the
+ * hard limit; the line "open files:" says what it got).
+ * Exit status: 0 every event checked out; 1 an event was wrong, or a normal
+ * connection failed or timed out; 2 bad usage; 3 could not run (the
+ * server does not answer, not enough file descriptors, no thread).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +30,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <limits.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +41,7 @@
 
 #include <jansson.h>
 #include <libwebsockets.h>
+#include <ureg/ureg.h>
 #include "agent_client.h"
 
 #define STALLED_INPUT 60000
@@ -157,6 +165,8 @@ struct stalled {
 	pthread_t th;
 	uint64_t rss_max, sent;
 	unsigned opened, closed_by_server;
+	/* set once every stalled client has connected and sent (atomic) */
+	int ready;
 };
 
 static void *stalled_main(void *arg)
@@ -169,8 +179,10 @@ static void *stalled_main(void *arg)
 	size_t flen;
 	uint64_t next_rss = 0;
 
-	if (!fds || !off || !req || !frame)
+	if (!fds || !off || !req || !frame) {
+		__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 		goto out;
+	}
 	int h = snprintf(req, 64, "{\"run\":\"echo\",\"input\":\"");
 	memset(req + h, 's', STALLED_INPUT);
 	strcpy(req + h + STALLED_INPUT, "\"}");
@@ -186,6 +198,7 @@ static void *stalled_main(void *arg)
 	for (unsigned i = 0; i < st->n; i++)
 		if ((fds[i] = ws_open(st->host, st->port)) >= 0)
 			st->opened++;
+	__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 	while (!__atomic_load_n(&st->stop, __ATOMIC_ACQUIRE)) {
 		bool any = false;
 		for (unsigned i = 0; i < st->n; i++) {
@@ -230,71 +243,95 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* "median [min-max]" of @v (sorted in place) */
-static const char *spread(double *v, int n, const char *fmt, char *buf, size_t cap)
+static double median(const double *v, int n)
+{
+	double t[16];
+	memcpy(t, v, (size_t)n * sizeof(*v));
+	qsort(t, (size_t)n, sizeof(*t), cmp_double);
+	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+/* "median [min-max]" of @v (not reordered) */
+static const char *spread(const double *v, int n, const char *fmt, char *buf, size_t cap)
 {
 	char a[32], b[32], c[32];
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	snprintf(a, sizeof(a), fmt, v[n / 2]);
-	snprintf(b, sizeof(b), fmt, v[0]);
-	snprintf(c, sizeof(c), fmt, v[n - 1]);
+	double lo = v[0], hi = v[0];
+	for (int i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+		hi = v[i] > hi ? v[i] : hi;
+	}
+	snprintf(a, sizeof(a), fmt, median(v, n));
+	snprintf(b, sizeof(b), fmt, lo);
+	snprintf(c, sizeof(c), fmt, hi);
 	snprintf(buf, cap, "%s [%s-%s]", a, b, c);
 	return buf;
 }
 
+#define MAX_REPEAT 16
+
 struct series {
-	double eps[16], p50[16], p99[16], rss[16];
+	double eps[MAX_REPEAT], p50[MAX_REPEAT], p99[MAX_REPEAT], rss[MAX_REPEAT];
 	int n;
 	bool bad;
 };
 
-static void run_series(const struct agent_client_opts *o, unsigned stalled, int repeat,
-		       struct series *s)
+/* One run of the normal clients, beside @stalled non-reading ones; its
+ * figures go to @s.  Exits 3 when it cannot run at all. */
+static void run_once(const struct agent_client_opts *o, unsigned stalled, int i,
+		     struct series *s)
 {
-	memset(s, 0, sizeof(*s));
-	for (int i = 0; i < repeat && i < 16; i++) {
-		struct agent_client_result r;
-		struct stalled st = { .host = o->host, .port = o->port, .n = stalled };
-		uint64_t rss0 = server_rss(o->host, o->port);
+	struct agent_client_result r;
+	struct stalled st = { .host = o->host, .port = o->port, .n = stalled };
+	uint64_t rss0 = server_rss(o->host, o->port);
 
-		if (stalled && pthread_create(&st.th, NULL, stalled_main, &st)) {
-			fprintf(stderr, "ureg-agent-load: no thread for the stalled clients\n");
-			exit(1);
-		}
-		int rc = agent_client_run(o, &r);
-		if (stalled) {
-			__atomic_store_n(&st.stop, 1, __ATOMIC_RELEASE);
-			pthread_join(st.th, NULL);
-		}
-		if (rc) {
-			fprintf(stderr, "ureg-agent-load: cannot start the client\n");
-			exit(1);
-		}
-		uint64_t rss1 = stalled ? st.rss_max : server_rss(o->host, o->port);
-		s->eps[i] = r.events_per_s;
-		s->p50[i] = r.p50_us / 1000.0;
-		s->p99[i] = r.p99_us / 1000.0;
-		s->rss[i] = rss0 && rss1 > rss0 ? (double)(rss1 - rss0) / 1e6 : 0;
-		s->n++;
-		printf("  run %d: %u conns (failed %u)%s, %llu events in %.2f s: %.0f events/s, "
-		       "p50 %.2f ms, p99 %.2f ms, violations %llu",
-		       i + 1, r.connected, r.failed, r.timed_out ? " TIMED OUT" : "",
-		       (unsigned long long)r.events, r.seconds, r.events_per_s,
-		       s->p50[i], s->p99[i], (unsigned long long)r.violations);
-		if (stalled)
-			printf("; %u stalled clients (%u opened, %u closed by the server, %.0f MB sent), "
-			       "server RSS +%.1f MB", stalled, st.opened, st.closed_by_server,
-			       (double)st.sent / 1e6, s->rss[i]);
-		printf("\n");
-		if (r.violations)
-			printf("  first violation: %s\n", r.first_violation);
-		fflush(stdout);
-		if (r.violations || r.failed || r.timed_out)
-			s->bad = true;
+	if (!rss0) {
+		fprintf(stderr, "ureg-agent-load: no answer from http://%s:%d/stats\n",
+			o->host, o->port);
+		exit(3);
 	}
+	if (stalled) {
+		if (pthread_create(&st.th, NULL, stalled_main, &st)) {
+			fprintf(stderr, "ureg-agent-load: no thread for the stalled clients\n");
+			exit(3);
+		}
+		/* they are connected and sending before the measured run starts */
+		while (!__atomic_load_n(&st.ready, __ATOMIC_ACQUIRE))
+			poll(NULL, 0, 5);
+	}
+	int rc = agent_client_run(o, &r);
+	if (stalled) {
+		__atomic_store_n(&st.stop, 1, __ATOMIC_RELEASE);
+		pthread_join(st.th, NULL);
+	}
+	if (rc) {
+		fprintf(stderr, "ureg-agent-load: cannot start the client: %s\n", strerror(-rc));
+		exit(3);
+	}
+	uint64_t rss1 = stalled ? st.rss_max : server_rss(o->host, o->port);
+	s->eps[s->n] = r.events_per_s;
+	s->p50[s->n] = r.p50_us / 1000.0;
+	s->p99[s->n] = r.p99_us / 1000.0;
+	s->rss[s->n] = rss1 > rss0 ? (double)(rss1 - rss0) / 1e6 : 0;
+	printf("  run %d%s: %u conns (failed %u)%s, %llu events in %.2f s: %.0f events/s, "
+	       "p50 %.2f ms, p99 %.2f ms, violations %llu",
+	       i + 1, stalled ? " beside stalled" : "", r.connected, r.failed,
+	       r.timed_out ? " TIMED OUT" : "",
+	       (unsigned long long)r.events, r.seconds, r.events_per_s,
+	       s->p50[s->n], s->p99[s->n], (unsigned long long)r.violations);
+	if (stalled)
+		printf("; %u stalled clients (%u opened, %u closed by the server, %.0f MB sent), "
+		       "server RSS +%.1f MB", stalled, st.opened, st.closed_by_server,
+		       (double)st.sent / 1e6, s->rss[s->n]);
+	printf("\n");
+	if (r.violations)
+		printf("  first violation: %s\n", r.first_violation);
+	fflush(stdout);
+	if (r.violations || r.failed || r.timed_out || r.connected < o->conns)
+		s->bad = true;
+	s->n++;
 }
 
-static void print_series(const char *label, struct series *s, bool rss)
+static void print_series(const char *label, const struct series *s, bool rss)
 {
 	char a[128], b[128], c[128], d[128];
 	printf("%s: events/s %s, p50 %s ms, p99 %s ms", label,
@@ -304,6 +341,71 @@ static void print_series(const char *label, struct series *s, bool rss)
 	if (rss)
 		printf(", server RSS growth %s MB", spread(s->rss, s->n, "%.1f", d, sizeof(d)));
 	printf("  (median [min-max] of %d runs)\n", s->n);
+}
+
+/* ---------------------------------------------------------- arguments */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ureg-agent-load [OPTION]...\n"
+		"Load ureg-agent-server with echo runs and report events/s and latency.\n\n"
+		"  -H, --host ADDR      server address (default 127.0.0.1)\n"
+		"  -p, --port N         server port, 1-65535 (default 8080)\n"
+		"  -c, --conns N        normal connections, 1-1000000 (default 200)\n"
+		"  -s, --seconds S      seconds per run, 0.1-3600 (default 10)\n"
+		"  -r, --runs N         runs per connection instead of --seconds\n"
+		"  -P, --pipeline N     runs in flight per connection, 1-64 (default 1)\n"
+		"  -R, --repeat N       runs (pairs with --stalled), 1-%d (default 3)\n"
+		"  -S, --stalled N      also N clients that never read, 0-100000 (default 0)\n"
+		"  -h, --help           this text, on stdout\n"
+		"  -V, --version        the version (of the libureg loaded)\n\n"
+		"Figures are median [min-max] of --repeat runs.  Exit status: 0 all events\n"
+		"checked out, 1 a wrong event or a failed normal connection, 2 bad usage,\n"
+		"3 could not run (no server, no file descriptors, no thread).\n", MAX_REPEAT);
+}
+
+/* a whole decimal number in [lo, hi]; false on anything else */
+static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_seconds(const char *s, unsigned *ms)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0.1 && v <= 3600))
+		return false;
+	*ms = (unsigned)(v * 1000 + 0.5);
+	return true;
+}
+
+/* Raise the soft open-files limit to @need (up to the hard limit). */
+static bool raise_nofile(rlim_t need)
+{
+	struct rlimit rl;
+	rlim_t was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return false;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			rl.rlim_cur = was;
+	}
+	printf("open files: need %llu, soft limit %llu (was %llu, hard limit %llu)\n",
+	       (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+	       (unsigned long long)was, (unsigned long long)rl.rlim_max);
+	return rl.rlim_cur >= need;
 }
 
 int main(int argc, char **argv)
@@ -318,51 +420,76 @@ int main(int argc, char **argv)
 		{ "repeat", required_argument, NULL, 'R' },
 		{ "stalled", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct agent_client_opts o = { .host = "127.0.0.1", .port = 8080, .conns = 200,
 				       .duration_ms = 10000, .pipeline = 1 };
-	int c, repeat = 3;
+	int c, repeat = 3, li = -1;
 	unsigned stalled = 0;
+	unsigned long v = 0;
+	bool ok;
 
-	while ((c = getopt_long(argc, argv, "H:p:c:s:r:P:R:S:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:p:c:s:r:P:R:S:hV", longopts, &li)) != -1) {
 		switch (c) {
-		case 'H': o.host = optarg; break;
-		case 'p': o.port = atoi(optarg); break;
-		case 'c': o.conns = (unsigned)atoi(optarg); break;
-		case 's': o.duration_ms = (unsigned)(atof(optarg) * 1000); break;
-		case 'r': o.runs = (unsigned)atoi(optarg); break;
-		case 'P': o.pipeline = (unsigned)atoi(optarg); break;
-		case 'R': repeat = atoi(optarg); break;
-		case 'S': stalled = (unsigned)atoi(optarg); break;
-		default:
-			fprintf(stderr, "usage: ureg-agent-load [--host A] [--port N] [--conns N] "
-				"[--seconds S | --runs N] [--pipeline N] [--repeat N (1-16)] "
-				"[--stalled N]\n");
-			return c == 'h' ? 0 : 2;
+		case 'H': o.host = optarg; ok = true; break;
+		case 'p': ok = parse_ulong(optarg, 1, 65535, &v); o.port = (int)v; break;
+		case 'c': ok = parse_ulong(optarg, 1, 1000000, &v); o.conns = (unsigned)v; break;
+		case 's': ok = parse_seconds(optarg, &o.duration_ms); break;
+		case 'r': ok = parse_ulong(optarg, 1, 100000000, &v); o.runs = (unsigned)v; break;
+		case 'P': ok = parse_ulong(optarg, 1, 64, &v); o.pipeline = (unsigned)v; break;
+		case 'R': ok = parse_ulong(optarg, 1, MAX_REPEAT, &v); repeat = (int)v; break;
+		case 'S': ok = parse_ulong(optarg, 0, 100000, &v); stalled = (unsigned)v; break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("ureg-agent-load (ureg) %s\n", ureg_version()); return 0;
+		default: usage(stderr); return 2;
 		}
+		if (!ok) {
+			fprintf(stderr, "ureg-agent-load: bad value for --%s: '%s' (see --help)\n",
+				li >= 0 ? longopts[li].name : (c == 'H' ? "host" : "option"), optarg);
+			return 2;
+		}
+		li = -1;
 	}
-	if (repeat < 1 || repeat > 16) {
-		fprintf(stderr, "ureg-agent-load: --repeat takes 1 to 16\n");
+	if (optind < argc) {
+		fprintf(stderr, "ureg-agent-load: unexpected argument '%s' (see --help)\n",
+			argv[optind]);
 		return 2;
 	}
-	o.timeout_ms = o.duration_ms + 60000;
+	o.timeout_ms = (o.runs ? 600000 : o.duration_ms) + 60000;
 	lws_set_log_level(LLL_ERR, NULL);
 	print_machine();
-	printf("%u connections, pipeline %u, %s %.1f s per run, %d runs\n", o.conns,
-	       o.pipeline ? o.pipeline : 1, o.runs ? "runs" : "duration",
-	       o.runs ? (double)o.runs : o.duration_ms / 1000.0, repeat);
+	/* one fd per connection, the stalled clients, /stats, stdio, lws */
+	if (!raise_nofile((rlim_t)o.conns + stalled + 64)) {
+		fprintf(stderr, "ureg-agent-load: not enough file descriptors for %u connections "
+			"(raise the hard limit: ulimit -Hn)\n", o.conns + stalled);
+		return 3;
+	}
+	printf("%u connections, pipeline %u, %s %.1f %s, %d %s%s\n", o.conns, o.pipeline,
+	       o.runs ? "runs" : "duration", o.runs ? (double)o.runs : o.duration_ms / 1000.0,
+	       o.runs ? "per connection" : "s per run", repeat,
+	       stalled ? "pairs of runs (without, then beside " : "runs",
+	       stalled ? "the stalled clients)" : "");
+	fflush(stdout);
 
-	struct series base, with;
-	run_series(&o, 0, repeat, &base);
+	struct series base = { .n = 0 }, with = { .n = 0 };
+	for (int i = 0; i < repeat; i++) {
+		run_once(&o, 0, i, &base);
+		if (stalled)
+			run_once(&o, stalled, i, &with);
+	}
 	print_series(stalled ? "without stalled clients" : "result", &base, false);
 	if (stalled) {
-		run_series(&o, stalled, repeat, &with);
-		char label[64];
-		snprintf(label, sizeof(label), "with %u stalled clients", stalled);
+		char label[64], a[128];
+		double ratio[MAX_REPEAT];
+		snprintf(label, sizeof(label), "beside %u stalled clients", stalled);
 		print_series(label, &with, true);
-		printf("p99 with / without stalled clients: %.2fx (medians)\n",
-		       base.p99[base.n / 2] > 0 ? with.p99[with.n / 2] / base.p99[base.n / 2] : 0);
+		for (int i = 0; i < with.n; i++)
+			ratio[i] = base.p99[i] > 0 ? with.p99[i] / base.p99[i] : 0;
+		double mb = median(base.p99, base.n), mw = median(with.p99, with.n);
+		printf("p99 beside / without stalled clients: %.2fx (ratio of the medians); "
+		       "per pair %s\n", mb > 0 ? mw / mb : 0,
+		       spread(ratio, with.n, "%.2fx", a, sizeof(a)));
 	}
 	return base.bad || (stalled && with.bad) ? 1 : 0;
 }

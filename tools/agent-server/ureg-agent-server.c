@@ -7,19 +7,25 @@
  *   ureg-agent-server [--host 127.0.0.1] [--port 8080 | --port 0] [--workers 2]
  *                     [--max-message 64K] [--max-runs 2] [--queue-soft 256K]
  *                     [--queue-hard 4M] [--stall-ms 30000] [--max-conns 10000]
- *                     [--ctx-quota 4M | --ctx-quota none]
+ *                     [--ctx-quota 4M | --ctx-quota none] [--sock-buf 32K | none]
  *                     [--allow-origin http://a.example:8080,...] [--report-ms 1000]
- *                     [--verbose]
+ *                     [--verbose] [--help] [--version]
  *
  * Sizes take a K, M or G suffix (powers of 1024).  Prints "listening on
  * http://HOST:PORT/" (PORT is the real one when --port 0 let the kernel
  * pick) and serves until SIGINT / SIGTERM.  GET /stats reports the limits,
- * the counters, the RSS and what each connection holds.
+ * the counters, the RSS and what each connection holds.  The open-files
+ * limit is raised towards --max-conns (up to the hard limit; --verbose
+ * says what it got).
+ *
+ * Exit status: 0 stopped by SIGINT/SIGTERM, 1 could not listen or start,
+ * 2 bad usage.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +36,29 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ureg-agent-server [--host ADDR] [--port N (0: any free port)] "
-		"[--workers N]\n"
-		"         [--max-message SIZE] [--max-runs N] [--queue-soft SIZE] "
-		"[--queue-hard SIZE]\n"
-		"         [--stall-ms MS] [--max-conns N] [--ctx-quota SIZE|none]\n"
-		"         [--allow-origin ORIGIN[,ORIGIN...] (default: this server's own host)]\n"
-		"         [--report-ms MS (live report period for watching pages)] [--verbose]\n"
-		"  SIZE: bytes, or with a K, M or G suffix; see agent_server.h for the limits\n");
+	fprintf(f,
+		"usage: ureg-agent-server [OPTION]...\n"
+		"Serve ureg's agents over WebSocket (page at /, counters at /stats).\n\n"
+		"  -H, --host ADDR          listen address (default 127.0.0.1)\n"
+		"  -p, --port N             port, 0-65535; 0: any free port (default 8080)\n"
+		"  -w, --workers N          agent threads, 1-256 (default 2)\n"
+		"      --max-message SIZE   bytes of one client message (default 64K)\n"
+		"      --max-runs N         runs in flight per connection (default 2)\n"
+		"      --queue-soft SIZE    outgoing bytes: stop reading past this (default 256K)\n"
+		"      --queue-hard SIZE    outgoing bytes: close past this (default 4M)\n"
+		"      --stall-ms MS        close a connection over --queue-soft this long (default 30000)\n"
+		"      --max-conns N        open WebSocket connections (default 10000)\n"
+		"      --ctx-quota SIZE|none  live bytes per user context (default 4M)\n"
+		"      --sock-buf SIZE|none SO_SNDBUF/SO_RCVBUF per WebSocket (default 32K; none: kernel)\n"
+		"      --allow-origin LIST  origins that may open a WebSocket, comma-separated\n"
+		"                           (default: this server's own host)\n"
+		"      --report-ms MS       live report period for watching pages (default 1000)\n"
+		"  -v, --verbose            log connections and closes to stderr\n"
+		"  -h, --help               this text, on stdout\n"
+		"  -V, --version            the version (of the libureg loaded)\n\n"
+		"SIZE: bytes, or with a K, M or G suffix (powers of 1024); see agent_server.h\n"
+		"for the limits.  Exit status: 0 stopped by SIGINT/SIGTERM, 1 could not listen\n"
+		"or start, 2 bad usage.\n");
 }
 
 /* "64K" -> 65536; false on anything else (0 included) */
@@ -62,18 +83,52 @@ static bool parse_size(const char *s, size_t *out)
 	return true;
 }
 
-static bool parse_uint(const char *s, unsigned *out)
+/* a whole number in [lo, hi] (a K/M/G suffix allowed) */
+static bool parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 {
 	size_t v;
-	if (!parse_size(s, &v) || v > UINT_MAX)
+	if (!parse_size(s, &v) || v < lo || v > hi)
 		return false;
 	*out = (unsigned)v;
 	return true;
 }
 
+/* the port: 0 (any free port) to 65535, decimal only */
+static bool parse_port(const char *s, int *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || s[0] == '+' || v > 65535)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+/* Raise the soft open-files limit towards one fd per connection plus
+ * room for the listener, stdio and lws (up to the hard limit). */
+static void raise_nofile(unsigned conns, int verbose)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)conns + 64, was;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl))
+		return;
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			rl.rlim_cur = was;
+	}
+	if (verbose || rl.rlim_cur < need)
+		fprintf(stderr, "ureg-agent-server: open files: soft limit %llu (was %llu, hard "
+			"limit %llu) for --max-conns %u\n", (unsigned long long)rl.rlim_cur,
+			(unsigned long long)was, (unsigned long long)rl.rlim_max, conns);
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN, O_REPORT };
+	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN, O_REPORT, O_SOCKBUF };
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
@@ -87,8 +142,10 @@ int main(int argc, char **argv)
 		{ "ctx-quota", required_argument, NULL, O_QUOTA },
 		{ "allow-origin", required_argument, NULL, O_ORIGIN },
 		{ "report-ms", required_argument, NULL, O_REPORT },
+		{ "sock-buf", required_argument, NULL, O_SOCKBUF },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct agent_server_opts o = { .host = "127.0.0.1", .port = 8080, .workers = 2 };
@@ -99,18 +156,18 @@ int main(int argc, char **argv)
 	bool ok;
 
 	int li = -1;
-	while ((c = getopt_long(argc, argv, "H:p:w:vh", longopts, &li)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:p:w:vhV", longopts, &li)) != -1) {
 		ok = true;
 		switch (c) {
 		case 'H': o.host = optarg; break;
-		case 'p': o.port = atoi(optarg); break;
-		case 'w': ok = parse_uint(optarg, &o.workers); break;
+		case 'p': ok = parse_port(optarg, &o.port); break;
+		case 'w': ok = parse_uint(optarg, 1, 256, &o.workers); break;
 		case O_MSG: ok = parse_size(optarg, &o.max_message); break;
-		case O_RUNS: ok = parse_uint(optarg, &o.max_runs); break;
+		case O_RUNS: ok = parse_uint(optarg, 1, 1024, &o.max_runs); break;
 		case O_SOFT: ok = parse_size(optarg, &o.queue_soft); break;
 		case O_HARD: ok = parse_size(optarg, &o.queue_hard); break;
-		case O_STALL: ok = parse_uint(optarg, &o.stall_ms); break;
-		case O_CONNS: ok = parse_uint(optarg, &o.max_conns); break;
+		case O_STALL: ok = parse_uint(optarg, 1, 86400000, &o.stall_ms); break;
+		case O_CONNS: ok = parse_uint(optarg, 1, 1000000, &o.max_conns); break;
 		case O_QUOTA:
 			if (!strcmp(optarg, "none"))
 				o.ctx_quota = SIZE_MAX;
@@ -118,22 +175,31 @@ int main(int argc, char **argv)
 				ok = parse_size(optarg, &o.ctx_quota);
 			break;
 		case O_ORIGIN: o.allow_origin = optarg; break;
-		case O_REPORT: ok = parse_uint(optarg, &o.report_ms); break;
+		case O_REPORT: ok = parse_uint(optarg, 10, 3600000, &o.report_ms); break;
+		case O_SOCKBUF:
+			if (!strcmp(optarg, "none"))
+				o.sock_buf = SIZE_MAX;
+			else
+				ok = parse_size(optarg, &o.sock_buf) && o.sock_buf >= 4096 &&
+				     o.sock_buf <= (64u << 20);
+			break;
 		case 'v': o.verbose = 1; break;
 		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'V': printf("ureg-agent-server (ureg) %s\n", ureg_version()); return 0;
+		default:
+			fprintf(stderr, "Try 'ureg-agent-server --help'.\n");
+			return 2;
 		}
 		if (!ok) {
-			fprintf(stderr, "ureg-agent-server: bad value for --%s: '%s'\n",
-				li >= 0 ? longopts[li].name : "workers", optarg);
-			usage(stderr);
+			fprintf(stderr, "ureg-agent-server: bad value for --%s: '%s' (see --help)\n",
+				li >= 0 ? longopts[li].name : c == 'p' ? "port" : "workers", optarg);
 			return 2;
 		}
 		li = -1;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "ureg-agent-server: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
+		fprintf(stderr, "ureg-agent-server: unexpected argument '%s' (see --help)\n",
+			argv[optind]);
 		return 2;
 	}
 	/* signals are taken by sigwait below, not by any server thread */
@@ -142,6 +208,7 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	raise_nofile(o.max_conns ? o.max_conns : AGENT_SERVER_MAX_CONNS, o.verbose);
 
 	if ((rc = agent_server_start(&o, &srv))) {
 		fprintf(stderr, "ureg-agent-server: cannot listen on %s:%d: %s\n",
