@@ -13,7 +13,10 @@
  *    and the connection keeps working (a large valid request sent in
  *    fragments still runs);
  *  - a session that runs more agent types than any fixed table would hold
- *    leaves no byte and no instance behind.
+ *    leaves no byte and no instance behind;
+ *  - every frame is built by jansson: an agent key with '"' and '\' comes
+ *    back escaped in its events and in the live report, and an agent whose
+ *    payload is not JSON cannot break the frame (it arrives as a string).
  *
  * After every script the client closes; the test waits (bounded) for the
  * server to go idle and checks that no context is left and nothing leaked.
@@ -352,6 +355,9 @@ Test(protocol, the_connection_keeps_working_and_a_large_request_in_fragments_run
 	expect_echo_run(&r, 6, input);
 	expect_protocol_error(&r, 11, "nope", "unknown agent");
 	expect_echo_run(&r, 12, "last");
+	/* a worker counts a run after its last event is queued: the counters
+	 * are final once the session is gone */
+	cr_assert_eq(agent_server_wait_idle(srv, 10000), 0);
 	agent_server_stats(srv, &st);
 	cr_expect_eq(st.runs, 4, "3 echo runs and the unknown agent's attempt");
 	agent_exchange_free(&r);
@@ -444,5 +450,92 @@ Test(protocol, a_session_running_many_agent_types_leaves_no_byte_and_no_instance
 	}
 	agent_exchange_free(&r);
 	/* releasing all MANY agents must bring the context to zero */
+	stop_server_expect_clean();
+}
+
+/* ------------------------------------------------------------------ */
+
+/* an agent that emits its input as is: JSON or not */
+static int raw_run(struct ureg_agent *a, const char *input)
+{
+	ureg_agent_emit(a, UREG_AGENT_STARTED, input, strlen(input));
+	ureg_agent_emit(a, UREG_AGENT_COMPLETED, "{\"done\":true}", 13);
+	return 0;
+}
+
+static void raw_destroy(struct ureg_agent *a, ureg_ctx *ctx)
+{
+	ureg_ctx_free(ctx, a);
+}
+
+static const struct ureg_agent_ops raw_ops = { .run = raw_run, .destroy = raw_destroy };
+
+static int raw_create(ureg_ctx *ctx, void *arg, void **out)
+{
+	struct ureg_agent *a = ureg_ctx_calloc(ctx, 1, sizeof(*a));
+	(void)arg;
+	if (!a)
+		return -ENOMEM;
+	a->ops = &raw_ops;
+	*out = a;
+	return 0;
+}
+
+#define ODD_KEY "say\"hi\\"
+
+/* the live report names the odd key among the agent registry's entries */
+static bool report_has_odd_key(json_t *rep)
+{
+	json_t *regs = json_object_get(json_object_get(rep, "data"), "registries"), *r, *e;
+	size_t i, k;
+
+	json_array_foreach(regs, i, r)
+		json_array_foreach(json_object_get(r, "entries"), k, e) {
+			const char *key = json_is_string(e) ? json_string_value(e) :
+					  str(e, "key");
+			if (key && !strcmp(key, ODD_KEY))
+				return true;
+		}
+	return false;
+}
+
+Test(protocol, keys_and_payloads_with_quotes_and_backslashes_reach_the_wire_escaped, .timeout = 30)
+{
+	static const char run_odd[] = "{\"run\":\"say\\\"hi\\\\\",\"input\":\"plain \\\"text\\\\\"}";
+	const struct agent_exchange_step steps[] = {
+		{ .send = run_odd, .expect = 2 },
+		{ .send = "{\"watch\":true}", .expect = 1 },
+		{ .send = "{\"watch\":false}", .expect = 0 },
+	};
+	struct ureg_factory f = { .create = raw_create, .scope = UREG_SCOPE_CONTEXT };
+	struct agent_exchange_result r;
+
+	start_server();
+	cr_assert_eq(ureg_agent_reg_register_factory(agent_server_agents(srv), ODD_KEY, &f), 0);
+	run_script(steps, 3, NULL, NULL, &r);
+	cr_assert_geq(r.nframes, 3);
+	json_t *s = frame(&r, 0), *c = frame(&r, 1), *rep = NULL;
+	cr_expect_str_eq(str(s, "ev"), "started", "%s", r.frames[0]);
+	cr_expect_str_eq(str(s, "agent"), ODD_KEY, "%s", r.frames[0]);
+	/* the payload was not JSON: it comes as a string, unchanged */
+	cr_expect(json_is_string(json_object_get(s, "data")), "%s", r.frames[0]);
+	cr_expect_str_eq(str(s, "data"), "plain \"text\\", "%s", r.frames[0]);
+	cr_expect_str_eq(str(c, "ev"), "completed", "%s", r.frames[1]);
+	cr_expect_str_eq(str(c, "agent"), ODD_KEY, "%s", r.frames[1]);
+	cr_expect(json_is_true(json_object_get(json_object_get(c, "data"), "done")), "%s",
+		  r.frames[1]);
+	for (size_t i = 2; i < r.nframes && !rep; i++) {
+		json_t *e = frame(&r, i);
+		if (str(e, "ev") && !strcmp(str(e, "ev"), "report"))
+			rep = e;
+		else
+			json_decref(e);
+	}
+	cr_assert_not_null(rep, "no report frame");
+	cr_expect(report_has_odd_key(rep), "the report does not list %s", ODD_KEY);
+	json_decref(rep);
+	json_decref(s);
+	json_decref(c);
+	agent_exchange_free(&r);
 	stop_server_expect_clean();
 }

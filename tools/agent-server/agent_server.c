@@ -201,64 +201,53 @@ struct echo_agent {
 	char *last_input; /* context memory: shows up in the accounting */
 };
 
-static char *json_quote(const char *s)
+/*
+ * Emit @payload (a JSON value, consumed) as one event of @a.  Every frame
+ * the server sends is built by jansson, never by printf: a string the
+ * client sent (the input, an agent name) reaches the wire escaped.
+ */
+static int emit_json(struct ureg_agent *a, enum ureg_agent_event_kind kind, json_t *payload)
 {
-	json_t *j = json_string(s);
-	char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-	json_decref(j);
-	return q;
+	char *txt;
+
+	if (!payload) /* json_pack: the input is not UTF-8, or no memory */
+		return -EINVAL;
+	txt = json_dumps(payload, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(payload);
+	if (!txt)
+		return -ENOMEM;
+	ureg_agent_emit(a, kind, txt, strlen(txt));
+	free(txt);
+	return 0;
 }
 
 static int echo_run(struct ureg_agent *a, const char *input)
 {
 	struct echo_agent *e = (struct echo_agent *)a;
-	char *q = json_quote(input), *payload;
-	size_t cap;
+	int rc;
 
-	if (!q)
-		return -EINVAL;
-	cap = 2 * strlen(q) + 96; /* "completed" carries the input twice */
-	if (!(payload = malloc(cap))) {
-		free(q);
-		return -ENOMEM;
-	}
 	e->runs++;
 	ureg_ctx_free(a->ctx, e->last_input);
 	e->last_input = ureg_ctx_strdup(a->ctx, input); /* NULL on quota: fine */
-	int n = snprintf(payload, cap, "{\"input\":%s,\"run\":%llu}", q,
-			 (unsigned long long)e->runs);
-	ureg_agent_emit(a, UREG_AGENT_STARTED, payload, (size_t)n);
-	for (int i = 1; i <= ECHO_STEPS; i++) {
-		n = snprintf(payload, cap, "{\"input\":%s,\"step\":%d,\"of\":%d}",
-			     q, i, ECHO_STEPS);
-		ureg_agent_emit(a, UREG_AGENT_PROGRESS, payload, (size_t)n);
-	}
-	n = snprintf(payload, cap, "{\"input\":%s,\"output\":%s}", q, q);
-	ureg_agent_emit(a, UREG_AGENT_COMPLETED, payload, (size_t)n);
-	free(payload);
-	free(q);
-	return 0;
+	if ((rc = emit_json(a, UREG_AGENT_STARTED, json_pack("{s:s,s:I}", "input", input,
+							     "run", (json_int_t)e->runs))))
+		return rc;
+	for (int i = 1; i <= ECHO_STEPS; i++)
+		if ((rc = emit_json(a, UREG_AGENT_PROGRESS, json_pack("{s:s,s:i,s:i}", "input",
+								      input, "step", i, "of",
+								      ECHO_STEPS))))
+			return rc;
+	return emit_json(a, UREG_AGENT_COMPLETED, json_pack("{s:s,s:s}", "input", input,
+							    "output", input));
 }
 
 static int fail_run(struct ureg_agent *a, const char *input)
 {
-	char *q = json_quote(input), *payload;
-	size_t cap;
-
-	if (!q)
-		return -EINVAL;
-	cap = strlen(q) + 96;
-	if (!(payload = malloc(cap))) {
-		free(q);
-		return -ENOMEM;
-	}
-	int n = snprintf(payload, cap, "{\"input\":%s}", q);
-	ureg_agent_emit(a, UREG_AGENT_STARTED, payload, (size_t)n);
-	n = snprintf(payload, cap, "{\"input\":%s,\"error\":\"this agent always fails\"}", q);
-	ureg_agent_emit(a, UREG_AGENT_ERROR, payload, (size_t)n);
-	free(payload);
-	free(q);
-	return 0;
+	int rc = emit_json(a, UREG_AGENT_STARTED, json_pack("{s:s}", "input", input));
+	if (rc)
+		return rc;
+	return emit_json(a, UREG_AGENT_ERROR, json_pack("{s:s,s:s}", "input", input, "error",
+							"this agent always fails"));
 }
 
 static void echo_destroy(struct ureg_agent *a, ureg_ctx *ctx)
@@ -404,6 +393,24 @@ static struct out_msg *msg_new(size_t cap)
 	return m;
 }
 
+/* A jansson text as a frame of @s's queue (any thread). */
+static void session_push_json(struct session *s, json_t *o)
+{
+	char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	size_t n;
+	struct out_msg *m;
+
+	if (!txt)
+		return;
+	n = strlen(txt);
+	if ((m = msg_new(n))) {
+		memcpy(m->buf + LWS_PRE, txt, n);
+		m->len = n;
+		session_push(s, m);
+	}
+	free(txt);
+}
+
 /*
  * A protocol error for the client: {"ev":"error","agent":AGENT,"user":ID,
  * "seq":0,"id":RUN,"error":MESSAGE} ("agent" only when known, "id" only
@@ -419,8 +426,6 @@ static void session_push_error(struct session *s, const char *agent, long long i
 	char msg[256];
 	va_list ap;
 	json_t *o;
-	char *txt;
-	size_t n;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -439,27 +444,24 @@ static void session_push_error(struct session *s, const char *agent, long long i
 	if (id >= 0)
 		json_object_set_new(o, "id", json_integer(id));
 	json_object_set_new(o, "error", json_string(msg));
-	txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	session_push_json(s, o);
 	json_decref(o);
-	if (!txt)
-		return;
-	n = strlen(txt);
-	struct out_msg *m = msg_new(n);
-	if (m) {
-		memcpy(m->buf + LWS_PRE, txt, n);
-		m->len = n;
-		session_push(s, m);
-	}
-	free(txt);
 }
 
 /* ----------------------------------------------------------- the bridge */
 
-/* Inside the emitting agent's read section (see ureg_agent_emit). */
+/*
+ * Inside the emitting agent's read section (see ureg_agent_emit).  The
+ * event becomes {"ev","agent","user","seq"[,"id"],"t","data"}, built with
+ * jansson: the agent's key is escaped whatever it holds (a key may contain
+ * '"' and '\'), and the payload is parsed, so an agent that emits text
+ * that is not JSON cannot break the frame (it arrives as a JSON string).
+ */
 static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
 {
 	struct agent_server *srv = arg;
 	struct worker *w = this_worker;
+	json_t *o, *data;
 	void *item;
 
 	if (ureg_lookup(srv->sessions, ureg_ctx_name(ev->ctx), &item) != 0) {
@@ -468,26 +470,24 @@ static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
 		return;
 	}
 	struct session *s = item;
+	if (!ev->data)
+		data = json_null();
+	else if (!(data = json_loadb(ev->data, ev->len, JSON_DECODE_ANY, NULL)))
+		data = json_stringn_nocheck(ev->data, ev->len);
+	o = json_pack("{s:s,s:s,s:s,s:I}", "ev", ureg_agent_event_name(ev->kind),
+		      "agent", ev->key, "user", s->id, "seq", (json_int_t)ev->seq);
 	/* the run's id when the event comes from the run this worker is
 	 * running for this session (an agent emitting from a thread of its
 	 * own has none) */
-	char id[32] = "";
-	if (w && w->running && w->running->s == s && w->running->id >= 0)
-		snprintf(id, sizeof(id), ",\"id\":%lld", w->running->id);
-	size_t cap = 160 + strlen(ev->key) + strlen(s->id) + strlen(id) +
-		     (ev->data ? ev->len : 4);
-	struct out_msg *m = msg_new(cap);
-	if (!m)
-		return;
-	int n = snprintf((char *)m->buf + LWS_PRE, cap,
-			 "{\"ev\":\"%s\",\"agent\":\"%s\",\"user\":\"%s\",\"seq\":%llu%s,"
-			 "\"t\":%llu,\"data\":%.*s}",
-			 ureg_agent_event_name(ev->kind), ev->key, s->id,
-			 (unsigned long long)ev->seq, id,
-			 (unsigned long long)agent_server_now_ns(),
-			 ev->data ? (int)ev->len : 4, ev->data ? ev->data : "null");
-	m->len = (size_t)n < cap ? (size_t)n : cap - 1;
-	session_push(s, m);
+	if (o && w && w->running && w->running->s == s && w->running->id >= 0)
+		json_object_set_new(o, "id", json_integer(w->running->id));
+	if (o) {
+		json_object_set_new(o, "t", json_integer((json_int_t)agent_server_now_ns()));
+		json_object_set(o, "data", data);
+	}
+	json_decref(data);
+	session_push_json(s, o);
+	json_decref(o);
 	if (w)
 		__atomic_store_n(&w->queued, w->queued + 1, __ATOMIC_RELAXED);
 }
@@ -553,11 +553,12 @@ static int ctx_cmp(const void *a, const void *b)
 	return strcmp(ctx_name(x), ctx_name(y));
 }
 
-/* The shared "data" text of one round, and every context by name (for
+/* The shared "data" object of one round, and every context by name (for
  * "self").  NULL when ureg_report or an allocation failed. */
-static char *report_build(struct agent_server *srv, json_t **by_name)
+static json_t *report_build(struct agent_server *srv, json_t **by_name)
 {
-	char *txt = NULL, *data = NULL;
+	char *txt = NULL;
+	json_t *data = NULL;
 	size_t len = 0, n, i;
 	json_t *rep = NULL, *regs, *ctxs, *r, *c, *top = NULL, *out = NULL, **v = NULL;
 	json_int_t bytes = 0, instances = 0;
@@ -600,8 +601,8 @@ static char *report_build(struct agent_server *srv, json_t **by_name)
 	json_object_set_new(out, "contexts_total", json_integer((json_int_t)n));
 	json_object_set_new(out, "live_bytes_total", json_integer(bytes));
 	json_object_set_new(out, "instances_total", json_integer(instances));
-	json_object_set_new(out, "report_ms", json_integer(srv->report_ms));
-	data = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!json_object_set_new(out, "report_ms", json_integer(srv->report_ms)))
+		data = json_incref(out);
 out:
 	if (!data) {
 		json_decref(*by_name);
@@ -614,16 +615,16 @@ out:
 	return data;
 }
 
-/* One round: build the report, queue it for every watching session. */
+/* One round: build the report, queue it for every watching session (a
+ * frame built by jansson around the shared data object). */
 static void report_round(struct agent_server *srv)
 {
-	json_t *by_name;
-	char *data = report_build(srv, &by_name), **keys = NULL;
-	size_t nkeys = 0, dlen;
+	json_t *by_name, *data = report_build(srv, &by_name);
+	char **keys = NULL;
+	size_t nkeys = 0;
 
 	if (!data)
 		return;
-	dlen = strlen(data);
 	if (ureg_keys(srv->sessions, &keys, &nkeys) == 0) {
 		uint64_t t = agent_server_now_ns();
 		for (size_t i = 0; i < nkeys; i++) {
@@ -633,19 +634,11 @@ static void report_round(struct agent_server *srv)
 			    __atomic_load_n(&((struct session *)item)->watch, __ATOMIC_RELAXED)) {
 				struct session *s = item;
 				json_t *me = json_object_get(by_name, s->id);
-				char *self = me ? json_dumps(me, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-				size_t cap = dlen + (self ? strlen(self) : 4) + strlen(s->id) + 96;
-				struct out_msg *m = msg_new(cap);
-				if (m) {
-					int w = snprintf((char *)m->buf + LWS_PRE, cap,
-							 "{\"ev\":\"report\",\"user\":\"%s\",\"seq\":0,"
-							 "\"t\":%llu,\"self\":%s,\"data\":%s}",
-							 s->id, (unsigned long long)t,
-							 self ? self : "null", data);
-					m->len = (size_t)w < cap ? (size_t)w : cap - 1;
-					session_push(s, m);
-				}
-				free(self);
+				json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:O?,s:O}", "ev", "report",
+						      "user", s->id, "seq", 0, "t", (json_int_t)t,
+						      "self", me, "data", data);
+				session_push_json(s, o);
+				json_decref(o);
 			}
 			ureg_read_unlock();
 		}
@@ -653,7 +646,7 @@ static void report_round(struct agent_server *srv)
 	}
 	__atomic_add_fetch(&srv->reports, 1, __ATOMIC_RELAXED);
 	json_decref(by_name);
-	free(data);
+	json_decref(data);
 }
 
 static void *reporter_main(void *arg)
