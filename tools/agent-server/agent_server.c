@@ -56,6 +56,7 @@
 #include <ureg/registries.h>
 
 #include "agent_server.h"
+#include "http_front.h"
 #include "page.h"
 
 #define ECHO_STEPS 3
@@ -158,6 +159,13 @@ struct agent_server {
 	size_t sock_buf;                 /* SO_SNDBUF/SO_RCVBUF; 0: the kernel's */
 	char *allow_origin;              /* comma-separated; NULL: same host */
 	unsigned max_runs, stall_ms, max_conns;
+	/* the front door (http_front.h) and the connections it passed on,
+	 * which the service thread adopts into lws */
+	struct http_front *front;
+	struct lws_vhost *vhost;
+	pthread_mutex_t adopt_lock;
+	int *adopt_fds;                  /* under adopt_lock */
+	size_t nadopt, capadopt;
 	pthread_t service;
 	int stop;                        /* atomic */
 	struct worker *workers;
@@ -202,6 +210,17 @@ struct echo_agent {
 };
 
 /*
+ * The payload an agent of this server is emitting, as jansson built it
+ * (this thread only).  ureg_agent_emit hands the bridge text - the
+ * contract for any bridge - and our bridge would parse that text again to
+ * nest it in the event; when the text is the one emit_json just made from
+ * this value, the bridge takes the value instead.  Measured: with 60 KB
+ * inputs the second parse was a third of a run's cost.
+ */
+static __thread const json_t *emitting_json;
+static __thread const char *emitting_text;
+
+/*
  * Emit @payload (a JSON value, consumed) as one event of @a.  Every frame
  * the server sends is built by jansson, never by printf: a string the
  * client sent (the input, an agent name) reaches the wire escaped.
@@ -213,32 +232,43 @@ static int emit_json(struct ureg_agent *a, enum ureg_agent_event_kind kind, json
 	if (!payload) /* json_pack: the input is not UTF-8, or no memory */
 		return -EINVAL;
 	txt = json_dumps(payload, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(payload);
-	if (!txt)
+	if (!txt) {
+		json_decref(payload);
 		return -ENOMEM;
+	}
+	emitting_json = payload;
+	emitting_text = txt;
 	ureg_agent_emit(a, kind, txt, strlen(txt));
+	emitting_json = NULL;
+	emitting_text = NULL;
+	json_decref(payload);
 	free(txt);
 	return 0;
 }
 
+/* The input is one jansson string shared by the run's 5 payloads (checked
+ * for UTF-8 and copied once). */
 static int echo_run(struct ureg_agent *a, const char *input)
 {
 	struct echo_agent *e = (struct echo_agent *)a;
+	json_t *in = json_string(input);
 	int rc;
 
+	if (!in)
+		return -EINVAL; /* not UTF-8 (or no memory) */
 	e->runs++;
 	ureg_ctx_free(a->ctx, e->last_input);
 	e->last_input = ureg_ctx_strdup(a->ctx, input); /* NULL on quota: fine */
-	if ((rc = emit_json(a, UREG_AGENT_STARTED, json_pack("{s:s,s:I}", "input", input,
-							     "run", (json_int_t)e->runs))))
-		return rc;
-	for (int i = 1; i <= ECHO_STEPS; i++)
-		if ((rc = emit_json(a, UREG_AGENT_PROGRESS, json_pack("{s:s,s:i,s:i}", "input",
-								      input, "step", i, "of",
-								      ECHO_STEPS))))
-			return rc;
-	return emit_json(a, UREG_AGENT_COMPLETED, json_pack("{s:s,s:s}", "input", input,
-							    "output", input));
+	rc = emit_json(a, UREG_AGENT_STARTED, json_pack("{s:O,s:I}", "input", in,
+							"run", (json_int_t)e->runs));
+	for (int i = 1; i <= ECHO_STEPS && !rc; i++)
+		rc = emit_json(a, UREG_AGENT_PROGRESS, json_pack("{s:O,s:i,s:i}", "input", in,
+								 "step", i, "of", ECHO_STEPS));
+	if (!rc)
+		rc = emit_json(a, UREG_AGENT_COMPLETED, json_pack("{s:O,s:O}", "input", in,
+								  "output", in));
+	json_decref(in);
+	return rc;
 }
 
 static int fail_run(struct ureg_agent *a, const char *input)
@@ -393,22 +423,44 @@ static struct out_msg *msg_new(size_t cap)
 	return m;
 }
 
-/* A jansson text as a frame of @s's queue (any thread). */
-static void session_push_json(struct session *s, json_t *o)
-{
-	char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	size_t n;
+/* jansson writes a frame straight into its out_msg (one pass, no copy):
+ * json_dump_callback's sink, growing the message while it is not queued */
+struct frame_sink {
 	struct out_msg *m;
+	size_t cap;
+};
 
-	if (!txt)
-		return;
-	n = strlen(txt);
-	if ((m = msg_new(n))) {
-		memcpy(m->buf + LWS_PRE, txt, n);
-		m->len = n;
-		session_push(s, m);
+static int frame_sink_put(const char *buf, size_t n, void *arg)
+{
+	struct frame_sink *fs = arg;
+
+	if (fs->m->len + n > fs->cap) {
+		size_t cap = fs->cap * 2 > fs->m->len + n ? fs->cap * 2 : fs->m->len + n;
+		struct out_msg *m = realloc(fs->m, sizeof(*m) + LWS_PRE + cap);
+		if (!m)
+			return -1;
+		m->cost = sizeof(*m) + LWS_PRE + cap;
+		fs->m = m;
+		fs->cap = cap;
 	}
-	free(txt);
+	memcpy(fs->m->buf + LWS_PRE + fs->m->len, buf, n);
+	fs->m->len += n;
+	return 0;
+}
+
+/* @o (not consumed) as a frame of @s's queue, @hint bytes expected (any
+ * thread). */
+static void session_push_json(struct session *s, const json_t *o, size_t hint)
+{
+	struct frame_sink fs = { .cap = hint + 256 };
+
+	if (!o || !(fs.m = msg_new(fs.cap)))
+		return;
+	if (json_dump_callback(o, frame_sink_put, &fs, JSON_COMPACT | JSON_PRESERVE_ORDER)) {
+		free(fs.m);
+		return;
+	}
+	session_push(s, fs.m);
 }
 
 /*
@@ -444,7 +496,7 @@ static void session_push_error(struct session *s, const char *agent, long long i
 	if (id >= 0)
 		json_object_set_new(o, "id", json_integer(id));
 	json_object_set_new(o, "error", json_string(msg));
-	session_push_json(s, o);
+	session_push_json(s, o, strlen(msg));
 	json_decref(o);
 }
 
@@ -472,6 +524,8 @@ static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
 	struct session *s = item;
 	if (!ev->data)
 		data = json_null();
+	else if (ev->data == emitting_text) /* emit_json's: the value itself */
+		data = json_incref((json_t *)emitting_json);
 	else if (!(data = json_loadb(ev->data, ev->len, JSON_DECODE_ANY, NULL)))
 		data = json_stringn_nocheck(ev->data, ev->len);
 	o = json_pack("{s:s,s:s,s:s,s:I}", "ev", ureg_agent_event_name(ev->kind),
@@ -486,7 +540,7 @@ static void bridge_emit(const struct ureg_agent_event *ev, void *arg)
 		json_object_set(o, "data", data);
 	}
 	json_decref(data);
-	session_push_json(s, o);
+	session_push_json(s, o, ev->len + strlen(ev->key));
 	json_decref(o);
 	if (w)
 		__atomic_store_n(&w->queued, w->queued + 1, __ATOMIC_RELAXED);
@@ -637,7 +691,7 @@ static void report_round(struct agent_server *srv)
 				json_t *o = json_pack("{s:s,s:s,s:i,s:I,s:O?,s:O}", "ev", "report",
 						      "user", s->id, "seq", 0, "t", (json_int_t)t,
 						      "self", me, "data", data);
-				session_push_json(s, o);
+				session_push_json(s, o, 64 << 10);
 				json_decref(o);
 			}
 			ureg_read_unlock();
@@ -830,15 +884,29 @@ static void session_hold(struct agent_server *srv, struct session *s, struct job
 	rx_pause(srv, s, RX_RUNS);
 }
 
-/* Give @j to the session's worker, or hold it while max_runs are in
- * flight (service thread). */
+/*
+ * May the session start one more run now?  Not with max_runs in flight,
+ * and not while its outgoing queue is over the soft cap: a request already
+ * read (or held) must not add a run's output to a client that is not
+ * reading - measured before this rule, held requests took 50 non-reading
+ * clients to 3 runs' output each (1 MB) instead of 2 (service thread).
+ */
+static bool session_may_run(struct agent_server *srv, struct session *s)
+{
+	session_check_backlog(srv, s);
+	return __atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) < (long)srv->max_runs &&
+	       !(s->rx_paused & RX_BACKLOG);
+}
+
+/* Give @j to the session's worker, or hold it while it may not run
+ * (service thread). */
 static void session_dispatch(struct agent_server *srv, struct session *s, struct job *j)
 {
-	if (__atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) >= (long)srv->max_runs) {
+	if (!session_may_run(srv, s)) {
 		session_hold(srv, s, j);
 		/* a run may have finished before held_waiting was set: its
 		 * worker then did not wake us, so look again */
-		if (__atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) >= (long)srv->max_runs)
+		if (!session_may_run(srv, s))
 			return;
 		s->held = j->next;
 		if (!s->held) {
@@ -855,11 +923,11 @@ static void session_dispatch(struct agent_server *srv, struct session *s, struct
 	}
 }
 
-/* Held requests whose run slot came free (service thread, on a wake). */
+/* Held requests that may run now: a run slot came free or the queue fell
+ * back under the soft cap (service thread). */
 static void session_release_held(struct agent_server *srv, struct session *s)
 {
-	while (s->held &&
-	       __atomic_load_n(&s->inflight, __ATOMIC_SEQ_CST) < (long)srv->max_runs) {
+	while (s->held && session_may_run(srv, s)) {
 		struct job *j = s->held;
 		s->held = j->next;
 		if (!s->held) {
@@ -1114,15 +1182,18 @@ struct conn {
 	bool head, body_wait, close_after;
 };
 
-/* HTTP limits: lws itself holds at most HTTP_HEADER_TABLE bytes of a
- * request's headers (it drops the connection past that, with no status);
- * below it the server answers 414 and 431 */
+/* HTTP limits.  The front door (http_front.c) answers 414 and 431 for the
+ * first request of every connection, whatever its size; lws holds at most
+ * HTTP_HEADER_TABLE bytes of a request's headers (it drops the connection
+ * past that, with no status), twice the limit, so a later request on a
+ * kept-alive connection still gets its 414/431 from serve_http up to
+ * there */
 #define HTTP_CHUNK 16384
-#define HTTP_HEADER_TABLE 16384
 #define HTTP_MAX_URI 4096
 #define HTTP_MAX_URI_TEXT "4096"
-#define HTTP_MAX_HEADERS 8192
-#define HTTP_MAX_HEADERS_TEXT "8192"
+#define HTTP_MAX_HEADERS 16384
+#define HTTP_MAX_HEADERS_TEXT "16384"
+#define HTTP_HEADER_TABLE (2 * HTTP_MAX_HEADERS)
 #define HTTP_MAX_BODY (1 << 20)
 #define HTTP_MAX_BODY_TEXT "1048576"
 
@@ -1450,6 +1521,8 @@ static int ws_writeable(struct agent_server *srv, struct lws *wsi, struct sessio
 	__atomic_store_n(&srv->sent, srv->sent + sent, __ATOMIC_RELAXED);
 	if (s->rx_paused & RX_BACKLOG)
 		session_check_backlog(srv, s);
+	if (s->held) /* the queue fell under the soft cap: held runs may go */
+		session_release_held(srv, s);
 	if (!cds_wfcq_empty(&s->qh, &s->qt))
 		lws_callback_on_writable(wsi);
 	return 0;
@@ -1557,6 +1630,51 @@ static bool origin_allowed(struct agent_server *srv, struct lws *wsi)
 	return !strcmp(o, host);
 }
 
+/* The front door passed @fd on (front thread): the service thread adopts
+ * it at its next wake-up. */
+static void front_handoff(int fd, void *arg)
+{
+	struct agent_server *srv = arg;
+	bool ok = true;
+
+	pthread_mutex_lock(&srv->adopt_lock);
+	if (srv->nadopt == srv->capadopt) {
+		size_t cap = srv->capadopt ? 2 * srv->capadopt : 64;
+		int *p = realloc(srv->adopt_fds, cap * sizeof(*p));
+		if (p) {
+			srv->adopt_fds = p;
+			srv->capadopt = cap;
+		} else {
+			ok = false;
+		}
+	}
+	if (ok)
+		srv->adopt_fds[srv->nadopt++] = fd;
+	pthread_mutex_unlock(&srv->adopt_lock);
+	if (!ok)
+		close(fd);
+	else
+		lws_cancel_service(srv->lws);
+}
+
+/* Service thread: into lws, as if its listener had accepted them (on
+ * failure lws closes the fd itself). */
+static void adopt_handed(struct agent_server *srv)
+{
+	int fds[256];
+	size_t n;
+
+	do {
+		pthread_mutex_lock(&srv->adopt_lock);
+		n = srv->nadopt < 256 ? srv->nadopt : 256;
+		srv->nadopt -= n;
+		memcpy(fds, srv->adopt_fds + srv->nadopt, n * sizeof(*fds));
+		pthread_mutex_unlock(&srv->adopt_lock);
+		for (size_t i = 0; i < n; i++)
+			lws_adopt_socket_vhost(srv->vhost, fds[i]);
+	} while (n == 256);
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		    void *user, void *in, size_t len)
 {
@@ -1643,6 +1761,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		if (!srv)
 			return 0;
+		adopt_handed(srv);
 		for (s = srv->open; s; s = s->next)
 			if (__atomic_load_n(&s->wake, __ATOMIC_ACQUIRE) &&
 			    __atomic_exchange_n(&s->wake, 0, __ATOMIC_ACQ_REL))
@@ -1685,26 +1804,6 @@ static void *service_main(void *arg)
 
 /* ------------------------------------------------------------ lifecycle */
 
-/* A taken port is found before lws is asked: lws 4.1.6 leaks a little
- * memory when its vhost fails to bind (LeakSanitizer sees it). */
-static int probe_port(const char *host, int port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	int fd, one = 1, rc = 0;
-
-	if (port == 0)
-		return 0;
-	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
-		return -EINVAL;
-	if ((fd = socket(AF_INET, SOCK_STREAM, 0)) < 0)
-		return -errno;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
 static int register_agents(struct agent_server *srv)
 {
 	struct ureg_factory f = { .create = agent_create, .scope = UREG_SCOPE_CONTEXT };
@@ -1725,8 +1824,6 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 
 	if (!o || !out || o->port < 0 || o->port > 65535)
 		return -EINVAL;
-	if ((rc = probe_port(o->host ? o->host : "127.0.0.1", o->port)))
-		return rc;
 	if (!(srv = calloc(1, sizeof(*srv))))
 		return -ENOMEM;
 	srv->verbose = o->verbose;
@@ -1751,6 +1848,7 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 	}
 	pthread_mutex_init(&srv->idle_lock, NULL);
 	pthread_cond_init(&srv->idle_cond, NULL);
+	pthread_mutex_init(&srv->adopt_lock, NULL);
 	pthread_mutex_init(&srv->report_lock, NULL);
 	{ /* the reporter's deadlines are CLOCK_MONOTONIC, like everything here */
 		pthread_condattr_t ca;
@@ -1772,8 +1870,7 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 
 	lws_set_log_level(o->verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : LLL_ERR, NULL);
 	memset(&info, 0, sizeof(info));
-	info.port = o->port;
-	info.iface = o->host ? o->host : "127.0.0.1";
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* the front door listens */
 	info.protocols = protocols;
 	info.user = srv;
 	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
@@ -1782,11 +1879,10 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 	info.fd_limit_per_thread = 0;
 	srv->lws = lws_create_context(&info);
 	if (!srv->lws) {
-		rc = -EADDRINUSE;
+		rc = -EIO;
 		goto fail;
 	}
-	srv->port = lws_get_vhost_listen_port(lws_get_vhost_by_name(srv->lws, "default"));
-	if (srv->port <= 0) {
+	if (!(srv->vhost = lws_get_vhost_by_name(srv->lws, "default"))) {
 		rc = -EIO;
 		goto fail_lws;
 	}
@@ -1826,6 +1922,18 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 		return -EAGAIN;
 	}
 	srv->reporter_started = true;
+	{
+		struct http_front_opts fo = {
+			.host = o->host ? o->host : "127.0.0.1", .port = o->port,
+			.max_headers = HTTP_MAX_HEADERS, .max_uri = HTTP_MAX_URI,
+			.handoff = front_handoff, .arg = srv,
+		};
+		if ((rc = http_front_start(&fo, &srv->front))) {
+			agent_server_stop(srv);
+			return rc;
+		}
+		srv->port = http_front_port(srv->front);
+	}
 	*out = srv;
 	return 0;
 
@@ -1838,6 +1946,7 @@ fail:
 	ureg_agent_registry_destroy(srv->agents);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	pthread_mutex_destroy(&srv->adopt_lock);
 	pthread_cond_destroy(&srv->report_cond);
 	pthread_mutex_destroy(&srv->report_lock);
 	free(srv->allow_origin);
@@ -1904,7 +2013,10 @@ void agent_server_stop(struct agent_server *srv)
 {
 	if (!srv)
 		return;
-	/* 0. no more reports (the reporter pushes to sessions) */
+	/* 0. no new connection; no more reports (the reporter pushes to
+	 *    sessions) */
+	http_front_stop(srv->front);
+	srv->front = NULL;
 	if (srv->reporter_started) {
 		pthread_mutex_lock(&srv->report_lock);
 		srv->report_stop = true;
@@ -1932,6 +2044,10 @@ void agent_server_stop(struct agent_server *srv)
 	} else {
 		lws_context_destroy(srv->lws);
 	}
+	/* connections the front passed on that lws never adopted */
+	for (size_t i = 0; i < srv->nadopt; i++)
+		close(srv->adopt_fds[i]);
+	free(srv->adopt_fds);
 	/* 3. registries: the bridge first, so no agent can reach us */
 	ureg_agent_set_bridge(srv->agents, NULL);
 	ureg_registry_destroy(srv->sessions);
@@ -1943,6 +2059,7 @@ void agent_server_stop(struct agent_server *srv)
 	free(srv->workers);
 	pthread_cond_destroy(&srv->idle_cond);
 	pthread_mutex_destroy(&srv->idle_lock);
+	pthread_mutex_destroy(&srv->adopt_lock);
 	pthread_cond_destroy(&srv->report_cond);
 	pthread_mutex_destroy(&srv->report_lock);
 	free(srv->allow_origin);
