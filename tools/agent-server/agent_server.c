@@ -18,7 +18,11 @@
  *    exchange on the session).  Nothing else is written: counters are per
  *    worker;
  *  - the service thread, woken, asks lws for a writeable callback on every
- *    session with a pending wake-up and writes one frame per callback.
+ *    session with a pending wake-up and writes what the socket takes, up
+ *    to WRITE_BUDGET bytes per callback;
+ *  - the front door's thread (http_front.c) accepts connections, answers
+ *    oversized requests itself and passes the others to the service
+ *    thread, which adopts them into lws.
  *
  * Session lifetime.  `users` counts the connection plus in-flight runs:
  * whoever drops it to zero (the service thread at close, or the worker

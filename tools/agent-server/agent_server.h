@@ -4,7 +4,10 @@
  * and the isolation test run the same code.  Not installed.
  *
  * One libwebsockets context, one service thread (every lws call except
- * lws_cancel_service happens there), N worker threads that run agents.
+ * lws_cancel_service happens there), N worker threads that run agents,
+ * and a front door (http_front.h) that owns the listening socket, answers
+ * 414/431 for oversized requests itself and hands every other connection
+ * to the service thread.
  * Each WebSocket connection is a session: one user context (ureg_ctx_new on
  * connect, destroyed once the connection is closed and its last run has
  * finished), one outgoing queue (wait-free multi-producer), one worker
@@ -49,9 +52,9 @@
  *    refused, a pipelining client just waits (TCP backpressure).
  *  - queue_soft / queue_hard: bytes of outgoing frames queued for one
  *    connection (allocation sizes, so the real memory).  Past queue_soft the
- *    server stops reading the connection's requests until the queue falls
- *    to half of it, so a client that does not read can only add the output
- *    of the runs already in flight; a connection that stays over queue_soft
+ *    server stops reading the connection's requests, and starts none it
+ *    already holds, until the queue falls to half of it, so a client that
+ *    does not read can only add the output of the runs already in flight; a connection that stays over queue_soft
  *    for stall_ms is closed with 1008 "client stalled ...".  queue_hard is
  *    the backstop for agents whose output has no bound: an event that would
  *    take the queue past it is dropped, the queue freed and the connection
