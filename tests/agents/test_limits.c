@@ -9,6 +9,8 @@
  *  - a client that reads late is paused (the server stops reading it), not
  *    closed, and then gets every event in order;
  *  - runs over max_runs are held, not refused, and run once a slot frees;
+ *  - a held request does not start while the connection's queue is over
+ *    the soft cap, so a client that stops reading gets no more runs;
  *  - past max_conns a connection is closed with 1013 and a reason;
  *  - an event past queue_hard closes the connection with 1008 and a reason;
  *  - max_message is configurable and its refusal says the limit.
@@ -506,5 +508,57 @@ Test(limits, max_message_is_configurable_and_its_refusal_names_the_limit, .timeo
 	cr_expect_str_eq(str(e, "ev"), "started");
 	json_decref(e);
 	close(fd);
+	stop_expect_clean();
+}
+
+/* ---------------------------------- held requests and the soft cap */
+
+#define HELD_INPUT 40000
+#define HELD_RUNS 6
+
+static bool held_over_soft_cap(json_t *c)
+{
+	return json_is_false(json_object_get(c, "reading")) &&
+	       json_integer_value(json_object_get(c, "runs_in_flight")) == 0 &&
+	       json_integer_value(json_object_get(c, "runs_held")) >= 1 &&
+	       json_integer_value(json_object_get(c, "queued_bytes")) > (64 << 10);
+}
+
+Test(limits, a_held_request_does_not_start_while_the_queue_is_over_the_soft_cap, .timeout = 60)
+{
+	char reply[1024], *req = malloc(HELD_INPUT + 64);
+	struct agent_server_stats st;
+
+	cr_assert_not_null(req);
+	start((struct agent_server_opts){ .queue_soft = 64 << 10, .queue_hard = 16 << 20,
+					  .max_runs = 2, .stall_ms = 30000 });
+	int port = agent_server_port(srv);
+	/* a small receive buffer and no reading: the output piles up */
+	int fd = wire_ws_open(port, NULL, 4096, reply, sizeof(reply));
+	cr_assert_geq(fd, 0, "%s", reply);
+	int h = snprintf(req, 64, "{\"run\":\"echo\",\"input\":\"");
+	memset(req + h, 'h', HELD_INPUT);
+	strcpy(req + h + HELD_INPUT, "\"}");
+	for (int i = 0; i < HELD_RUNS; i++) {
+		req[h] = (char)('a' + i); /* each run's input is its own */
+		send_text(fd, req);
+	}
+	/* no run in flight, one held, the queue over the soft cap: the held
+	 * one must wait (before the rule it started as soon as a slot freed) */
+	wait_conn(port, held_over_soft_cap, "runs held with nothing in flight over the soft cap");
+	agent_server_stats(srv, &st);
+	cr_expect_leq(st.runs, 2, "%llu runs finished for a client that reads nothing; at most "
+		      "max_runs may have started before the queue passed the soft cap",
+		      (unsigned long long)st.runs);
+	/* reading again lets every run through, in order */
+	for (int i = 0; i < HELD_RUNS; i++)
+		for (int k = 0; k < 5; k++) {
+			json_t *e = next_event(fd);
+			const char *in = str(json_object_get(e, "data"), "input");
+			cr_assert(in && in[0] == 'a' + i, "run %d event %d from another run", i, k);
+			json_decref(e);
+		}
+	close(fd);
+	free(req);
 	stop_expect_clean();
 }

@@ -1251,6 +1251,10 @@ static char *stats_json(struct agent_server *srv, size_t *len)
 		json_object_set_new(c, "runs_in_flight", json_integer(
 				    __atomic_load_n(&s->inflight, __ATOMIC_RELAXED)));
 		json_object_set_new(c, "reading", json_boolean(!s->rx_paused));
+		size_t held = 0;
+		for (struct job *j = s->held; j; j = j->next)
+			held++;
+		json_object_set_new(c, "runs_held", json_integer((json_int_t)held));
 		json_object_set_new(c, "ctx_live_bytes", json_integer((json_int_t)cs.live_bytes));
 		json_object_set_new(c, "ctx_instances", json_integer((json_int_t)cs.instances));
 		json_array_append_new(conns, c);
