@@ -208,10 +208,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, NULL, 0);
 			return -1;
 		}
-		int n = snprintf((char *)buf + LWS_PRE, sizeof(buf) - LWS_PRE,
-				 "{\"run\":\"echo\",\"input\":\"c%u:%s:r%u\"}",
-				 c->idx, c->nonce, c->sent);
-		if (lws_write(wsi, buf + LWS_PRE, (size_t)n, LWS_WRITE_TEXT) < n)
+		char input[64];
+		snprintf(input, sizeof(input), "c%u:%s:r%u", c->idx, c->nonce, c->sent);
+		json_t *req = json_pack("{s:s,s:s}", "run", "echo", "input", input);
+		size_t n = req ? json_dumpb(req, (char *)buf + LWS_PRE, sizeof(buf) - LWS_PRE,
+					    JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+		json_decref(req);
+		if (!n || n > sizeof(buf) - LWS_PRE ||
+		    lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_TEXT) < (int)n)
 			return -1;
 		c->sent++;
 		if (more_to_send(c))

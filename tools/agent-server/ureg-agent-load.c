@@ -174,7 +174,7 @@ static void *stalled_main(void *arg)
 	struct stalled *st = arg;
 	int *fds = calloc(st->n, sizeof(int));
 	size_t *off = calloc(st->n, sizeof(size_t));
-	char *req = malloc(STALLED_INPUT + 64);
+	char *req = malloc(STALLED_INPUT + 64); /* the input, then the request */
 	unsigned char *frame = malloc(STALLED_INPUT + 96);
 	size_t flen;
 	uint64_t next_rss = 0;
@@ -183,10 +183,19 @@ static void *stalled_main(void *arg)
 		__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
 		goto out;
 	}
-	int h = snprintf(req, 64, "{\"run\":\"echo\",\"input\":\"");
-	memset(req + h, 's', STALLED_INPUT);
-	strcpy(req + h + STALLED_INPUT, "\"}");
-	size_t len = strlen(req);
+	/* {"run":"echo","input":"sss..."} by jansson */
+	memset(req, 's', STALLED_INPUT);
+	req[STALLED_INPUT] = 0;
+	json_t *j = json_pack("{s:s,s:s}", "run", "echo", "input", req);
+	char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(j);
+	if (!txt) {
+		__atomic_store_n(&st->ready, 1, __ATOMIC_RELEASE);
+		goto out;
+	}
+	size_t len = strlen(txt);
+	memcpy(req, txt, len);
+	free(txt);
 	/* one masked text frame, 64-bit length form not needed (< 64 KiB) */
 	frame[0] = 0x81;
 	frame[1] = 0x80 | 126;
