@@ -1676,7 +1676,8 @@ static void adopt_handed(struct agent_server *srv)
 		pthread_mutex_lock(&srv->adopt_lock);
 		n = srv->nadopt < 256 ? srv->nadopt : 256;
 		srv->nadopt -= n;
-		memcpy(fds, srv->adopt_fds + srv->nadopt, n * sizeof(*fds));
+		if (n)
+			memcpy(fds, srv->adopt_fds + srv->nadopt, n * sizeof(*fds));
 		pthread_mutex_unlock(&srv->adopt_lock);
 		for (size_t i = 0; i < n; i++)
 			lws_adopt_socket_vhost(srv->vhost, fds[i]);
