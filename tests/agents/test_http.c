@@ -21,7 +21,12 @@
 #include <libwebsockets.h>
 #include <ureg/ureg.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "agent_server.h"
+#include "http_front.h"
 #include "wire.h"
 
 static struct agent_server *srv;
@@ -344,4 +349,48 @@ Test(http, valid_json_of_the_wrong_shape_gets_an_error_naming_what_it_is, .timeo
 	}
 	close(fd);
 	stop();
+}
+
+/* the front door's handoff, for the test below: the socket's TCP_NODELAY */
+struct handed {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int nodelay; /* -1 until a socket is handed over */
+};
+
+static void record_handoff(int fd, void *arg)
+{
+	struct handed *h = arg;
+	int v = 0;
+	socklen_t len = sizeof(v);
+
+	getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, &len);
+	close(fd);
+	pthread_mutex_lock(&h->lock);
+	h->nodelay = v;
+	pthread_cond_signal(&h->cond);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* lws's own listener sets TCP_NODELAY on what it accepts; sockets the
+ * front door hands over must carry it too, or Nagle and delayed ACKs hold
+ * every small event frame (the first front door did not: 43 ms p50) */
+Test(http, the_front_door_hands_over_sockets_with_tcp_nodelay_like_lws_own_listener, .timeout = 20)
+{
+	struct handed h = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, -1 };
+	struct http_front_opts fo = { .host = "127.0.0.1", .port = 0, .max_headers = 16384,
+				      .max_uri = 4096, .handoff = record_handoff, .arg = &h };
+	struct http_front *f;
+	const char *req = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+
+	cr_assert_eq(http_front_start(&fo, &f), 0);
+	int fd = wire_connect(http_front_port(f), 0);
+	wire_write_all(fd, req, strlen(req), 5000);
+	pthread_mutex_lock(&h.lock);
+	while (h.nodelay < 0)
+		pthread_cond_wait(&h.cond, &h.lock);
+	pthread_mutex_unlock(&h.lock);
+	cr_expect_eq(h.nodelay, 1, "TCP_NODELAY is off on the handed-over socket");
+	close(fd);
+	http_front_stop(f);
 }

@@ -28,6 +28,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -177,6 +178,12 @@ static void accept_all(struct http_front *f)
 			close(fd);
 			continue;
 		}
+		/* what lws's own listener sets on an accepted socket
+		 * (lws_plat_set_socket_options): without TCP_NODELAY, Nagle
+		 * and delayed ACKs held every small event frame ~40 ms -
+		 * measured: p50 43 ms instead of 3 ms at 100 connections */
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		p->fd = fd;
 		p->deadline = now_ns() + FRONT_HEADER_TIMEOUT_MS * 1000000ull;
 		ev.data.ptr = p;
