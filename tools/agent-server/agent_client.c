@@ -30,7 +30,7 @@ struct conn {
 				* 1..ECHO_STEPS progress, ECHO_STEPS+1 completed */
 	uint64_t last_seq;
 	char user[32];
-	bool drop, established, closed, finishing;
+	bool drop, established, closed, finishing, settled;
 };
 
 struct client {
@@ -38,7 +38,12 @@ struct client {
 	struct agent_client_result *r;
 	struct conn *conns;
 	unsigned open;           /* not yet closed (or failed) */
-	uint64_t t_first, t_last, t_stop_sending;
+	uint64_t t_first, t_last;
+	/* the sending window (--seconds) opens once every connection is
+	 * established or failed: opening 5,000 takes seconds, and a window
+	 * counted from the first connect would close before most had sent */
+	uint64_t t_stop_sending;
+	unsigned settled;        /* connections established or failed */
 	uint32_t *lat;           /* microseconds */
 	size_t nlat, caplat;
 };
@@ -170,6 +175,19 @@ out:
 	return rc;
 }
 
+/* one more connection established or failed: the last one opens the
+ * sending window */
+static void conn_settled(struct conn *c)
+{
+	struct client *cl = c->cl;
+
+	if (c->settled)
+		return;
+	c->settled = true;
+	if (++cl->settled == cl->o->conns && !cl->o->runs)
+		cl->t_stop_sending = now_ns() + (uint64_t)cl->o->duration_ms * 1000000ull;
+}
+
 static void conn_closed(struct conn *c)
 {
 	if (c->closed)
@@ -188,10 +206,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (c)
+		if (c) {
+			conn_settled(c);
 			conn_closed(c);
+		}
 		return 0;
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		conn_settled(c);
 		c->established = true;
 		c->cl->r->connected++;
 		if (!c->cl->t_first)
@@ -274,7 +295,7 @@ int agent_client_run(const struct agent_client_opts *o, struct agent_client_resu
 	srand((unsigned)now_ns());
 	uint64_t start = now_ns();
 	deadline = start + (uint64_t)(o->timeout_ms ? o->timeout_ms : 30000) * 1000000ull;
-	cl.t_stop_sending = start + (uint64_t)o->duration_ms * 1000000ull;
+	cl.t_stop_sending = UINT64_MAX; /* set when every connection settled */
 	for (unsigned i = 0; i < o->conns; i++) {
 		struct conn *c = &cl.conns[i];
 		struct lws_client_connect_info ci;
@@ -294,8 +315,10 @@ int agent_client_run(const struct agent_client_opts *o, struct agent_client_resu
 		ci.userdata = c;
 		ci.pwsi = &c->wsi;
 		cl.open++;
-		if (!lws_client_connect_via_info(&ci))
+		if (!lws_client_connect_via_info(&ci)) {
+			conn_settled(c);
 			conn_closed(c);
+		}
 	}
 	while (cl.open > 0) {
 		if (now_ns() > deadline) {
