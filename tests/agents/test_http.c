@@ -208,9 +208,9 @@ Test(http, a_later_request_on_a_kept_alive_connection_with_oversized_headers_get
  * frame.  libwebsockets 4.1.6 (Debian 12) does not: its server parser
  * (roles/ws/ops-ws.c, LWS_RXPS_04_FRAME_HDR_LEN) only uses the mask bit to
  * decide whether to unmask, and no callback or public call tells the
- * application which it was - the payload arrives the same (4.2 to 4.4 are
- * the same; libwebsockets' main branch closes with 1002 "client unmasked"
- * since commit cae06c63a, July 2026, in no release yet).  The server
+ * application which it was - the payload arrives the same (4.2 to 4.5.8
+ * are the same; libwebsockets 5.0.0 closes with 1002 "client unmasked",
+ * commit cae06c63a).  The server
  * cannot see the bit without parsing every frame in front of lws.  This
  * test pins down what happens, so that a libwebsockets that starts
  * rejecting them shows up here: the unmasked request runs like a masked one.
