@@ -39,7 +39,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: ureg-agent-server [OPTION]...\n"
 		"Serve ureg's agents over WebSocket (page at /, counters at /stats).\n\n"
-		"  -H, --host ADDR          listen address (default 127.0.0.1)\n"
+		"  -H, --host ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
 		"  -p, --port N             port, 0-65535; 0: any free port (default 8080)\n"
 		"  -w, --workers N          agent threads, 1-256 (default 2)\n"
 		"      --max-message SIZE   bytes of one client message (default 64K)\n"
