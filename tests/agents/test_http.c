@@ -394,3 +394,31 @@ Test(http, the_front_door_hands_over_sockets_with_tcp_nodelay_like_lws_own_liste
 	close(fd);
 	http_front_stop(f);
 }
+
+static void never_handed(int fd, void *arg)
+{
+	(void)arg;
+	close(fd);
+	cr_expect_fail("a connection without a whole request was handed over");
+}
+
+/* a slow-loris client: a request line, then nothing */
+Test(http, a_connection_that_never_finishes_its_headers_is_closed_by_the_front_door, .timeout = 20)
+{
+	struct http_front_opts fo = { .host = "127.0.0.1", .port = 0, .max_headers = 16384,
+				      .max_uri = 4096, .header_timeout_ms = 300,
+				      .handoff = never_handed };
+	struct http_front *f;
+	char b[64];
+
+	cr_assert_eq(http_front_start(&fo, &f), 0);
+	int fd = wire_connect(http_front_port(f), 0);
+	wire_write_all(fd, "GET / HTTP/1.1\r\nHost: x\r\n", 25, 5000);
+	/* EOF (0 bytes) within the wait: the front closed it */
+	size_t n = wire_read_reply(fd, b, sizeof(b), NULL, 10000);
+	cr_expect_eq(n, 0, "got %zu bytes: %.60s", n, b);
+	char c;
+	cr_expect_eq(recv(fd, &c, 1, MSG_DONTWAIT), 0, "the connection is still open");
+	close(fd);
+	http_front_stop(f);
+}

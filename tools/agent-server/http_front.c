@@ -185,7 +185,7 @@ static void accept_all(struct http_front *f)
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		p->fd = fd;
-		p->deadline = now_ns() + FRONT_HEADER_TIMEOUT_MS * 1000000ull;
+		p->deadline = now_ns() + (uint64_t)f->o.header_timeout_ms * 1000000ull;
 		ev.data.ptr = p;
 		if (epoll_ctl(f->efd, EPOLL_CTL_ADD, fd, &ev)) {
 			close(fd);
@@ -236,6 +236,8 @@ int http_front_start(const struct http_front_opts *o, struct http_front **out)
 		return -ENOMEM;
 	}
 	f->o = *o;
+	if (!f->o.header_timeout_ms)
+		f->o.header_timeout_ms = FRONT_HEADER_TIMEOUT_MS;
 	f->lfd = f->efd = f->stopfd = -1;
 	if ((f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0 ||
 	    setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||

@@ -11,7 +11,8 @@
  * other connection is handed, unread, to the lws service thread, which
  * adopts it (lws_adopt_socket_vhost) as if its own listener had accepted
  * it.  Connections that never complete their headers are closed after
- * FRONT_HEADER_TIMEOUT_MS (a slow-loris client holds nothing else).
+ * header_timeout_ms (FRONT_HEADER_TIMEOUT_MS by default; a slow-loris
+ * client holds nothing else).
  *
  * What the front sees is the first request of a connection (every
  * WebSocket handshake is one).  A later request on a kept-alive HTTP
@@ -32,6 +33,7 @@ struct http_front_opts {
 	int port;                /* 0: the kernel picks */
 	size_t max_headers;      /* bytes of the request line + headers + CRLFCRLF */
 	size_t max_uri;          /* bytes of the request target */
+	unsigned header_timeout_ms; /* 0: FRONT_HEADER_TIMEOUT_MS */
 	/* a connection whose headers passed: the callee owns @fd (called on
 	 * the front's thread; must not block) */
 	void (*handoff)(int fd, void *arg);
