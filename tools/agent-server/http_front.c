@@ -94,6 +94,21 @@ static void pending_close(struct http_front *f, struct pending *p)
 	free(p);
 }
 
+static void drain(struct http_front *f, struct pending *p)
+{
+	char buf[16384];
+
+	for (;;) {
+		ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0 && (p->drained += (size_t)n) <= DRAIN_BYTES)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		pending_close(f, p); /* EOF, error, or enough */
+		return;
+	}
+}
+
 /* The answer to a request that will not reach lws, then drain and close. */
 static void refuse(struct http_front *f, struct pending *p, unsigned status, const char *reason,
 		   const char *why, size_t limit)
@@ -115,21 +130,7 @@ static void refuse(struct http_front *f, struct pending *p, unsigned status, con
 	list_remove(f, p);
 	p->deadline = now_ns() + DRAIN_MS * 1000000ull;
 	list_append(f, p);
-}
-
-static void drain(struct http_front *f, struct pending *p)
-{
-	char buf[16384];
-
-	for (;;) {
-		ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0 && (p->drained += (size_t)n) <= DRAIN_BYTES)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		pending_close(f, p); /* EOF, error, or enough */
-		return;
-	}
+	drain(f, p); /* what is there already: edge-triggered, no new event for it */
 }
 
 /* What has arrived of @p's request: wait, refuse, or hand over. */
