@@ -1581,12 +1581,11 @@ static void discard_input(struct lws *wsi)
  * up to net.ipv4.tcp_wmem's max (4 MiB here) and its receive buffer up to
  * tcp_rmem's (32 MiB) by itself.  For a client that never reads, that is
  * 4 MiB more the service thread formats, copies and pushes into the kernel
- * before the queue caps can act - one measurement each: 50 such clients
- * (60 KB echo runs) made the server run 425 runs and spend 0.7 CPU-s in
- * their first second; with the cap, 50 runs and 0.07 CPU-s.  A fixed
- * SO_SNDBUF / SO_RCVBUF (the kernel doubles the value) bounds that, and
- * the memory a connection can pin in the kernel, to about 2 * sock_buf
- * each way.  Events are small and a larger frame goes out in pieces as
+ * before the queue caps can act (the queue drains into the kernel, so
+ * reading resumes and more runs start), while the other clients wait.
+ * A fixed SO_SNDBUF / SO_RCVBUF (the kernel doubles the value) bounds
+ * that, and the memory a connection can pin in the kernel, to about
+ * 2 * sock_buf each way.  Events are small and a larger frame goes out in pieces as
  * the client reads; but over a long round trip a 64 KiB window caps one
  * connection at 64 KiB per round trip: raise --sock-buf there.
  */
