@@ -1580,12 +1580,11 @@ static void discard_input(struct lws *wsi)
  * The kernel's share of a connection.  Linux grows a socket's send buffer
  * up to net.ipv4.tcp_wmem's max (4 MiB here) and its receive buffer up to
  * tcp_rmem's (32 MiB) by itself.  For a client that never reads, that is
- * 4 MiB more the service thread formats, copies and pushes into the kernel
- * before the queue caps can act (the queue drains into the kernel, so
- * reading resumes and more runs start), while the other clients wait.
- * A fixed SO_SNDBUF / SO_RCVBUF (the kernel doubles the value) bounds
- * that, and the memory a connection can pin in the kernel, to about
- * 2 * sock_buf each way.  Events are small and a larger frame goes out in pieces as
+ * up to 4 MiB of the server's output parked in the kernel, outside every
+ * cap of ours.  A fixed SO_SNDBUF / SO_RCVBUF (the kernel doubles the
+ * value) bounds the memory a connection can pin in the kernel to about
+ * 2 * sock_buf each way; what the kernel does not take waits in the
+ * connection's queue, under its caps (README has the measured trade).  Events are small and a larger frame goes out in pieces as
  * the client reads; but over a long round trip a 64 KiB window caps one
  * connection at 64 KiB per round trip: raise --sock-buf there.
  */
