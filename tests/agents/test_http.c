@@ -132,6 +132,21 @@ Test(http, a_get_with_a_body_is_answered_and_the_connection_keeps_working, .time
 	stop();
 }
 
+Test(http, a_malformed_content_length_gets_400_and_a_close, .timeout = 20)
+{
+	static const char *const bad[] = { "abc", "-5", "1e3", "99999999999999999999" };
+	char req[256];
+	int port = start((struct agent_server_opts){ 0 });
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+			 "Content-Length: %s\r\n\r\n", bad[i]);
+		exchange(port, req, 0, NULL);
+		cr_expect(!strncmp(buf, "HTTP/1.1 400", 12), "Content-Length %s: %.200s", bad[i], buf);
+		cr_expect(strstr(buf, "bad Content-Length") != NULL, "%.300s", buf);
+	}
+	stop();
+}
+
 Test(http, an_oversized_uri_gets_414, .timeout = 20)
 {
 	int port = start((struct agent_server_opts){ 0 });

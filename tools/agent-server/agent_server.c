@@ -1390,8 +1390,18 @@ static int serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c,
 		c->status = 431;
 		c->why = "request header fields too large (limit " HTTP_MAX_HEADERS_TEXT " bytes)";
 	}
-	if (lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 && atoll(cl) > 0) {
-		if (atoll(cl) > HTTP_MAX_BODY) {
+	int cn = lws_hdr_copy(wsi, cl, sizeof(cl), WSI_TOKEN_HTTP_CONTENT_LENGTH);
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+	    (cn <= 0 || cn > 18 || strspn(cl, "0123456789") != (size_t)cn)) {
+		/* not a length we can trust to find the next request: answer, close */
+		c->status = HTTP_STATUS_BAD_REQUEST;
+		c->why = "bad Content-Length: not a decimal number of at most 18 digits";
+		c->close_after = true;
+		return http_answer(srv, wsi, c);
+	}
+	long long body_len = cn > 0 ? strtoll(cl, NULL, 10) : 0;
+	if (body_len > 0) {
+		if (body_len > HTTP_MAX_BODY) {
 			/* not worth reading: answer and close */
 			c->status = HTTP_STATUS_REQ_ENTITY_TOO_LARGE;
 			c->why = "request body too large (limit " HTTP_MAX_BODY_TEXT " bytes)";
