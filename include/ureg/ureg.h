@@ -883,13 +883,14 @@ struct cds_lfht;
 struct ureg__thread {
 	int registered;   /* 1: by us; 2: by liburcu or the application */
 	int read_depth;   /* nesting of ureg_read_lock */
-	uint64_t section; /* bumped by each outermost ureg_read_lock */
-	/* Tables seen in the current read section, per registry, so that a
-	 * section sees one generation of each registry (batch atomicity).
-	 * Thread-local: the read path still writes no shared memory. */
+	/* Tables pinned in the current read section, one per registry, so
+	 * that a section sees one generation of each registry (batch
+	 * atomicity): snap[0..npinned), emptied when the outermost
+	 * section ends (so that the next one starts with none).  Thread-local: the read path still writes no
+	 * shared memory. */
+	unsigned npinned;
 	struct {
 		const void *reg;
-		uint64_t section;
 		struct cds_lfht *ht;
 	} snap[UREG__SNAP_SLOTS];
 };
@@ -921,13 +922,13 @@ static inline void ureg__read_lock_inline(void)
 	if (__builtin_expect(!ureg__thread.registered, 0))
 		ureg__rcu_register_slow();
 	_urcu_memb_read_lock();
-	if (ureg__thread.read_depth++ == 0)
-		ureg__thread.section++; /* a new section: fresh table pins */
+	ureg__thread.read_depth++;
 }
 
 static inline void ureg__read_unlock_inline(void)
 {
-	ureg__thread.read_depth--;
+	if (--ureg__thread.read_depth == 0)
+		ureg__thread.npinned = 0; /* section over: its table pins go */
 	_urcu_memb_read_unlock();
 }
 

@@ -274,10 +274,56 @@ void ureg__entry_retire_unused(struct ureg_entry *e)
 	ureg__call_rcu(&ureg__cold(e)->rcu, entry_unused_rcu_cb);
 }
 
+/*
+ * cds_lfht's match callback, called once per node whose full 64-bit hash
+ * equals the key's, so nearly always for the entry that is sought: the
+ * compare confirms it in a few word loads rather than a call to memcmp.
+ * The entry's key is followed by its padding and cold part, and the
+ * looked-up key has k->len bytes, so no load leaves either object.
+ */
 int ureg__entry_match(struct cds_lfht_node *node, const void *key)
 {
 	const struct ureg_key *k = key;
 	const struct ureg_entry *e =
 		caa_container_of(node, struct ureg_entry, node);
-	return e->keylen == k->len && memcmp(e->key, k->str, k->len) == 0;
+	const char *a = e->key, *b = k->str;
+	size_t n = k->len;
+	uint64_t x, y;
+	uint32_t u, v;
+
+	if (e->keylen != n)
+		return 0;
+	if (n - 8 <= 8) { /* 8..16 bytes: two words each, overlapping */
+		uint64_t x2, y2;
+
+		memcpy(&x, a, 8);
+		memcpy(&y, b, 8);
+		memcpy(&x2, a + n - 8, 8);
+		memcpy(&y2, b + n - 8, 8);
+		return ((x ^ y) | (x2 ^ y2)) == 0;
+	}
+	if (n >= 8) {
+		for (size_t i = 0; i + 8 < n; i += 8) {
+			memcpy(&x, a + i, 8);
+			memcpy(&y, b + i, 8);
+			if (x != y)
+				return 0;
+		}
+		memcpy(&x, a + n - 8, 8);
+		memcpy(&y, b + n - 8, 8);
+		return x == y;
+	}
+	if (n >= 4) {
+		memcpy(&u, a, 4);
+		memcpy(&v, b, 4);
+		if (u != v)
+			return 0;
+		memcpy(&u, a + n - 4, 4);
+		memcpy(&v, b + n - 4, 4);
+		return u == v;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
 }

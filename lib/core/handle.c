@@ -102,7 +102,8 @@ static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
 }
 
 /*
- * The cached hit, written to stay a few loads and compares: the handle
+ * The cached hit of a handle in state READY | CACHED (read by the caller
+ * with acquire), written to stay a few loads and compares: the handle
  * (one seqlock read), the key's stripe, and this thread's pin of @reg.
  * NULL: not a hit, take the full path.  Inside a read section; writes
  * only this thread's pin slot (when the section has not pinned @reg yet,
@@ -116,11 +117,8 @@ static inline const struct ureg_entry *handle_hit(ureg_registry *reg,
 	uint32_t s1, s2;
 	const void *ce, *ct;
 	uint64_t cs;
-	unsigned i;
+	unsigned n;
 
-	if (__atomic_load_n(&k->state, __ATOMIC_ACQUIRE) !=
-	    (UREG__KEY_READY | UREG__KEY_CACHED))
-		return NULL;
 	s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
 	ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
 	cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
@@ -132,16 +130,16 @@ static inline const struct ureg_entry *handle_hit(ureg_registry *reg,
 						__ATOMIC_ACQUIRE)))
 		return NULL;
 	/* the table: the one this section pinned, or pin the current one */
-	i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
-	if (t->snap[i].section == t->section) {
-		if (UREG_UNLIKELY(t->snap[i].reg != reg || t->snap[i].ht != ct))
-			return NULL;
-	} else {
-		if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
-			return NULL;
-		t->snap[i].reg = reg;
-		t->snap[i].section = t->section;
-		t->snap[i].ht = (struct cds_lfht *)ct;
+	n = t->npinned;
+	for (unsigned i = 0; i < n; i++)
+		if (t->snap[i].reg == reg)
+			return t->snap[i].ht == ct ? ce : NULL;
+	if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
+		return NULL;
+	if (UREG_LIKELY(n < UREG_SNAP_SLOTS)) {
+		t->snap[n].reg = reg;
+		t->snap[n].ht = (struct cds_lfht *)ct;
+		t->npinned = n + 1;
 	}
 	return ce;
 }
@@ -160,16 +158,38 @@ static __attribute__((noinline)) int lookup_key_full(ureg_registry *reg,
 	return 0;
 }
 
-int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
+/* A plain handle (@st: its state): straight to the table with its
+ * precomputed hash.  Out of line, so that the cached hit in
+ * ureg_lookup_key needs no stack frame. */
+static __attribute__((noinline)) int lookup_key_plain(ureg_registry *reg,
+						      ureg_key *k, void **item,
+						      uint16_t st)
 {
 	const struct ureg_entry *e;
 
-	if (UREG_LIKELY(reg && k && item && ureg__thread.read_depth) &&
-	    UREG_LIKELY((e = handle_hit(reg, k)) != NULL) && UREG_LIKELY(e->item)) {
-		*item = e->item;
-		return 0;
-	}
-	return lookup_key_full(reg, k, item);
+	if (UREG_UNLIKELY(st != UREG__KEY_READY))
+		return lookup_key_full(reg, k, item);
+	e = ureg__find(ureg__ht(reg), k);
+	if (UREG_UNLIKELY(!e || !e->item))
+		return ureg__miss(-ENOENT, "lookup: no singleton under", reg, k->str);
+	*item = e->item;
+	return 0;
+}
+
+int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
+{
+	const struct ureg_entry *e;
+	uint16_t st;
+
+	if (UREG_UNLIKELY(!reg || !k || !item || !ureg__thread.read_depth))
+		return lookup_key_full(reg, k, item);
+	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+	if (st != (UREG__KEY_READY | UREG__KEY_CACHED))
+		return lookup_key_plain(reg, k, item, st);
+	if (UREG_UNLIKELY(!(e = handle_hit(reg, k)) || !e->item))
+		return lookup_key_full(reg, k, item);
+	*item = e->item;
+	return 0;
 }
 
 /* The finder of a handle, for the calls that take their own section. */
@@ -199,14 +219,30 @@ static __attribute__((noinline)) int get_key_full(ureg_registry *reg,
 	return ureg__get_from(reg, e, k->str, ctx, out);
 }
 
+static __attribute__((noinline)) int get_key_plain(ureg_registry *reg,
+						   ureg_key *k, ureg_ctx *ctx,
+						   void **out, uint16_t st)
+{
+	struct ureg_entry *e;
+
+	if (UREG_UNLIKELY(st != UREG__KEY_READY))
+		return get_key_full(reg, k, ctx, out);
+	e = ureg__find(ureg__ht(reg), k);
+	return ureg__get_from(reg, e, k->str, ctx, out);
+}
+
 int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
 {
 	const struct ureg_entry *e;
+	uint16_t st;
 
-	if (UREG_LIKELY(reg && k && out && ureg__thread.read_depth) &&
-	    UREG_LIKELY((e = handle_hit(reg, k)) != NULL) && UREG_LIKELY(e->item)) {
-		*out = e->item;
-		return 0;
-	}
-	return get_key_full(reg, k, ctx, out);
+	if (UREG_UNLIKELY(!reg || !k || !out || !ureg__thread.read_depth))
+		return get_key_full(reg, k, ctx, out);
+	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+	if (st != (UREG__KEY_READY | UREG__KEY_CACHED))
+		return get_key_plain(reg, k, ctx, out, st);
+	if (UREG_UNLIKELY(!(e = handle_hit(reg, k)) || !e->item))
+		return get_key_full(reg, k, ctx, out);
+	*out = e->item;
+	return 0;
 }

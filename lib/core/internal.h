@@ -228,9 +228,10 @@ void ureg__stamp_all(ureg_registry *reg);
 
 
 /*
- * The table of @reg this read section reads: the first lookup of a section
- * pins the registry's current table in a thread-local slot; later lookups
- * in the same section reuse it, so a batch (one table swap) is seen whole
+ * The table of @reg this read section reads: the first lookup of @reg in a
+ * section pins the registry's current table in the next thread-local slot
+ * (sections rarely read more than one or two registries: a short linear
+ * search beats hashing); later lookups in the same section reuse it, so a batch (one table swap) is seen whole
  * or not at all.  Past UREG_SNAP_SLOTS registries in one section the
  * guarantee degrades to per-lookup atomicity (documented in ureg.h).
  * Call inside a read section.
@@ -238,25 +239,36 @@ void ureg__stamp_all(ureg_registry *reg);
 static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
 {
 	struct ureg__thread *t = &ureg__thread;
-	unsigned i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
+	unsigned n = t->npinned;
+	struct cds_lfht *ht;
 
-	for (unsigned n = 0; n < UREG_SNAP_SLOTS; n++) {
-		if (t->snap[i].section != t->section) {
-			/* free slot: pin the current table */
-			struct cds_lfht *ht = rcu_dereference(reg->ht);
-			t->snap[i].reg = reg;
-			t->snap[i].section = t->section;
-			t->snap[i].ht = ht;
-			return ht;
-		}
+	for (unsigned i = 0; i < n; i++)
 		if (UREG_LIKELY(t->snap[i].reg == reg))
 			return t->snap[i].ht;
-		i = (i + 1) & (UREG_SNAP_SLOTS - 1);
+	/* first lookup of @reg in this section: pin its current table */
+	ht = rcu_dereference(reg->ht);
+	if (UREG_LIKELY(n < UREG_SNAP_SLOTS)) {
+		t->snap[n].reg = reg;
+		t->snap[n].ht = ht;
+		t->npinned = n + 1;
 	}
-	return rcu_dereference(reg->ht);
+	return ht;
 }
 
-struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k);
+/* cds_lfht match function (entry.c): @key is a struct ureg_key. */
+int ureg__entry_match(struct cds_lfht_node *node, const void *key);
+
+/* The entry of @k in @ht, or NULL.  Call inside a read section. */
+static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
+					    const struct ureg_key *k)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+
+	cds_lfht_lookup(ht, k->hash, ureg__entry_match, k, &iter);
+	node = cds_lfht_iter_get_node(&iter);
+	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
+}
 void ureg__fbox_get(struct ureg_factory_box *fb);
 void ureg__fbox_put(struct ureg_factory_box *fb);
 void ureg__registry_get(ureg_registry *reg);

@@ -6,6 +6,7 @@
  * only difference.  The handle read path proper is in handle.c.
  */
 #include "registry_int.h"
+#include "key_int.h"
 
 /* Failure messages of the read path: copied, formatted only when read
  * (errors.c), so a miss costs two short copies and no formatting. */
@@ -15,15 +16,52 @@ int ureg__miss(int err, const char *what, const ureg_registry *reg,
 	return ureg__err_key(err, what, reg->name, key, strnlen(key, UREG_KEY_MAX));
 }
 
+/* A call of the read path refused: which check failed, in the order the
+ * API documents (NULL arguments, the key, the read section).  Only ever
+ * reached when one of them did fail. */
+static __attribute__((noinline, cold)) int refused(ureg_registry *reg,
+						  const char *key,
+						  const void *out,
+						  const char *call)
+{
+	struct ureg_entry *e;
+	int rc = ureg__find_in_section(reg, key, out, call, &e);
+
+	return rc ? rc : ureg__err(-EINVAL, "%s: refused", call);
+}
+
+/*
+ * A string lookup found nothing under @key: a bad key gets its -EINVAL
+ * (the fast path only measured it: key_int.h), a good one the miss.
+ */
+static __attribute__((noinline, cold)) int not_found(ureg_registry *reg,
+						    const char *key,
+						    const char *what)
+{
+	struct ureg_key k;
+	int rc = ureg__key_prepare(key, &k);
+
+	return rc ? rc : ureg__miss(-ENOENT, what, reg, key);
+}
+
+/*
+ * The string read path: measure the key, XXH3 inlined, the table this
+ * section pinned, one cds_lfht_lookup.  A key found is a valid key (it
+ * was validated when registered); one not found is validated then.  Every
+ * refusal is out of line (refused), re-checked there in the documented
+ * order.
+ */
 int ureg_lookup(ureg_registry *reg, const char *key, void **item)
 {
-	struct ureg_entry *e = NULL;
-	int rc;
+	struct ureg_entry *e;
+	struct ureg_key k;
 
-	if (UREG_UNLIKELY((rc = ureg__find_in_section(reg, key, item, "lookup", &e))))
-		return rc;
+	if (UREG_UNLIKELY(!reg || !item || !ureg__thread.read_depth ||
+			  !ureg__key_hash(key, &k)))
+		return refused(reg, key, item, "lookup");
+	e = ureg__find(ureg__ht(reg), &k);
 	if (UREG_UNLIKELY(!e || !e->item))
-		return ureg__miss(-ENOENT, "lookup: no singleton under", reg, key);
+		return not_found(reg, key, "lookup: no singleton under");
 	*item = e->item;
 	return 0;
 }
@@ -77,7 +115,7 @@ int ureg__find_str(ureg_registry *reg, const void *karg, struct ureg_entry **e)
 
 int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 {
-	struct ureg_entry *e = NULL;
+	struct ureg_entry *e;
 	struct ureg_key k;
 	int rc;
 
@@ -88,10 +126,14 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 			return rc;
 		return ureg__get_own_section(reg, ctx, out, ureg__find_str, &k, key);
 	}
-	if (UREG_UNLIKELY((rc = ureg__find_in_section(reg, key, out, "get", &e))))
-		return rc;
+	if (UREG_UNLIKELY(!reg || !out || !ureg__key_hash(key, &k)))
+		return refused(reg, key, out, "get");
+	e = ureg__find(ureg__ht(reg), &k);
+	if (UREG_UNLIKELY(!e))
+		return not_found(reg, key, "get: no such key:");
 	return ureg__get_from(reg, e, key, ctx, out);
 }
+
 int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
 			     void **out)
 {

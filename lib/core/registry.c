@@ -18,17 +18,6 @@ CDS_LIST_HEAD(ureg__registries);
 
 /* --------------------------------------------------------------- tables */
 
-/* Call inside a read section. */
-struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k)
-{
-	struct cds_lfht_iter iter;
-	struct cds_lfht_node *node;
-
-	cds_lfht_lookup(ht, k->hash, ureg__entry_match, k, &iter);
-	node = cds_lfht_iter_get_node(&iter);
-	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
-}
-
 /*
  * Table sizing.  Buckets below min_nr_alloc_buckets live in one array that
  * a lookup indexes directly; above it liburcu's "order" allocator adds an

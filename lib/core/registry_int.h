@@ -28,8 +28,6 @@ extern uint32_t ureg__drain_active;
 extern uint32_t ureg__drain_seq;
 /* Drop one reference on @e (the table's, or a counted one). */
 void ureg__entry_put(struct ureg_entry *e);
-/* cds_lfht match function: @key is a struct ureg_key. */
-int ureg__entry_match(struct cds_lfht_node *node, const void *key);
 
 /* ---- rank.c ---- */
 enum ureg__op {
