@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "bench.h"
+#include "../tool_opts.h"
 
 #ifndef BENCH_LIBS
 #define BENCH_LIBS "unknown"
@@ -105,7 +106,10 @@ static void usage(FILE *f)
 "  --progress / --no-progress\n"
 "                     force / silence the progress line on stderr (default:\n"
 "                     shown on a terminal when the run takes over 3 s)\n"
-"  -h, --help\n");
+"  -h, --help         this text, on stdout\n"
+"  -V, --version      the program and libureg version\n"
+"Exit status: 0 done, 1 a run failed (a table could not be built, a thread\n"
+"not started, the JSON not written), 2 usage error.\n");
 }
 
 static _Noreturn void die_usage(const char *fmt, ...)
@@ -117,17 +121,15 @@ static _Noreturn void die_usage(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	usage(stderr);
-	exit(2);
+	exit(TOOL_EXIT_USAGE);
 }
 
 static unsigned long parse_ulong(const char *s, const char *what,
 				 unsigned long min, unsigned long max)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || s[0] == '-' ||
-	    v < min || v > max)
+	unsigned long v;
+
+	if (!tool_parse_ulong(s, min, max, &v))
 		die_usage("bad %s '%s' (%lu..%lu)", what, s, min, max);
 	return v;
 }
@@ -248,6 +250,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		{ "progress", no_argument, NULL, O_PROGRESS },
 		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool any_wl = false, any_impl = false;
@@ -260,17 +263,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 	o->progress = -1;
 
 	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
 		switch (c) {
-		case O_SECONDS: {
-			char *end;
-			errno = 0;
-			o->seconds = strtod(optarg, &end);
-			if (errno != 0 || end == optarg || *end != '\0' ||
-			    !(o->seconds >= 0.01 && o->seconds <= 3600))
+		case O_SECONDS:
+			if (!tool_parse_double(optarg, 0.01, 3600, &o->seconds))
 				die_usage("bad --seconds '%s' (0.01..3600)", optarg);
 			break;
-		}
 		case O_THREADS:
 			o->n_threads = 0;
 			for_each_item(optarg, "thread", add_thread_count, o);
@@ -316,10 +314,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'h':
 			usage(stdout);
-			exit(0);
+			exit(TOOL_EXIT_OK);
+		case 'V':
+			tool_print_version("ureg-bench");
+			exit(TOOL_EXIT_OK);
 		default:
 			usage(stderr);
-			exit(2);
+			exit(TOOL_EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
