@@ -144,17 +144,20 @@ void ureg_anchor_put(ureg_anchor *a)
 
 struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k)
 {
-	size_t hot = ureg__entry_hot_size(k->len);
-	struct ureg_entry *e = ureg__aligned_alloc(64, hot + sizeof(struct ureg_entry_cold));
+	struct ureg_entry *e = ureg__hot_alloc(ureg__entry_hot_size(k->len));
 	struct ureg_entry_cold *c;
 
 	if (!e)
 		return NULL;
+	if (!(c = ureg__malloc(sizeof(*c)))) {
+		ureg__hot_free(e);
+		return NULL;
+	}
 	memset(e, 0, offsetof(struct ureg_entry, key));
 	cds_lfht_node_init(&e->node);
+	e->cold = c;
 	e->keylen = (uint32_t)k->len;
 	memcpy(e->key, k->str, k->len + 1);
-	c = ureg__cold(e);
 	memset(c, 0, sizeof(*c));
 	c->entry = e;
 	c->hash = k->hash;
@@ -196,7 +199,8 @@ void ureg__entry_free_unpublished(struct ureg_entry *e)
 	ureg__free(ureg__cold(e)->provider);
 	ureg__free(ureg__cold(e)->source_file);
 	ureg__free(ureg__cold(e)->more);
-	ureg__free(e);
+	ureg__free(ureg__cold(e));
+	ureg__hot_free(e);
 }
 
 int ureg__entry_copy_more(struct ureg_entry *dst, const struct ureg_entry *src,

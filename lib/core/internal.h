@@ -84,6 +84,13 @@ void ureg__clear_err(void);
 #endif
 void *ureg__malloc(size_t n);
 void *ureg__aligned_alloc(size_t align, size_t n);
+/* The hot parts of entries (struct ureg_entry): a jemalloc arena of
+ * libureg's own, no thread cache, sizes up to 64 bytes on their own line,
+ * larger ones 64-byte aligned.  Sanitizer builds use malloc instead, so
+ * that LeakSanitizer sees them.  Any thread; ureg__hot_free also from a
+ * call_rcu callback. */
+void *ureg__hot_alloc(size_t n);
+void ureg__hot_free(void *p);
 void *ureg__calloc(size_t n, size_t size);
 void *ureg__realloc(void *p, size_t n);
 char *ureg__strdup(const char *s);
@@ -121,15 +128,20 @@ struct ureg_factory_box {
 };
 
 /*
- * An entry is one allocation, 64-byte aligned: the hot part that a lookup
- * touches (lfht node, item, factory, key) first, so that for keys up to
- * ~27 bytes a hit reads one cache line; the cold part (ownership,
- * reclamation, provenance) after the key, found with ureg__cold().
+ * An entry is two allocations.  The hot part, what a lookup touches (lfht
+ * node, item, factory, key), is small - one 64-byte line for keys up to 19
+ * bytes - and comes from an allocator that packs equal sizes densely
+ * (ureg__hot_alloc), so that the hot parts of a large registry lie side by
+ * side like an intrusive hash table's nodes: a lookup costs the same cache
+ * lines and pages as one in such a table.  The cold part (ownership,
+ * reclamation, provenance) is a separate ordinary allocation, reached
+ * through @cold by writers and by the introspection calls only.
  */
 struct ureg_entry {
 	struct cds_lfht_node node;
 	void *item;                    /* the singleton, NULL if none */
 	struct ureg_factory_box *fbox; /* NULL: no factory */
+	struct ureg_entry_cold *cold;  /* set at allocation, never changed */
 	uint32_t keylen;
 	char key[];
 };
@@ -168,12 +180,12 @@ struct ureg_entry_cold {
 
 static inline size_t ureg__entry_hot_size(size_t keylen)
 {
-	return (offsetof(struct ureg_entry, key) + keylen + 1 + 7) & ~(size_t)7;
+	return offsetof(struct ureg_entry, key) + keylen + 1;
 }
 
 static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
 {
-	return (struct ureg_entry_cold *)((char *)e + ureg__entry_hot_size(e->keylen));
+	return e->cold;
 }
 
 struct ureg_event_node;
