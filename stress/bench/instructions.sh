@@ -22,7 +22,10 @@
 # counted (--toggle-collect), so that set-up, timer calibration and the
 # sorting of latency samples add no noise: the figures repeat to +-0.1.
 # The string and baseline rows hash the key (XXH3) on every lookup; the
-# handle rows were hashed once, up front.
+# handle rows were hashed once, up front.  ROWS="NAME:IMPL:WORKLOAD ..." (a
+# + in NAME prints as a space)
+# measures other loops, e.g. ROWS="ureg:ureg:context-get
+# cds_lfht:cds_lfht:context-get".
 set -eu
 
 cache=no
@@ -65,10 +68,10 @@ if [ $cache = yes ]; then
 else
 	printf '%-22s %12s\n' "lookup ($keys keys)" "instr/lookup"
 fi
-for row in "ureg string:ureg:read-only" "ureg handle:ureg:handle" \
-	   "ureg cached handle:ureg:cached-handle" \
-	   "cds_lfht:cds_lfht:read-only" "ck_hs:ck_hs:read-only"; do
-	name=${row%%:*}
+rows=${ROWS:-"ureg+string:ureg:read-only ureg+handle:ureg:handle
+ureg+cached+handle:ureg:cached-handle cds_lfht:cds_lfht:read-only ck_hs:ck_hs:read-only"}
+for row in $rows; do
+	name=$(echo "${row%%:*}" | tr + " ")
 	rest=${row#*:}
 	impl=${rest%%:*}
 	wl=${rest#*:}
