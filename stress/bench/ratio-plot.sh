@@ -48,8 +48,10 @@ set style data histogram
 set style histogram errorbars gap 1 lw 1
 set style fill solid 0.6 border -1
 set xtics rotate by -60 noenhanced
-set ylabel "ureg ops/s over $base ops/s"
-set yrange [0:*]
+set ylabel "ureg ops/s over $base ops/s (log scale)"
+set logscale y 2
+set yrange [0.125:32]
+set rmargin 8
 set grid ytics
 set key off
 plot "$tmp/data" using 2:3:4:xtic(1) lc rgb "#3465a4", \
