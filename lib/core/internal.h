@@ -191,7 +191,10 @@ static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
 struct ureg_event_node;
 
 struct ureg_registry {
+	/* these two first: the inline cached hit of ureg.h reads them
+	 * through struct ureg__registry_head */
 	struct cds_lfht *ht;            /* rcu pointer: a batch swaps it */
+	const uint64_t *stamp_base;     /* == stamps, below */
 	const ureg_type *type;
 	long refs;                      /* owner + live instances */
 	pthread_mutex_t writer;
@@ -234,7 +237,13 @@ struct ureg_registry {
  *  - remembered table == the table this section pinned  =>  the entry
  *    belongs to the batch generation this section reads.
  */
-#define UREG_STAMP_STRIPES 1024u
+#define UREG_STAMP_STRIPES UREG__STAMP_STRIPES
+_Static_assert(offsetof(struct ureg_registry, ht) ==
+	       offsetof(struct ureg__registry_head, ht), "registry head");
+_Static_assert(offsetof(struct ureg_registry, stamp_base) ==
+	       offsetof(struct ureg__registry_head, stamps), "registry head");
+_Static_assert(offsetof(struct ureg_entry, item) ==
+	       offsetof(struct ureg__entry_head, item), "entry head");
 void ureg__stamp_key(ureg_registry *reg, uint64_t hash);
 void ureg__stamp_all(ureg_registry *reg);
 

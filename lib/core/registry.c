@@ -124,6 +124,7 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 		ureg__free(reg);
 		return ureg__err(-ENOMEM, "registry_new: out of memory");
 	}
+	reg->stamp_base = reg->stamps;
 	reg->type = type;
 	reg->refs = 1;
 	ureg__stamp_all(reg); /* values no handle can remember yet */

@@ -35,6 +35,11 @@
  * per key name, used with every registry), which is the case the seqlock
  * refill must survive.
  */
+#ifdef UREG_STRESS_INLINE_READ
+/* ureg-stress-handles-inline: the same proof through the header-inline
+ * read section and cached hit (ureg.h, UREG_INLINE_READ) */
+#define UREG_INLINE_READ 1
+#endif
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
