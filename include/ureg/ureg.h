@@ -919,7 +919,9 @@ UREG_API void ureg__rcu_register_slow(void);
  * UREG_INLINE_READ: define it before including <ureg/ureg.h> to make
  * ureg_read_lock() and ureg_read_unlock() header-inline on liburcu's
  * public memb fast path (<urcu/static/urcu-memb.h>), so that a read
- * section plus one lookup crosses the library boundary once.  Same
+ * section plus one lookup crosses the library boundary once, and to make
+ * ureg_lookup_key()'s cached hit header-inline (a hit then never enters
+ * the library; a miss, a plain handle or an error calls it).  Same
  * contract as the library calls.  The application then also compiles
  * against liburcu's headers and links liburcu-memb
  * (pkg-config --cflags --libs ureg liburcu-memb), inlines liburcu's
