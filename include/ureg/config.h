@@ -140,6 +140,28 @@ struct ureg_provider {
 	void *arg;
 };
 
+/**
+ * ureg_config_plugin_init_fn - what a "builtin-style" plugin exports under
+ * the name UREG_CONFIG_PLUGIN_INIT, so that the tools (ureg-check
+ * --plugin PATH, ureg-inspect --plugin PATH) and applications can
+ * register the types and builtin providers a config names without
+ * writing C around the loader:
+ *
+ *   int ureg_config_plugin_init(ureg_config *cfg)
+ *   {
+ *           int rc = ureg_config_type_register(cfg, &widget_type);
+ *           return rc ? rc : ureg_config_provider_register(cfg, "my.widget", &p);
+ *   }
+ *
+ * Called once per loader, on the thread that loads the plugin, before any
+ * config is loaded.  Return 0 or a negative errno.  The shared object must
+ * stay loaded until the loader is destroyed (the tools unload it after
+ * ureg_config_destroy()).  Build it with `cc -shared -fPIC` against the
+ * installed headers (tests/config/test_config_tools.c does).
+ */
+typedef int (*ureg_config_plugin_init_fn)(ureg_config *cfg);
+#define UREG_CONFIG_PLUGIN_INIT "ureg_config_plugin_init"
+
 /** struct ureg_config_error - one problem: where and why. */
 struct ureg_config_error {
 	char *file;      /* the config file (or the buffer's name) */
