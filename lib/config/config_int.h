@@ -133,6 +133,9 @@ struct load {
 	yaml_document_t *doc;
 	unsigned char *seen;       /* per node: NODE_SEEN, NODE_DUP_KEY */
 	size_t nnodes;
+	/* plugin path -> struct ureg_plugin, opened once per load (the key
+	 * is the plugin's own path string: it lives as long as the cache) */
+	struct cfg_map plugins;
 	bool nomem;                /* an allocation failed: -ENOMEM, not -EBADMSG */
 };
 #define NODE_SEEN 1u     /* collection visited (alias check) */

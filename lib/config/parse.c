@@ -303,6 +303,7 @@ void cfg_parse_text(struct load *L, const char *text, size_t len,
 		cfg_parse_doc(L, s);
 	ureg__free(L->seen);
 	L->seen = NULL;
+	cfg_map_free(&L->plugins);
 	L->doc = NULL;
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);

@@ -181,14 +181,20 @@ static void parse_plugin(struct load *L, yaml_node_t *n, struct espec *e)
 		return;
 	}
 	char why[768];
-	struct ureg_plugin *pl;
-	int prc = ureg__plugin_open(&L->cfg->plugins, full, &pl, why, sizeof(why));
-	if (prc == -ENOMEM) {
-		OOM_AT(L, pathn);
-		return;
-	} else if (prc) {
-		ERR_AT(L, pathn, "%s", why);
-		return;
+	struct ureg_plugin *pl = cfg_map_gets(&L->plugins, full);
+	if (!pl) {
+		int prc = ureg__plugin_open(&L->cfg->plugins, full, &pl, why, sizeof(why));
+		if (prc == -ENOMEM) {
+			OOM_AT(L, pathn);
+			return;
+		} else if (prc) {
+			ERR_AT(L, pathn, "%s", why);
+			return;
+		}
+		if (cfg_map_puts(&L->plugins, ureg__plugin_path(pl), pl)) {
+			OOM_AT(L, pathn);
+			return;
+		}
 	}
 	const struct ureg_provider *pv = ureg__plugin_sym(pl, sym, why, sizeof(why));
 	if (!pv) {
