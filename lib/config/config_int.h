@@ -6,8 +6,9 @@
  *
  * A load or reload runs one pipeline, one file per stage:
  *
- *   parse.c   text -> libyaml document (size, depth and one-document
- *             limits first); the error list with file:line:column;
+ *   parse.c   text -> document model (struct cfg_doc) from libyaml's
+ *             parser events, with the depth and one-document limits;
+ *             the error list with file:line:column;
  *   schema.c  document -> struct spec (registries, entries, params),
  *             every field checked, types/providers/plugins resolved;
  *   plan.c    live specs vs the new spec -> struct diff, computed ONCE:
@@ -27,7 +28,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <urcu/list.h>
-#include <yaml.h>
 
 #include "../layer.h"
 #include "map.h"
@@ -35,8 +35,8 @@
 #include "ureg/config.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
-/* Nesting deeper than this is refused before libyaml builds the document
- * (its cost grows with the square of the depth); the format needs 5. */
+/* Nesting deeper than this is refused as soon as it is seen (libyaml's
+ * cost grows with the square of the depth); the format needs 5. */
 #define CONFIG_MAX_DEPTH 64
 /* Mappings with more pairs than this find duplicate fields with a map. */
 #define CONFIG_DUP_SCAN_MAX 16
@@ -123,6 +123,39 @@ struct ureg_config {
 	struct cds_list_head all_node; /* all_configs, for fork */
 };
 
+/*
+ * The document model (parse.c builds it from libyaml's events): one array
+ * of 32-byte nodes, children as node indexes in one array (a mapping's
+ * are key, value, key, value...), scalar text in an arena.  libyaml's own
+ * document (yaml_parser_load) costs ~200 bytes and 3 mallocs per node: at
+ * 100,000 entries that was most of a 300 MB check.
+ */
+enum cfg_node_type { CFG_SCALAR = 1, CFG_SEQUENCE, CFG_MAPPING };
+
+struct cfg_node {
+	unsigned char type;   /* enum cfg_node_type */
+	unsigned char flags;  /* NODE_SEEN, NODE_DUP_KEY */
+	unsigned line, col;   /* 1-based, of the node's first character */
+	union {
+		const char *value; /* scalar: NUL-terminated (may hold a NUL) */
+		size_t first;      /* collection: index of its first child */
+	};
+	size_t len;           /* scalar: bytes; sequence: items; mapping: pairs */
+};
+#define NODE_SEEN 1u     /* collection visited (alias check) */
+#define NODE_DUP_KEY 2u  /* scalar key repeated in its (large) mapping */
+
+struct cfg_arena;
+
+struct cfg_doc {
+	struct cfg_node *nodes;
+	size_t nnodes, capnodes;
+	uint32_t *kids;
+	size_t nkids, capkids;
+	struct cfg_arena *arena;
+	struct cfg_node *root;  /* NULL: an empty stream */
+};
+
 /* One load: where errors go, and the document being read. */
 struct load {
 	ureg_config *cfg;
@@ -130,16 +163,12 @@ struct load {
 	char *dir;                 /* for relative plugin paths */
 	struct ureg_config_errors *out;
 	size_t nerr;
-	yaml_document_t *doc;
-	unsigned char *seen;       /* per node: NODE_SEEN, NODE_DUP_KEY */
-	size_t nnodes;
+	struct cfg_doc *doc;
 	/* plugin path -> struct ureg_plugin, opened once per load (the key
 	 * is the plugin's own path string: it lives as long as the cache) */
 	struct cfg_map plugins;
 	bool nomem;                /* an allocation failed: -ENOMEM, not -EBADMSG */
 };
-#define NODE_SEEN 1u     /* collection visited (alias check) */
-#define NODE_DUP_KEY 2u  /* scalar key repeated in its (large) mapping */
 
 /* ------------------------------------------------------ the diff (plan.c) */
 
@@ -178,31 +207,37 @@ struct diff {
 void cfg_err_add(struct load *L, unsigned line, unsigned col,
 		 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void cfg_oom_at(struct load *L, unsigned line, unsigned col);
-#define ERR_AT(L, node, ...) \
-	cfg_err_add((L), (unsigned)(node)->start_mark.line + 1, \
-		    (unsigned)(node)->start_mark.column + 1, __VA_ARGS__)
-#define OOM_AT(L, node) \
-	cfg_oom_at((L), (unsigned)(node)->start_mark.line + 1, \
-		   (unsigned)(node)->start_mark.column + 1)
+#define ERR_AT(L, node, ...) cfg_err_add((L), (node)->line, (node)->col, __VA_ARGS__)
+#define OOM_AT(L, node) cfg_oom_at((L), (node)->line, (node)->col)
 int cfg_read_file(const char *path, char **buf, size_t *len);
 void cfg_parse_text(struct load *L, const char *text, size_t len,
 		    struct spec *s);
-yaml_node_t *cfg_node(struct load *L, int id);
-const char *cfg_scalar(struct load *L, yaml_node_t *n, const char *what);
-bool cfg_collection(struct load *L, yaml_node_t *n, yaml_node_type_t t,
+const char *cfg_scalar(struct load *L, struct cfg_node *n, const char *what);
+bool cfg_collection(struct load *L, struct cfg_node *n, enum cfg_node_type t,
 		    const char *what);
-bool cfg_dup_field(struct load *L, yaml_node_t *map, yaml_node_pair_t *p,
+bool cfg_dup_field(struct load *L, struct cfg_node *map, size_t pair,
 		   const char *name);
 bool cfg_valid_key(const char *s);
 char *cfg_strndup(const char *s, size_t n);
 
-/* Iterate a mapping's pairs. */
+/* The @i-th child of a collection (a mapping's pair p: 2p key, 2p+1 value). */
+static inline struct cfg_node *cfg_kid(struct load *L, const struct cfg_node *n,
+				       size_t i)
+{
+	return &L->doc->nodes[L->doc->kids[n->first + i]];
+}
+
+/* Iterate a mapping's pairs: index p, key node kn, value node vn. */
 #define FOR_PAIRS(L, map, kn, vn, p)                                         \
-	for (yaml_node_pair_t *p = (map)->data.mapping.pairs.start;          \
-	     p < (map)->data.mapping.pairs.top; p++)                         \
-		for (yaml_node_t *kn = cfg_node(L, p->key),                  \
-			     *vn = cfg_node(L, p->value);                    \
-		     kn && vn; kn = NULL)
+	for (size_t p = 0; p < (map)->len; p++)                              \
+		for (struct cfg_node *kn = cfg_kid(L, map, 2 * p),           \
+			     *vn = cfg_kid(L, map, 2 * p + 1);               \
+		     kn; kn = NULL)
+
+/* Iterate a sequence's items: node it. */
+#define FOR_ITEMS(L, seq, it)                                                \
+	for (size_t it##_i = 0; it##_i < (seq)->len; it##_i++)               \
+		for (struct cfg_node *it = cfg_kid(L, seq, it##_i); it; it = NULL)
 
 /* schema.c */
 void cfg_parse_doc(struct load *L, struct spec *s);

@@ -1,20 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lib/config/parse.c - text to libyaml document, and the error list.
+ * lib/config/parse.c - text to document model, and the error list.
  *
- * Before libyaml builds its document (yaml_parser_load), one pass over the
- * parser's events refuses what the format does not allow and what would
- * make the load expensive: nesting deeper than CONFIG_MAX_DEPTH (libyaml's
- * cost grows with the square of the depth) and a second YAML document in
- * the stream (it used to be ignored silently).  Both errors carry the
- * line and column of the offending node or `---`.  A syntax error is left
- * to the load, which reports it with libyaml's own message.
+ * libyaml parses; its events are composed here into struct cfg_doc (see
+ * config_int.h: compact nodes, children as indexes, text in an arena)
+ * rather than libyaml's own document, which took ~200 bytes and three
+ * mallocs per node.  The same pass refuses what the format does not
+ * allow and what would make parsing expensive: nesting deeper than
+ * CONFIG_MAX_DEPTH (libyaml's cost grows with the square of the depth)
+ * and a second YAML document in the stream (once ignored silently); both
+ * errors carry the line and column of the offending node or `---`.
+ * Syntax errors carry libyaml's own message and position.  Aliases share
+ * the anchored node, as libyaml's loader does (schema.c refuses aliases
+ * to collections).
  *
  * Every allocation of the config layer goes through the ureg__ wrappers
  * (lib/layer.h) so a fault-injection build can fail each one.  libyaml
  * allocates with its own malloc and is not covered.
  */
 #include <limits.h>
+#include <yaml.h>
 
 #include "config_int.h"
 
@@ -105,93 +110,73 @@ size_t ureg_config_errors_print(const struct ureg_config_errors *errs,
 
 /* ------------------------------------------------------- node helpers */
 
-yaml_node_t *cfg_node(struct load *L, int id)
-{
-	return yaml_document_get_node(L->doc, id);
-}
-
 /* A scalar as a C string, or NULL with an error (wrong type, NUL byte). */
-const char *cfg_scalar(struct load *L, yaml_node_t *n, const char *what)
+const char *cfg_scalar(struct load *L, struct cfg_node *n, const char *what)
 {
-	if (n->type != YAML_SCALAR_NODE) {
+	if (n->type != CFG_SCALAR) {
 		ERR_AT(L, n, "%s must be a scalar, not a %s", what,
-		       n->type == YAML_MAPPING_NODE ? "mapping" : "sequence");
+		       n->type == CFG_MAPPING ? "mapping" : "sequence");
 		return NULL;
 	}
-	if (strlen((char *)n->data.scalar.value) != n->data.scalar.length) {
+	if (strlen(n->value) != n->len) {
 		ERR_AT(L, n, "%s contains a NUL byte", what);
 		return NULL;
 	}
-	return (const char *)n->data.scalar.value;
-}
-
-static size_t node_id(struct load *L, yaml_node_t *n)
-{
-	return (size_t)(n - L->doc->nodes.start);
+	return n->value;
 }
 
 /* A large mapping: mark every key that repeats an earlier one (found with
  * a map instead of comparing each pair with all before it). */
-static void mark_dup_keys(struct load *L, yaml_node_t *map)
+static void mark_dup_keys(struct load *L, struct cfg_node *map)
 {
 	struct cfg_map seen = { 0 };
-	size_t n = (size_t)(map->data.mapping.pairs.top - map->data.mapping.pairs.start);
 
-	if (cfg_map_reserve(&seen, n)) {
+	if (cfg_map_reserve(&seen, map->len)) {
 		OOM_AT(L, map);
 		return;
 	}
-	for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
-	     p < map->data.mapping.pairs.top; p++) {
-		yaml_node_t *k = cfg_node(L, p->key);
-		if (!k || k->type != YAML_SCALAR_NODE)
-			continue;
+	FOR_PAIRS(L, map, kn, vn, p) {
+		(void)vn;
 		/* cannot fail: reserved */
-		if (cfg_map_put(&seen, (char *)k->data.scalar.value,
-				k->data.scalar.length, k) == -EEXIST &&
-		    node_id(L, k) < L->nnodes)
-			L->seen[node_id(L, k)] |= NODE_DUP_KEY;
+		if (kn->type == CFG_SCALAR &&
+		    cfg_map_put(&seen, kn->value, kn->len, kn) == -EEXIST)
+			kn->flags |= NODE_DUP_KEY;
 	}
 	cfg_map_free(&seen);
 }
 
 /* A collection node of the expected type, visited once (no aliases). */
-bool cfg_collection(struct load *L, yaml_node_t *n, yaml_node_type_t t,
+bool cfg_collection(struct load *L, struct cfg_node *n, enum cfg_node_type t,
 		    const char *what)
 {
 	if (n->type != t) {
 		ERR_AT(L, n, "%s must be a %s", what,
-		       t == YAML_MAPPING_NODE ? "mapping" : "sequence");
+		       t == CFG_MAPPING ? "mapping" : "sequence");
 		return false;
 	}
-	size_t id = node_id(L, n);
-	if (id < L->nnodes) {
-		if (L->seen[id] & NODE_SEEN) {
-			ERR_AT(L, n, "%s: an alias to a mapping or sequence is not supported", what);
-			return false;
-		}
-		L->seen[id] |= NODE_SEEN;
+	if (n->flags & NODE_SEEN) {
+		ERR_AT(L, n, "%s: an alias to a mapping or sequence is not supported", what);
+		return false;
 	}
-	if (t == YAML_MAPPING_NODE &&
-	    n->data.mapping.pairs.top - n->data.mapping.pairs.start > CONFIG_DUP_SCAN_MAX)
+	n->flags |= NODE_SEEN;
+	if (t == CFG_MAPPING && n->len > CONFIG_DUP_SCAN_MAX)
 		mark_dup_keys(L, n);
 	return true;
 }
 
-/* Whether pair @p repeats a field name of @map (reported at @p's key). */
-bool cfg_dup_field(struct load *L, yaml_node_t *map, yaml_node_pair_t *p,
+/* Whether pair @pair repeats a field name of @map (reported at its key). */
+bool cfg_dup_field(struct load *L, struct cfg_node *map, size_t pair,
 		   const char *name)
 {
-	yaml_node_t *kn = cfg_node(L, p->key);
+	struct cfg_node *kn = cfg_kid(L, map, 2 * pair);
 	bool dup = false;
 
-	if (map->data.mapping.pairs.top - map->data.mapping.pairs.start > CONFIG_DUP_SCAN_MAX) {
-		dup = node_id(L, kn) < L->nnodes && (L->seen[node_id(L, kn)] & NODE_DUP_KEY);
+	if (map->len > CONFIG_DUP_SCAN_MAX) {
+		dup = kn->flags & NODE_DUP_KEY;
 	} else {
-		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p && !dup; q++) {
-			yaml_node_t *k = cfg_node(L, q->key);
-			dup = k && k->type == YAML_SCALAR_NODE &&
-			      !strcmp((char *)k->data.scalar.value, name);
+		for (size_t q = 0; q < pair && !dup; q++) {
+			struct cfg_node *k = cfg_kid(L, map, 2 * q);
+			dup = k->type == CFG_SCALAR && !strcmp(k->value, name);
 		}
 	}
 	if (dup)
@@ -210,22 +195,202 @@ bool cfg_valid_key(const char *s)
 	return true;
 }
 
-/* ------------------------------------------------------------- parsing */
+/* ------------------------------------------------- the document model */
 
-static void mark_err(struct load *L, const yaml_mark_t *m, const char *fmt,
-		     const char *a, const char *b)
+/* Scalar text and anchor names, in 64 KiB chunks (bigger strings get a
+ * chunk of their own). */
+struct cfg_arena {
+	struct cfg_arena *next;
+	size_t used, cap;
+	char data[];
+};
+
+static char *arena_copy(struct cfg_doc *d, const unsigned char *s, size_t len)
 {
-	cfg_err_add(L, (unsigned)m->line + 1, (unsigned)m->column + 1, fmt, a, b);
+	struct cfg_arena *a = d->arena;
+
+	if (!a || a->cap - a->used < len + 1) {
+		size_t cap = len + 1 > 65536 - sizeof(*a) ? len + 1 : 65536 - sizeof(*a);
+		if (!(a = ureg__malloc(sizeof(*a) + cap)))
+			return NULL;
+		a->used = 0;
+		a->cap = cap;
+		a->next = d->arena;
+		d->arena = a;
+	}
+	char *p = a->data + a->used;
+	if (len)
+		memcpy(p, s, len);
+	p[len] = '\0';
+	a->used += len + 1;
+	return p;
 }
 
-/* The event pass: false (with an error) for a second document or nesting
- * deeper than CONFIG_MAX_DEPTH; true otherwise, syntax errors included
- * (the load reports those). */
-static bool prescan(struct load *L, const char *text, size_t len)
+static void doc_free(struct cfg_doc *d)
 {
+	while (d->arena) {
+		struct cfg_arena *next = d->arena->next;
+		ureg__free(d->arena);
+		d->arena = next;
+	}
+	ureg__free(d->nodes);
+	ureg__free(d->kids);
+	*d = (struct cfg_doc){ 0 };
+}
+
+/* Make room for @need elements of @size bytes in the array *@v. */
+#define GROW(v, cap, need) grow_array((void *)&(v), &(cap), (need), sizeof(*(v)))
+static bool grow_array(void *vp, size_t *cap, size_t need, size_t size)
+{
+	void *v;
+
+	if (need <= *cap)
+		return true;
+	size_t c = *cap ? *cap : 64;
+	while (c < need)
+		c *= 2;
+	memcpy(&v, vp, sizeof(v));
+	if (!(v = ureg__realloc(v, c * size)))
+		return false;
+	memcpy(vp, &v, sizeof(v));
+	*cap = c;
+	return true;
+}
+
+/* The composer: libyaml's events -> struct cfg_doc. */
+struct compose {
+	struct load *L;
+	struct cfg_doc *d;
+	uint32_t *open;            /* children of the open collections */
+	size_t nopen, capopen;
+	struct { uint32_t node; size_t open0; } stack[CONFIG_MAX_DEPTH];
+	unsigned depth;
+	struct cfg_map anchors;    /* name (in the arena) -> node index + 1 */
+	unsigned docs;
+	size_t root;               /* the first document's root node + 1 */
+};
+
+static bool oom(struct compose *c, const yaml_mark_t *m)
+{
+	cfg_oom_at(c->L, (unsigned)m->line + 1, (unsigned)m->column + 1);
+	return false;
+}
+
+static bool add_child(struct compose *c, uint32_t id, const yaml_mark_t *m)
+{
+	if (!c->depth) {
+		if (!c->root)
+			c->root = (size_t)id + 1;
+		return true;
+	}
+	if (!GROW(c->open, c->capopen, c->nopen + 1))
+		return oom(c, m);
+	c->open[c->nopen++] = id;
+	return true;
+}
+
+/* A new node for an event at @m, registered under @anchor. */
+static bool add_node(struct compose *c, enum cfg_node_type t, const yaml_mark_t *m,
+		     const yaml_char_t *anchor, uint32_t *id)
+{
+	struct cfg_doc *d = c->d;
+
+	if (d->nnodes >= UINT32_MAX ||
+	    !GROW(d->nodes, d->capnodes, d->nnodes + 1))
+		return oom(c, m);
+	*id = (uint32_t)d->nnodes;
+	d->nodes[d->nnodes++] = (struct cfg_node){ .type = (unsigned char)t,
+		.line = (unsigned)m->line + 1, .col = (unsigned)m->column + 1 };
+	if (anchor) {
+		size_t len = strlen((const char *)anchor);
+		const char *name = arena_copy(d, anchor, len);
+		if (!name)
+			return oom(c, m);
+		/* a redefined anchor names the new node from here on */
+		cfg_map_del(&c->anchors, name, len);
+		if (cfg_map_put(&c->anchors, name, len, (void *)(uintptr_t)(*id + 1)))
+			return oom(c, m);
+	}
+	return add_child(c, *id, m);
+}
+
+static bool on_event(struct compose *c, yaml_event_t *ev, bool *done)
+{
+	struct cfg_doc *d = c->d;
+	const yaml_mark_t *m = &ev->start_mark;
+	uint32_t id;
+
+	switch (ev->type) {
+	case YAML_DOCUMENT_START_EVENT:
+		if (++c->docs > 1) {
+			cfg_err_add(c->L, (unsigned)m->line + 1, (unsigned)m->column + 1,
+				    "a second YAML document: a configuration is one document (remove this '---' and what follows, or split the file)");
+			return false;
+		}
+		return true;
+	case YAML_STREAM_END_EVENT:
+		*done = true;
+		return true;
+	case YAML_ALIAS_EVENT: {
+		const char *a = (const char *)ev->data.alias.anchor;
+		uintptr_t to = (uintptr_t)cfg_map_gets(&c->anchors, a);
+		if (!to) {
+			cfg_err_add(c->L, (unsigned)m->line + 1, (unsigned)m->column + 1,
+				    "YAML syntax: found undefined alias '*%.64s'", a);
+			return false;
+		}
+		return add_child(c, (uint32_t)(to - 1), m);
+	}
+	case YAML_SCALAR_EVENT:
+		if (!add_node(c, CFG_SCALAR, m, ev->data.scalar.anchor, &id))
+			return false;
+		if (!(d->nodes[id].value = arena_copy(d, ev->data.scalar.value,
+						       ev->data.scalar.length)))
+			return oom(c, m);
+		d->nodes[id].len = ev->data.scalar.length;
+		return true;
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		if (c->depth >= CONFIG_MAX_DEPTH) {
+			cfg_err_add(c->L, (unsigned)m->line + 1, (unsigned)m->column + 1,
+				    "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+			return false;
+		}
+		if (!add_node(c, ev->type == YAML_MAPPING_START_EVENT ? CFG_MAPPING : CFG_SEQUENCE,
+			      m, ev->type == YAML_MAPPING_START_EVENT ?
+			      ev->data.mapping_start.anchor : ev->data.sequence_start.anchor, &id))
+			return false;
+		c->stack[c->depth].node = id;
+		c->stack[c->depth].open0 = c->nopen;
+		c->depth++;
+		return true;
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT: {
+		c->depth--;
+		struct cfg_node *n = &d->nodes[c->stack[c->depth].node];
+		size_t open0 = c->stack[c->depth].open0, k = c->nopen - open0;
+		if (!GROW(d->kids, d->capkids, d->nkids + k))
+			return oom(c, m);
+		if (k) /* an empty collection may have no arrays at all */
+			memcpy(d->kids + d->nkids, c->open + open0, k * sizeof(*d->kids));
+		n->first = d->nkids;
+		n->len = n->type == CFG_MAPPING ? k / 2 : k;
+		d->nkids += k;
+		c->nopen = open0;
+		return true;
+	}
+	default:
+		return true;
+	}
+}
+
+/* Compose @text into @d: false (with an error) on a syntax error, a second
+ * document, nesting past CONFIG_MAX_DEPTH or no memory. */
+static bool compose(struct load *L, const char *text, size_t len, struct cfg_doc *d)
+{
+	struct compose c = { .L = L, .d = d };
 	yaml_parser_t parser;
 	yaml_event_t ev;
-	unsigned depth = 0, docs = 0;
 	bool ok = true, done = false;
 
 	if (!yaml_parser_initialize(&parser)) {
@@ -234,79 +399,41 @@ static bool prescan(struct load *L, const char *text, size_t len)
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	while (ok && !done) {
-		if (!yaml_parser_parse(&parser, &ev))
-			break;
-		switch (ev.type) {
-		case YAML_DOCUMENT_START_EVENT:
-			if (++docs > 1) {
-				cfg_err_add(L, (unsigned)ev.start_mark.line + 1,
-					    (unsigned)ev.start_mark.column + 1,
-					    "a second YAML document: a configuration is one document (remove this '---' and what follows, or split the file)");
-				ok = false;
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT:
-			if (++depth > CONFIG_MAX_DEPTH) {
-				cfg_err_add(L, (unsigned)ev.start_mark.line + 1,
-					    (unsigned)ev.start_mark.column + 1,
-					    "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
-				ok = false;
-			}
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			break;
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		default:
+		if (!yaml_parser_parse(&parser, &ev)) {
+			const yaml_mark_t *m = &parser.problem_mark;
+			if (parser.error == YAML_MEMORY_ERROR)
+				cfg_oom_at(L, 0, 0);
+			else
+				cfg_err_add(L, (unsigned)m->line + 1, (unsigned)m->column + 1,
+					    "YAML syntax: %s%s%s",
+					    parser.problem ? parser.problem : "error",
+					    parser.context ? " " : "",
+					    parser.context ? parser.context : "");
+			ok = false;
 			break;
 		}
+		ok = on_event(&c, &ev, &done);
 		yaml_event_delete(&ev);
 	}
 	yaml_parser_delete(&parser);
+	cfg_map_free(&c.anchors);
+	ureg__free(c.open);
+	d->root = ok && c.root ? &d->nodes[c.root - 1] : NULL;
 	return ok;
 }
 
 void cfg_parse_text(struct load *L, const char *text, size_t len,
 		    struct spec *s)
 {
-	yaml_parser_t parser;
-	yaml_document_t doc;
+	struct cfg_doc doc = { 0 };
 
-	if (!prescan(L, text, len))
-		return;
-	if (!yaml_parser_initialize(&parser)) {
-		cfg_oom_at(L, 0, 0);
-		return;
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		const yaml_mark_t *m = &parser.problem_mark;
-		if (parser.context)
-			mark_err(L, m, "YAML syntax: %s %s",
-				 parser.problem ? parser.problem : "error", parser.context);
-		else
-			mark_err(L, m, "YAML syntax: %s%s",
-				 parser.problem ? parser.problem : "error", "");
-		yaml_parser_delete(&parser);
-		return;
-	}
-	L->doc = &doc;
-	L->nnodes = (size_t)(doc.nodes.top - doc.nodes.start);
-	L->seen = ureg__calloc(L->nnodes + 1, 1);
-	if (!L->seen)
-		cfg_oom_at(L, 0, 0);
-	else
+	if (compose(L, text, len, &doc)) {
+		L->doc = &doc;
 		cfg_parse_doc(L, s);
-	ureg__free(L->seen);
-	L->seen = NULL;
+		L->doc = NULL;
+	}
 	cfg_map_free(&L->plugins);
-	L->doc = NULL;
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&parser);
+	doc_free(&doc);
 }
 
 int cfg_read_file(const char *path, char **buf, size_t *len)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * lib/config/schema.c - the document model: a libyaml document becomes a
+ * lib/config/schema.c - the document model (parse.c) becomes a
  * struct spec (registries, their entries, params), every field checked
  * against the format of ureg/config.h and every error collected with the
  * node's line and column.  Names resolve here: a registry's type, an
@@ -133,12 +133,12 @@ static int rspec_push(struct rspec *r, struct espec *e)
 
 /* ------------------------------------------------------------- fields */
 
-static void parse_plugin(struct load *L, yaml_node_t *n, struct espec *e)
+static void parse_plugin(struct load *L, struct cfg_node *n, struct espec *e)
 {
 	const char *path = NULL, *sym = NULL;
-	yaml_node_t *pathn = NULL, *symn = NULL;
+	struct cfg_node *pathn = NULL, *symn = NULL;
 
-	if (!cfg_collection(L, n, YAML_MAPPING_NODE, "plugin"))
+	if (!cfg_collection(L, n, CFG_MAPPING, "plugin"))
 		return;
 	FOR_PAIRS(L, n, kn, vn, p) {
 		const char *k = cfg_scalar(L, kn, "a plugin field name");
@@ -209,11 +209,11 @@ static void parse_plugin(struct load *L, yaml_node_t *n, struct espec *e)
 	e->prov = *pv;
 }
 
-static void parse_params(struct load *L, yaml_node_t *n, struct espec *e)
+static void parse_params(struct load *L, struct cfg_node *n, struct espec *e)
 {
-	if (!cfg_collection(L, n, YAML_MAPPING_NODE, "params"))
+	if (!cfg_collection(L, n, CFG_MAPPING, "params"))
 		return;
-	size_t cap = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	size_t cap = n->len;
 	e->params = ureg__calloc(cap ? cap : 1, sizeof(*e->params));
 	if (!e->params) {
 		OOM_AT(L, n);
@@ -239,9 +239,9 @@ static void parse_params(struct load *L, yaml_node_t *n, struct espec *e)
 
 /* kind:, rank:, scope: of an entry; false when one of them is bad. */
 static bool parse_kind_rank_scope(struct load *L, struct rspec *r, struct espec *e,
-				  yaml_node_t *keyn, yaml_node_t *kindn,
-				  yaml_node_t *rankn, yaml_node_t *scopen,
-				  yaml_node_t *n, bool ok)
+				  struct cfg_node *keyn, struct cfg_node *kindn,
+				  struct cfg_node *rankn, struct cfg_node *scopen,
+				  struct cfg_node *n, bool ok)
 {
 	const char *s;
 
@@ -301,18 +301,18 @@ static bool parse_kind_rank_scope(struct load *L, struct rspec *r, struct espec 
 	return ok;
 }
 
-static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
+static void parse_entry(struct load *L, struct cfg_node *n, struct rspec *r)
 {
-	yaml_node_t *keyn = NULL, *kindn = NULL, *scopen = NULL, *provn = NULL,
+	struct cfg_node *keyn = NULL, *kindn = NULL, *scopen = NULL, *provn = NULL,
 		    *plugn = NULL, *rankn = NULL;
 	struct espec e = { .scope = UREG_SCOPE_TRANSIENT };
 	const char *s;
 	bool ok = true;
 
-	if (!cfg_collection(L, n, YAML_MAPPING_NODE, "an entry"))
+	if (!cfg_collection(L, n, CFG_MAPPING, "an entry"))
 		return;
-	e.line = (unsigned)n->start_mark.line + 1;
-	e.col = (unsigned)n->start_mark.column + 1;
+	e.line = n->line;
+	e.col = n->col;
 	FOR_PAIRS(L, n, kn, vn, p) {
 		const char *k = cfg_scalar(L, kn, "an entry field name");
 		if (!k || cfg_dup_field(L, n, p, k)) {
@@ -415,21 +415,21 @@ static void parse_entry(struct load *L, yaml_node_t *n, struct rspec *r)
 
 /* ---------------------------------------------------------- registries */
 
-static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
+static void parse_registry(struct load *L, struct cfg_node *n, struct spec *s)
 {
-	yaml_node_t *namen = NULL, *typen = NULL, *reqn = NULL, *entn = NULL;
+	struct cfg_node *namen = NULL, *typen = NULL, *reqn = NULL, *entn = NULL;
 	const char *name = NULL, *tname;
 	struct rspec *r;
 
-	if (!cfg_collection(L, n, YAML_MAPPING_NODE, "a registry"))
+	if (!cfg_collection(L, n, CFG_MAPPING, "a registry"))
 		return;
 	r = ureg__calloc(1, sizeof(*r));
 	if (!r) {
 		OOM_AT(L, n);
 		return;
 	}
-	r->line = (unsigned)n->start_mark.line + 1;
-	r->col = (unsigned)n->start_mark.column + 1;
+	r->line = n->line;
+	r->col = n->col;
 	FOR_PAIRS(L, n, kn, vn, p) {
 		const char *k = cfg_scalar(L, kn, "a registry field name");
 		if (!k || cfg_dup_field(L, n, p, k))
@@ -478,24 +478,16 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 				       name, lr->rt->app->name, tname);
 		}
 	}
-	if (entn && cfg_collection(L, entn, YAML_SEQUENCE_NODE, "entries")) {
-		size_t cnt = (size_t)(entn->data.sequence.items.top - entn->data.sequence.items.start);
-		if (cfg_map_reserve(&r->keys, cnt)) {
+	if (entn && cfg_collection(L, entn, CFG_SEQUENCE, "entries")) {
+		if (cfg_map_reserve(&r->keys, entn->len))
 			OOM_AT(L, entn);
-			cnt = 0;
-		}
-		for (yaml_node_item_t *it = entn->data.sequence.items.start;
-		     cnt && it < entn->data.sequence.items.top; it++) {
-			yaml_node_t *en = cfg_node(L, *it);
-			if (en)
+		else
+			FOR_ITEMS(L, entn, en)
 				parse_entry(L, en, r);
-		}
 	}
-	if (reqn && cfg_collection(L, reqn, YAML_SEQUENCE_NODE, "required")) {
-		for (yaml_node_item_t *it = reqn->data.sequence.items.start;
-		     it < reqn->data.sequence.items.top; it++) {
-			yaml_node_t *qn = cfg_node(L, *it);
-			const char *q = qn ? cfg_scalar(L, qn, "a required key") : NULL;
+	if (reqn && cfg_collection(L, reqn, CFG_SEQUENCE, "required")) {
+		FOR_ITEMS(L, reqn, qn) {
+			const char *q = cfg_scalar(L, qn, "a required key");
 			if (q && !cfg_rspec_find(r, q))
 				ERR_AT(L, qn, "required key '%.64s' is missing from registry '%s'",
 				       q, name ? name : "?");
@@ -516,14 +508,14 @@ static void parse_registry(struct load *L, yaml_node_t *n, struct spec *s)
 
 void cfg_parse_doc(struct load *L, struct spec *s)
 {
-	yaml_node_t *root = yaml_document_get_root_node(L->doc);
-	yaml_node_t *regs = NULL;
+	struct cfg_node *root = L->doc->root;
+	struct cfg_node *regs = NULL;
 
 	if (!root)
 		return; /* an empty file: no registries */
-	if (root->type == YAML_SCALAR_NODE && !root->data.scalar.length)
+	if (root->type == CFG_SCALAR && !root->len)
 		return;
-	if (!cfg_collection(L, root, YAML_MAPPING_NODE, "the configuration"))
+	if (!cfg_collection(L, root, CFG_MAPPING, "the configuration"))
 		return;
 	FOR_PAIRS(L, root, kn, vn, p) {
 		const char *k = cfg_scalar(L, kn, "a top-level field name");
@@ -534,12 +526,8 @@ void cfg_parse_doc(struct load *L, struct spec *s)
 		else
 			ERR_AT(L, kn, "unknown top-level field '%s' (expected registries)", k);
 	}
-	if (!regs || !cfg_collection(L, regs, YAML_SEQUENCE_NODE, "registries"))
+	if (!regs || !cfg_collection(L, regs, CFG_SEQUENCE, "registries"))
 		return;
-	for (yaml_node_item_t *it = regs->data.sequence.items.start;
-	     it < regs->data.sequence.items.top; it++) {
-		yaml_node_t *rn = cfg_node(L, *it);
-		if (rn)
-			parse_registry(L, rn, s);
-	}
+	FOR_ITEMS(L, regs, rn)
+		parse_registry(L, rn, s);
 }

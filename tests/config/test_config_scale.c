@@ -164,3 +164,23 @@ Test(config_scale, a_reload_of_20000_entries_that_changes_one_plans_and_applies_
 	ureg_config_destroy(cfg);
 	cr_assert_eq(atomic_load(&titems_destroyed), atomic_load(&titems_made));
 }
+
+Test(config_scale, an_alias_to_a_scalar_reads_as_the_anchored_value)
+{
+	static const char y[] =
+		"registries:\n  - name: tools\n    type: tool\n    entries:\n"
+		"      - {key: a, kind: singleton, provider: test.item, params: {label: &l shared}}\n"
+		"      - {key: b, kind: singleton, provider: test.item, params: {label: *l}}\n";
+	ureg_config *cfg = ct_config();
+	ct_load(cfg, y);
+	cr_assert_str_eq(ct_item(cfg, "tools", "a").label, "shared");
+	cr_assert_str_eq(ct_item(cfg, "tools", "b").label, "shared");
+	ureg_config_destroy(cfg);
+}
+
+Test(config_scale, an_undefined_alias_is_an_error_at_the_alias)
+{
+	expect_error_at("registries:\n  - name: tools\n    type: tool\n    entries:\n"
+			"      - {key: a, kind: singleton, provider: test.item, params: {label: *nope}}\n",
+			5, 72, "undefined alias '*nope'");
+}
