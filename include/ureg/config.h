@@ -20,6 +20,12 @@
  *           # plugin: {path: plugins/x.so, symbol: x_provider}
  *           params: {model: small, budget: 100}   # scalar values only
  *
+ * Limits: one YAML document per file (a second `---` document is an
+ * error at its line and column); nesting at most 64 levels (an error at
+ * the first node too deep); at most 16 MiB of text.  Aliases to scalars
+ * are their value; aliases to mappings or sequences are refused.  Checking
+ * and planning are linear in the file's size (hash lookups throughout).
+ *
  * All or nothing.  A load or reload parses the file, validates everything
  * (unknown key/registry/type/provider, missing plugin or symbol, bad kind
  * or scope, duplicate registry or key, missing required key, wrong YAML
