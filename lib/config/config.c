@@ -9,6 +9,14 @@
 
 /* -------------------------------------------------------- name tables */
 
+bool cfg_provider_reserved_zero(const struct ureg_provider *p)
+{
+	for (size_t i = 0; i < sizeof(p->reserved) / sizeof(p->reserved[0]); i++)
+		if (p->reserved[i])
+			return false;
+	return true;
+}
+
 const ureg_type *cfg_type_find(ureg_config *cfg, const char *name)
 {
 	uintptr_t i = (uintptr_t)cfg_map_gets(&cfg->type_names, name);
@@ -243,6 +251,8 @@ int ureg_config_provider_register(ureg_config *cfg, const char *name,
 
 	if (!cfg || !name || !cfg_valid_key(name) || !p || !p->create)
 		return ureg_set_error(-EINVAL, "config_provider_register: NULL config/provider/create or bad name");
+	if (!cfg_provider_reserved_zero(p))
+		return ureg_set_error(-EINVAL, "config_provider_register: provider '%s' has nonzero reserved fields (built for a newer ureg?)", name);
 	pthread_mutex_lock(&cfg->reload_lock);
 	pthread_mutex_lock(&cfg->lock);
 	if (cfg_prov_find(cfg, name)) {

@@ -263,6 +263,7 @@ void cfg_items_lock(void);
 void cfg_items_unlock(void);
 
 /* config.c: the name tables (caller holds reload_lock) */
+bool cfg_provider_reserved_zero(const struct ureg_provider *p);
 const ureg_type *cfg_type_find(ureg_config *cfg, const char *name);
 const struct ureg_provider *cfg_prov_find(ureg_config *cfg, const char *name);
 struct live_reg *cfg_live_find(ureg_config *cfg, const char *name);

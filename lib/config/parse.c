@@ -63,6 +63,7 @@ void cfg_err_add(struct load *L, unsigned line, unsigned col,
 	v->reason = ureg__strdup(msg);
 	v->line = line;
 	v->column = col;
+	v->reserved[0] = v->reserved[1] = NULL;
 	if (!v->file || !v->reason) {
 		ureg__free(v->file);
 		ureg__free(v->reason);

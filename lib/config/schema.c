@@ -205,6 +205,10 @@ static void parse_plugin(struct load *L, struct cfg_node *n, struct espec *e)
 		ERR_AT(L, symn, "plugin symbol '%s' is a provider without a create function", sym);
 		return;
 	}
+	if (!cfg_provider_reserved_zero(pv)) {
+		ERR_AT(L, symn, "plugin symbol '%s' is a provider with nonzero reserved fields (built for a newer ureg?)", sym);
+		return;
+	}
 	e->plugin = pl;
 	e->prov = *pv;
 }

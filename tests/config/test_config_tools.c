@@ -206,7 +206,7 @@ static const char user_plugin_c[] =
 	"	else\n"
 	"		free(obj);\n"
 	"}\n"
-	"const struct ureg_provider widget_provider = { make, destroy, NULL };\n"
+	"const struct ureg_provider widget_provider = { .create = make, .destroy = destroy };\n"
 	"static const ureg_type widget_type = { .name = \"widget\" };\n"
 	"int ureg_config_plugin_init(ureg_config *cfg)\n"
 	"{\n"

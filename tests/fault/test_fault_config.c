@@ -442,7 +442,7 @@ Test(fault_config, a_watcher_start_that_runs_out_of_memory_leaves_no_watcher)
 
 Test(fault_config, registering_types_and_providers_out_of_memory_returns_enomem)
 {
-	static const struct ureg_provider prov = { titem_create, titem_destroy, NULL };
+	static const struct ureg_provider prov = { .create = titem_create, .destroy = titem_destroy };
 	ureg_config *cfg;
 	long n;
 
