@@ -357,7 +357,7 @@ static void print_series(const char *label, const struct series *s, bool rss)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ureg-agent-load [OPTION]...\n"
+		"Usage: ureg-agent-load [OPTION]...\n"
 		"Load ureg-agent-server with echo runs and report events/s and latency.\n\n"
 		"  -H, --host ADDR      server address (default 127.0.0.1)\n"
 		"  -p, --port N         server port, 1-65535 (default 8080)\n"

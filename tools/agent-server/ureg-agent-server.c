@@ -37,7 +37,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ureg-agent-server [OPTION]...\n"
+		"Usage: ureg-agent-server [OPTION]...\n"
 		"Serve ureg's agents over WebSocket (page at /, counters at /stats).\n\n"
 		"  -H, --host ADDR          IPv4 address to listen on (default 127.0.0.1)\n"
 		"  -p, --port N             port, 0-65535; 0: any free port (default 8080)\n"
