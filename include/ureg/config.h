@@ -255,6 +255,20 @@ UREG_API int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_
 			      struct ureg_config_errors *errs);
 
 /**
+ * ureg_config_reload_buffer_gen - ureg_config_reload_buffer that records
+ * @generation (instead of each registry's next number) in every entry the
+ * reload adds or changes; ureg_entry_info() reports it.  The etcd source
+ * (<ureg/config_etcd.h>) passes the etcd revision of the document, so
+ * every server of a fleet reports the same generation for the same
+ * document.  @generation 0 is ureg_config_reload_buffer.  Same callers,
+ * blocking and return values as ureg_config_reload.
+ */
+UREG_API int ureg_config_reload_buffer_gen(ureg_config *cfg, const char *text, size_t len,
+				  const char *name, unsigned flags, uint64_t generation,
+				  struct ureg_config_plan *plan,
+				  struct ureg_config_errors *errs);
+
+/**
  * ureg_config_registry - the registry the config created under @name, or
  * NULL.  Any thread; takes the config mutex briefly.  The pointer is valid
  * until ureg_config_destroy() (also after a reload drops the registry from

@@ -39,6 +39,7 @@
 
 #include "../layer.h"
 #include "plugin.h"
+#include "source.h"
 #include "ureg/config.h"
 
 #define CONFIG_MAX_BYTES (16u << 20)
@@ -289,6 +290,7 @@ struct load {
 	unsigned char *seen;       /* collection nodes visited (alias check) */
 	size_t nnodes;
 	bool nomem;                /* an allocation failed: -ENOMEM, not -EBADMSG */
+	uint64_t generation;       /* recorded in written entries; 0: next */
 };
 
 static void err_add(struct load *L, unsigned line, unsigned col,
@@ -1366,7 +1368,7 @@ static int apply(struct load *L, struct spec *s)
 	for (size_t i = 0; i < nt; i++)
 		if (t[i].batch)
 			bs[nb++] = t[i].batch;
-	rc = nb ? ureg_batch_commit_all(bs, nb, 0) : 0;
+	rc = nb ? ureg_batch_commit_all(bs, nb, L->generation) : 0;
 	ureg__free(bs);
 	if (rc) {
 		L->nomem = L->nomem || rc == -ENOMEM;
@@ -1419,12 +1421,12 @@ static void plugins_prune(ureg_config *cfg)
 }
 
 static int reload_text(ureg_config *cfg, const char *text, size_t len,
-		       const char *name, unsigned flags,
+		       const char *name, unsigned flags, uint64_t generation,
 		       struct ureg_config_plan *plan,
 		       struct ureg_config_errors *errs)
 {
 	struct ureg_config_plan local_plan = { 0 };
-	struct load L = { .cfg = cfg, .file = name, .out = errs };
+	struct load L = { .cfg = cfg, .file = name, .out = errs, .generation = generation };
 	struct spec s = { 0 };
 	int rc = 0;
 
@@ -1471,6 +1473,14 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 			      struct ureg_config_plan *plan,
 			      struct ureg_config_errors *errs)
 {
+	return ureg_config_reload_buffer_gen(cfg, text, len, name, flags, 0, plan, errs);
+}
+
+int ureg_config_reload_buffer_gen(ureg_config *cfg, const char *text, size_t len,
+				  const char *name, unsigned flags, uint64_t generation,
+				  struct ureg_config_plan *plan,
+				  struct ureg_config_errors *errs)
+{
 	int rc;
 
 	ureg__rcu_ensure();
@@ -1483,7 +1493,7 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 	if (!name)
 		name = "<buffer>";
 	pthread_mutex_lock(&cfg->reload_lock);
-	rc = reload_text(cfg, text ? text : "", len, name, flags, plan, errs);
+	rc = reload_text(cfg, text ? text : "", len, name, flags, generation, plan, errs);
 	pthread_mutex_unlock(&cfg->reload_lock);
 	return rc;
 }
@@ -1732,6 +1742,7 @@ void ureg_config_destroy(ureg_config *cfg)
 	pthread_mutex_lock(&all_configs_lock);
 	cds_list_del(&cfg->all_node);
 	pthread_mutex_unlock(&all_configs_lock);
+	ureg__config_sources_stop(cfg); /* source.h: the etcd watcher */
 	ureg_config_watch_stop(cfg);
 	for (size_t i = 0; i < cfg->nregs; i++)
 		live_free(cfg->regs[i]);
