@@ -143,6 +143,7 @@ static void apply(struct etcd_source *s, const char *text, size_t len, uint64_t 
 	else
 		rc = -ENOENT;
 	pthread_mutex_lock(&s->lock);
+	s->st.endpoint = (unsigned)s->cl.cur;
 	if (!rc) {
 		s->st.revision = rev;
 		s->st.applied++;
