@@ -154,10 +154,13 @@ UREG_API int ureg_config_etcd_stats(ureg_config *cfg, struct ureg_config_etcd_st
  * ureg_config_etcd_get - read the document once (tools).  *@text gets a
  * malloc'd, NUL-terminated copy (free() it) and *@len its length;
  * *@mod_revision its revision.  A missing key is -ENOENT with
- * *@mod_revision 0.  Any thread; blocks on the network for at most about
- * @timeout_ms per endpoint.  Returns 0, -ENOENT, -EINVAL, -ENOMEM,
- * -ECONNREFUSED / -ETIMEDOUT (no endpoint answered), -EPROTO (a reply
- * that is not etcd's); ureg_last_error() says why.
+ * *@mod_revision 0.  Any thread; blocks on the network: each request at
+ * most @timeout_ms (<= 0: 5000), and while less than @timeout_ms has
+ * passed it goes round the endpoint list again when no member answered
+ * or the one that did had no leader (an election after a member died).
+ * Returns 0, -ENOENT, -EINVAL, -ENOMEM, -ECONNREFUSED / -ETIMEDOUT /
+ * -ECONNRESET (no endpoint answered), -EAGAIN (no leader in time),
+ * -EPROTO (a reply that is not etcd's); ureg_last_error() says why.
  */
 UREG_API int ureg_config_etcd_get(const char *endpoints, const char *prefix,
 			 char **text, size_t *len, uint64_t *mod_revision,
@@ -170,8 +173,11 @@ UREG_API int ureg_config_etcd_get(const char *endpoints, const char *prefix,
  * operators cannot overwrite each other.  *@new_revision (may be NULL)
  * gets the revision of the write.  Does not validate (ureg-publish
  * checks first).  Any thread; blocks on the network as
- * ureg_config_etcd_get.  Returns 0; -ESTALE (the document changed since
- * @expect_revision: nothing written); or ureg_config_etcd_get's errors.
+ * ureg_config_etcd_get (a request that failed on the way is sent again;
+ * when the document then found in etcd is exactly @text, its first try
+ * had landed and this returns 0 with that revision).  Returns 0; -ESTALE
+ * (the document changed since @expect_revision: nothing written); or
+ * ureg_config_etcd_get's errors.
  */
 UREG_API int ureg_config_etcd_put(const char *endpoints, const char *prefix,
 			 const char *text, size_t len, uint64_t expect_revision,

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
@@ -307,7 +308,8 @@ int etcd_post(struct etcd_client *c, const char *path, json_t *body,
 		set_err(c, "%s%s: HTTP %ld: %s", c->ep[c->cur], path, status,
 			json_is_string(m) ? json_string_value(m) : !j ? je.text : "error");
 		json_decref(j);
-		rc = -EPROTO;
+		/* 503: the member has no leader now (an election): try again */
+		rc = status == 503 ? -EAGAIN : -EPROTO;
 		goto out;
 	}
 	*reply = j;
@@ -412,19 +414,36 @@ int etcd_range_key(struct etcd_client *c, const char *key, char **text,
 
 /* --------------------------------------------------- one-shot (tools) */
 
-/* Runs @fn on each endpoint in turn until one answers (not a network
- * error); the error of the last one otherwise. */
-static int each_endpoint(struct etcd_client *c, int (*fn)(struct etcd_client *, void *),
-			 void *arg)
+static bool transient(int rc)
 {
+	return rc == -ECONNREFUSED || rc == -ETIMEDOUT || rc == -ECONNRESET ||
+	       rc == -EHOSTUNREACH || rc == -EAGAIN;
+}
+
+/* Runs @fn on each endpoint in turn until one answers (not a network
+ * error, not an election in progress), going round the list again after
+ * a short pause while @timeout_ms allows (a member was just killed: the
+ * others elect a leader within about a second); the last error
+ * otherwise. */
+static int each_endpoint(struct etcd_client *c, int (*fn)(struct etcd_client *, void *),
+			 void *arg, long timeout_ms)
+{
+	struct timespec t0, t;
+	unsigned pause = 20;
 	int rc = -ECONNREFUSED;
-	for (size_t i = 0; i < c->nep; i++, etcd_client_next(c)) {
-		rc = fn(c, arg);
-		if (rc != -ECONNREFUSED && rc != -ETIMEDOUT && rc != -ECONNRESET &&
-		    rc != -EHOSTUNREACH)
-			break;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		for (size_t i = 0; i < c->nep; i++, etcd_client_next(c))
+			if (!transient(rc = fn(c, arg)))
+				return rc;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		long done = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (done + pause > timeout_ms)
+			return rc;
+		etcd_client_sleep(c, pause);
+		pause = pause * 2 > 500 ? 500 : pause * 2;
 	}
-	return rc;
 }
 
 struct oneshot {
@@ -494,7 +513,7 @@ static int oneshot(const char *endpoints, const char *prefix, struct oneshot *o,
 		return ureg_set_error(-ENOMEM, "etcd %s: out of memory", what);
 	}
 	o->key = key;
-	rc = each_endpoint(&c, fn, o);
+	rc = each_endpoint(&c, fn, o, o->timeout_ms);
 	if (rc == -ENOENT)
 		ureg_set_error(rc, "etcd %s: no key %s", what, key);
 	else if (rc == -ESTALE)
@@ -545,6 +564,22 @@ int ureg_config_etcd_put(const char *endpoints, const char *prefix,
 	if (!text)
 		o.put = "";
 	rc = oneshot(endpoints, prefix, &o, put_one, "put");
+	if (rc == -ESTALE) {
+		/* a retried request whose first try had landed finds its own
+		 * write: the document is what the caller wanted */
+		struct oneshot g = { .timeout_ms = o.timeout_ms };
+		if (!oneshot(endpoints, prefix, &g, get_one, "put") && g.len == len &&
+		    !memcmp(g.text, o.put, len) && g.rev > expect_revision) {
+			o.new_rev = g.rev;
+			rc = 0;
+		} else {
+			ureg_set_error(rc, "etcd put: %s%s changed since revision %llu (now at "
+				       "%llu): nothing written", prefix, UREG_CONFIG_ETCD_DOC,
+				       (unsigned long long)expect_revision,
+				       (unsigned long long)(g.rev ? g.rev : o.new_rev));
+		}
+		ureg__free(g.text);
+	}
 	if (new_revision)
 		*new_revision = rc ? 0 : o.new_rev;
 	return rc;

@@ -43,7 +43,8 @@ typedef int (*etcd_line_fn)(json_t *line, void *arg);
  * reply is parsed into *@reply (the caller json_decref's it); with it,
  * each line is handed over as it arrives (a watch) and @timeout_ms only
  * bounds the connect.  Returns 0; -ECANCELED (stopped); -ECONNREFUSED,
- * -ETIMEDOUT, -ECONNRESET (the network); -EPROTO (not etcd's JSON, or an
+ * -ETIMEDOUT, -ECONNRESET (the network); -EAGAIN (HTTP 503: the member
+ * has no leader, an election is running); -EPROTO (not etcd's JSON, or an
  * etcd error: c->err says which); -ENOMEM.
  */
 int etcd_post(struct etcd_client *c, const char *path, json_t *body,
