@@ -90,6 +90,8 @@ struct ureg_config_etcd_opts {
 /**
  * struct ureg_config_etcd_stats - what the source did so far.
  * @revision:     mod_revision of the document being served (0: none yet)
+ * @applied_at_ns: CLOCK_REALTIME (ns) when @revision finished applying
+ *                (for fleet latency: compare with the writer's clock)
  * @seen_revision: the newest etcd revision the source has seen
  * @applied:      versions applied (the first load included)
  * @rejected:     versions rejected (invalid, or the key deleted)
@@ -103,6 +105,7 @@ struct ureg_config_etcd_opts {
  */
 struct ureg_config_etcd_stats {
 	uint64_t revision;
+	uint64_t applied_at_ns;
 	uint64_t seen_revision;
 	uint64_t applied;
 	uint64_t rejected;

@@ -145,6 +145,9 @@ static void apply(struct etcd_source *s, const char *text, size_t len, uint64_t 
 	pthread_mutex_lock(&s->lock);
 	s->st.endpoint = (unsigned)s->cl.cur;
 	if (!rc) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		s->st.applied_at_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 		s->st.revision = rev;
 		s->st.applied++;
 		s->have_doc = true;

@@ -560,9 +560,10 @@ static json_t *config_json(struct agent_server *srv)
 
 	if (!srv->config || ureg_config_etcd_stats(srv->config, &st))
 		return NULL;
-	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:s}",
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:s}",
 			 "generation", (json_int_t)st.revision,
 			 "revision", (json_int_t)st.revision,
+			 "applied_at_ns", (json_int_t)st.applied_at_ns,
 			 "seen_revision", (json_int_t)st.seen_revision,
 			 "applied", (json_int_t)st.applied,
 			 "rejected", (json_int_t)st.rejected,

@@ -16,7 +16,8 @@
  *     revision checked (R, else R0): when another operator published in
  *     between, nothing is written.
  *
- * Exit 0 published ("published revision N over R"); 1 FILE invalid; 2
+ * Exit 0 published ("published revision N over R (sent at S.NS)": S.NS
+ * the CLOCK_REALTIME of the write, for fleet latency); 1 FILE invalid; 2
  * usage; 3 the document changed since the revision checked (re-check
  * and publish again); 4 etcd unreachable or FILE unreadable.
  */
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "demo.h"
 #include "etcd_tool.h"
 
@@ -151,6 +153,8 @@ int main(int argc, char **argv)
 		ureg_config_plan_print(&plan, stdout);
 	}
 	/* 4. compare-and-swap on the revision checked */
+	struct timespec sent;
+	clock_gettime(CLOCK_REALTIME, &sent);
 	rc = ureg_config_etcd_put(etcd, prefix, text, len, have_rev ? want : rev, &now,
 				  ETCD_TOOL_TIMEOUT_MS);
 	if (rc == -ESTALE) {
@@ -162,8 +166,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ureg-publish: %s\n", ureg_last_error());
 		exit_code = 4;
 	} else {
-		printf("published revision %llu over %llu\n", (unsigned long long)now,
-		       (unsigned long long)(have_rev ? want : rev));
+		printf("published revision %llu over %llu (sent at %lld.%09ld)\n",
+		       (unsigned long long)now, (unsigned long long)(have_rev ? want : rev),
+		       (long long)sent.tv_sec, sent.tv_nsec);
 	}
 out:
 	ureg_config_errors_free(&errs);
