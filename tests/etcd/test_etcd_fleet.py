@@ -87,6 +87,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.err.close()
+        return self.proc.returncode
 
 
 class Fleet:
@@ -124,9 +125,12 @@ class Fleet:
                                        self.dir, "server%d" % i))
 
     def stop_servers(self):
-        for s in self.servers:
-            s.stop()
+        """Stops every server (SIGTERM); asserts each exited 0, which in the
+        sanitizer build also means LeakSanitizer found nothing."""
+        codes = {s.name: s.stop() for s in self.servers}
         self.servers = []
+        bad = {n: c for n, c in codes.items() if c != 0}
+        assert not bad, "servers exited with %r (see their stderr below)" % bad
 
 
 # ---------------------------------------------------------------- cases
@@ -273,7 +277,11 @@ def main():
                 traceback.print_exc()
                 break  # later cases build on this one
     finally:
-        f.stop_servers()
+        try:
+            f.stop_servers()
+        except AssertionError:
+            failed = failed or 1
+            traceback.print_exc()
         if f.etcd:
             f.etcd.stop()
         if failed:
