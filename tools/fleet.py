@@ -13,8 +13,10 @@ server it takes the time from the moment ureg-publish sent the write
 the revision (GET /stats -> config.applied_at_ns, CLOCK_REALTIME of the
 same machine): etcd's commit, the watch event, validation and the
 all-or-nothing reload.  Prints each server's median and max, and the
-fleet's (the slowest server of each publish).  etcd and the servers are
-stopped at the end, also on failure.
+fleet's (the slowest server of each publish), then how long
+ureg_config_etcd_stop takes while a watch waits for a change
+(tests/etcd/etcd_stop_time.c).  etcd and the servers are stopped at the
+end, also on failure.
 """
 import argparse
 import json
@@ -128,6 +130,11 @@ def main():
         for port in ports:
             st = stats(port)
             assert st["rejected"] == 0 and st["applied"] == a.publishes + 1, st
+        # how promptly a source stops while its watch waits for a change
+        stop_exe = os.path.join(a.build, "tests", "etcd", "etcd_stop_time")
+        if os.path.exists(stop_exe):
+            etcd.put("/ureg-stop-time/config.yaml", "registries: []\n")
+            subprocess.run([stop_exe, etcd.url(), "5"], check=True)
         return 0
     finally:
         for p in procs:
