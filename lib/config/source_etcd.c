@@ -192,8 +192,9 @@ static int reread(struct etcd_source *s)
 		ureg__free(text);
 		return rc;
 	}
-	if (!rc && (!s->have_doc || mod != s->st.revision))
-		apply(s, text, len, mod);
+	/* (st is written by this thread only: read without the lock) */
+	if (!rc && (!s->have_doc || mod != s->st.revision) && mod != s->st.rejected_revision)
+		apply(s, text, len, mod); /* new to us: neither served nor rejected */
 	else if (rc == -ENOENT && s->have_doc)
 		apply(s, NULL, 0, hdr); /* deleted while we were away */
 	else if (rc == -ENOENT && !s->quiet && !s->next)
