@@ -122,7 +122,9 @@ struct ureg_config_etcd_stats {
  * Returns at once; the first load happens on the thread (use
  * ureg_config_etcd_wait to wait for it).  The config should have its
  * types and providers registered.  Any thread; allocates, starts a
- * thread.  Returns 0, -EINVAL (NULL, empty endpoints or prefix, an
+ * thread, takes the process-wide source-list mutex briefly (never held
+ * across network I/O or a reload).  The source lives until
+ * ureg_config_etcd_stop or ureg_config_destroy.  Returns 0, -EINVAL (NULL, empty endpoints or prefix, an
  * endpoint that is not http://...), -EBUSY (the config has a source),
  * -ENOMEM, or the pthread error.
  */
@@ -130,8 +132,10 @@ UREG_API int ureg_config_etcd_start(ureg_config *cfg, const struct ureg_config_e
 
 /**
  * ureg_config_etcd_stop - stop and join the source's thread and free it.
- * Any thread but the watcher's own (its callback); blocks until a reload
- * in progress ends (never on etcd).  No-op without a source.
+ * Any thread not inside a read section; from the watcher's own callback
+ * it is a no-op (it cannot join itself).  Blocks until a reload in
+ * progress ends and until threads in ureg_config_etcd_wait have left
+ * (they return -ECANCELED); never on etcd.  No-op without a source.
  * ureg_config_destroy() calls it.
  */
 UREG_API void ureg_config_etcd_stop(ureg_config *cfg);
