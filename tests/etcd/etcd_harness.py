@@ -132,12 +132,25 @@ class Etcd:
             return "header" in post(self.url(i), "/v3/kv/range", {"key": b64("ready")}, 1)
         wait_until("etcd %s to answer" % self.names[i], ok, 30)
 
-    def start(self):
-        for i in range(self.n):
-            self._spawn(i, "new")
-        for i in range(self.n):
-            self._ready(i)
-        return self
+    def start(self, tries=3):
+        for t in range(tries):
+            for i in range(self.n):
+                self._spawn(i, "new")
+            try:
+                for i in range(self.n):
+                    self._ready(i)
+                return self
+            except AssertionError:
+                # a free port was taken between free_ports() and etcd's
+                # bind: start over on new ports with a clean data dir
+                for i in range(self.n):
+                    self.kill(i)
+                if t == tries - 1:
+                    raise
+                shutil.rmtree(self.dir, ignore_errors=True)
+                os.makedirs(self.dir)
+                ports = free_ports(2 * self.n)
+                self.client, self.peer = ports[:self.n], ports[self.n:]
 
     def kill(self, i=0):
         p = self.procs[i]
