@@ -80,7 +80,8 @@
  *           ureg_config_errors_print(&errs, stderr);   // live state unchanged
  *   ureg_config_errors_free(&errs);
  *
- * or use ureg_config_watch_start() (inotify) instead.
+ * or use ureg_config_watch_start() (inotify) instead, or have a fleet of
+ * servers follow one document in etcd (<ureg/config_etcd.h>).
  */
 #ifndef UREG_CONFIG_H
 #define UREG_CONFIG_H
