@@ -99,7 +99,7 @@ static int start_etcd(struct ureg_config_etcd_opts *eo, ureg_config **out)
 	*out = cfg;
 	return 0;
 fail:
-	fprintf(stderr, "ureg-agent-server: etcd source: %s\n", ureg_last_error());
+	fprintf(stderr, "ureg-agent-server: %s\n", ureg_last_error());
 	return rc;
 }
 
