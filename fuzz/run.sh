@@ -13,7 +13,10 @@ mkdir -p build-fuzz
 # libureg's sources as lib/meson.build lists them, plus the config layer's
 core=$(awk '/^ureg_sources = files\(/{f=1;next} f&&/^\)/{exit} f' lib/meson.build | tr -d " ',")
 srcs=()
-for s in $core config/config.c config/plugin.c; do srcs+=("lib/$s"); done
+# (and the etcd source, which ureg_config_destroy stops: curl, jansson, libcrypto)
+for s in $core config/config.c config/plugin.c config/etcd_client.c config/source_etcd.c; do
+	srcs+=("lib/$s")
+done
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DUREG_BUILDING -Iinclude -Ilib
        -fsanitize=address,undefined -fno-sanitize-recover=undefined
        # liburcu's cds_lfht_for_each_entry takes container_of(NULL) at the
@@ -21,7 +24,8 @@ flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DUREG_BUILDING -Iinclude -Ilib
        -fno-sanitize=pointer-overflow)
 # shellcheck disable=SC2046
 "$cc" "${flags[@]}" -fsanitize=fuzzer "${srcs[@]}" fuzz/fuzz_config.c \
-	$(pkg-config --cflags --libs liburcu-memb liburcu-cds jemalloc libxxhash yaml-0.1) \
+	$(pkg-config --cflags --libs liburcu-memb liburcu-cds jemalloc libxxhash yaml-0.1 \
+		libcurl jansson libcrypto) \
 	-lpthread -ldl -o build-fuzz/fuzz_config
 rm -rf build-fuzz/corpus && cp -r fuzz/corpus build-fuzz/corpus
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
