@@ -100,6 +100,7 @@ struct ureg_config_etcd_opts {
  * @compactions:  watches that found their revision compacted (re-read)
  * @connected:    a watch is established now
  * @endpoint:     the endpoint in use (index into the list)
+ * @waiters:      threads blocked in ureg_config_etcd_wait now
  * @last_error:   the last rejection's first error or the last connection
  *                error ("" when none)
  */
@@ -114,6 +115,7 @@ struct ureg_config_etcd_stats {
 	uint64_t compactions;
 	bool connected;
 	unsigned endpoint;
+	unsigned waiters;
 	char last_error[256];
 };
 

@@ -441,6 +441,7 @@ int ureg_config_etcd_stats(ureg_config *cfg, struct ureg_config_etcd_stats *st)
 	}
 	pthread_mutex_lock(&s->lock);
 	*st = s->st;
+	st->waiters = s->waiters;
 	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_unlock(&sources_lock);
 	return 0;

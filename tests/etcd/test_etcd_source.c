@@ -258,10 +258,11 @@ Test(etcd_source, an_unreachable_etcd_is_retried_until_stop_which_releases_waite
 	cr_assert_eq(pthread_create(&th, NULL, waiter, cfg), 0);
 	struct timespec dl;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
-	while (stats(cfg).reconnects < 3) {
+	/* the waiter is blocked and the source keeps failing */
+	while (stats(cfg).reconnects < 3 || stats(cfg).waiters != 1) {
 		struct timespec t;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		cr_assert(t.tv_sec < dl.tv_sec + 30, "no reconnect attempts in 30 s");
+		cr_assert(t.tv_sec < dl.tv_sec + 30, "no reconnect attempts (or no waiter) in 30 s");
 		sched_yield();
 	}
 	struct ureg_config_etcd_stats st = stats(cfg);
