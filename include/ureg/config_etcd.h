@@ -75,6 +75,8 @@ typedef void (*ureg_config_etcd_fn)(ureg_config *cfg, uint64_t revision, int rc,
  * @fn, @arg:  optional callback (ureg_config_etcd_fn).
  * @backoff_min_ms, @backoff_max_ms: reconnect delays (0: 50 and 2000).
  * @quiet:     true: no stderr line for rejections and reconnects.
+ * @reserved:  must be zero (-EINVAL otherwise): room for fields
+ *             (<ureg/api.h>, ABI policy).
  * The strings are copied.
  */
 struct ureg_config_etcd_opts {
@@ -85,6 +87,7 @@ struct ureg_config_etcd_opts {
 	unsigned backoff_min_ms;
 	unsigned backoff_max_ms;
 	bool quiet;
+	void *reserved[4];
 };
 
 /**
@@ -103,6 +106,7 @@ struct ureg_config_etcd_opts {
  * @waiters:      threads blocked in ureg_config_etcd_wait now
  * @last_error:   the last rejection's first error or the last connection
  *                error ("" when none)
+ * @reserved:     zero (room for fields: <ureg/api.h>, ABI policy)
  */
 struct ureg_config_etcd_stats {
 	uint64_t revision;
@@ -117,6 +121,7 @@ struct ureg_config_etcd_stats {
 	unsigned endpoint;
 	unsigned waiters;
 	char last_error[256];
+	uint64_t reserved[4];
 };
 
 /**

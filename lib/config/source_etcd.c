@@ -346,6 +346,10 @@ int ureg_config_etcd_start(ureg_config *cfg, const struct ureg_config_etcd_opts 
 
 	if (!cfg || !o || !o->prefix || !*o->prefix || !o->endpoints || !*o->endpoints)
 		return ureg_set_error(-EINVAL, "etcd source: NULL config, endpoints or prefix");
+	for (size_t i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return ureg_set_error(-EINVAL, "etcd source: reserved option fields "
+					      "must be zero (a newer header than this library?)");
 	pthread_once(&fork_once, sources_fork_register);
 	if (!(s = ureg__calloc(1, sizeof(*s))))
 		return ureg_set_error(-ENOMEM, "etcd source: out of memory");

@@ -201,6 +201,11 @@ Test(etcd_source, bad_arguments_are_refused_and_start_nothing)
 	o.endpoints = "http://127.0.0.1:1,";
 	o.prefix = "";
 	cr_assert_eq(ureg_config_etcd_start(cfg, &o), -EINVAL);
+	o.prefix = "/p/";
+	o.reserved[3] = &o;
+	cr_assert_eq(ureg_config_etcd_start(cfg, &o), -EINVAL, "a nonzero reserved field");
+	cr_assert(strstr(ureg_last_error(), "reserved"), "%s", ureg_last_error());
+	o.reserved[3] = NULL;
 	cr_assert_eq(ureg_config_etcd_stats(cfg, &st), -EINVAL, "no source was started");
 	cr_assert_eq(ureg_config_etcd_wait(cfg, 1, 1), -EINVAL);
 	cr_assert_eq(ureg_config_etcd_get(url(), "", &text, &len, &rev, 1000), -EINVAL);
