@@ -88,7 +88,7 @@ def main():
         def publish(v):
             with open(path, "w") as f:
                 f.write(CONFIG % {"v": v})
-            r = subprocess.run([publish_exe, "--quiet", path, "--etcd", etcd.url(),
+            r = subprocess.run([publish_exe, "--demo", "--quiet", path, "--etcd", etcd.url(),
                                 "--prefix", PREFIX], capture_output=True, text=True, timeout=60)
             m = re.search(r"published revision (\d+) over \d+ \(sent at (\d+)\.(\d+)\)", r.stdout)
             if r.returncode or not m:

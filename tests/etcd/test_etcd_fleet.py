@@ -98,7 +98,8 @@ class Fleet:
         self.servers = []
 
     def tool(self, name, *argv, expect=0):
-        r = subprocess.run([os.path.join(self.args.tools, name)] + list(argv),
+        # the demo types and providers (tools/config/demo.c) the servers use
+        r = subprocess.run([os.path.join(self.args.tools, name), "--demo"] + list(argv),
                            capture_output=True, text=True, timeout=60)
         if r.returncode != expect:
             raise AssertionError("%s %s: exit %d (expected %d)\n%s%s" % (

@@ -1,76 +1,118 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ureg-check [--no-plugins] CONFIG...     validate; every error as
- *                                         file:line:column: error: reason
- * ureg-check [--no-plugins] --plan OLD NEW print the reload diff OLD -> NEW
- *                                         (+ added, ~ changed, - removed)
- * ureg-check [--no-plugins] --etcd URL --prefix P
- *                                         validate the document in etcd
- *                                         (<P>config.yaml); prints its
- *                                         revision: "etcd:KEY@REV: ok"
- * ureg-check [--no-plugins] --etcd URL --prefix P --plan NEW
- *                                         the diff etcd's document -> NEW
+ * ureg-check - validate ureg configuration files, or print the reload
+ * diff of two of them.  See --help (and the man page made from it).
  *
- * Uses the demo types and providers (tools/config/demo.c).  Validation
- * is a dry run: no constructor runs.  Exit 0 valid, 1 invalid, 2 usage,
- * 4 etcd unreachable or no document there.
+ * Types and builtin providers come from --plugin objects (the user's
+ * own), --type and --demo; `plugin:` entries load the plugins the config
+ * names.  Validation is a dry run: no constructor runs.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include "demo.h"
+
+#include "cli.h"
 #include "etcd_tool.h"
 
-static int usage(void)
+static const char *prog = "ureg-check";
+
+static void help(void)
 {
-	fprintf(stderr, "usage: ureg-check [--no-plugins] CONFIG...\n"
-			"       ureg-check [--no-plugins] --plan OLD NEW\n"
-		"       ureg-check [--no-plugins] --etcd URL --prefix P [--plan NEW]\n");
-	return 2;
+	printf("Usage: %s [OPTION]... CONFIG...\n"
+	       "  or:  %s [OPTION]... --plan OLD NEW\n"
+	       "  or:  %s [OPTION]... --etcd=URL[,URL...] --prefix=P [--plan NEW]\n"
+	       "Validate ureg configuration files (YAML, see ureg/config.h): every error\n"
+	       "is printed as FILE:LINE:COLUMN: error: REASON.  Validation is a dry run:\n"
+	       "types, providers and plugins are resolved, no constructor runs.\n"
+	       "\n"
+	       "Options:\n"
+	       CLI_CONFIG_HELP
+	       "      --plan           load OLD, then print the reload diff OLD -> NEW:\n"
+	       "                       + added, ~ changed, - removed\n"
+	       "      --etcd=URL       check the fleet's document <P>config.yaml in etcd\n"
+	       "                       (prints etcd:KEY@REVISION: ok); with --plan NEW,\n"
+	       "                       the diff from etcd's document to NEW\n"
+	       "      --prefix=P       the key prefix in etcd (with --etcd)\n"
+	       "  -m, --max-errors=N   print at most N errors per file (1-%d, default %d)\n"
+	       "  -q, --quiet          print nothing for a valid file\n"
+	       "  -h, --help           display this help and exit\n"
+	       "  -V, --version        output version information and exit\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  every CONFIG is valid (--plan: both are)\n"
+	       "  1  a CONFIG is invalid or unreadable, or a --plugin cannot be loaded\n"
+	       "  2  usage error (unknown option, bad number, missing CONFIG)\n"
+	       "  4  --etcd: etcd unreachable, or no document under the prefix\n"
+	       "\n"
+	       "Examples:\n"
+	       "  %s --demo tools/example.yaml\n"
+	       "  %s --plugin ./libmytypes.so services.yaml\n",
+	       prog, prog, prog, UREG_CONFIG_MAX_ERRORS, UREG_CONFIG_MAX_ERRORS, prog, prog);
 }
 
-static ureg_config *new_cfg(unsigned flags)
-{
-	ureg_config *cfg;
-	if (ureg_config_new(&cfg))
-		return NULL;
-	if (demo_register(cfg) || ureg_config_set_flags(cfg, flags)) {
-		ureg_config_destroy(cfg);
-		return NULL;
-	}
-	return cfg;
-}
+static long max_errors = UREG_CONFIG_MAX_ERRORS;
+
+static struct cli_config c;
 
 /* Print errors (or the reason when none were collected); 0 ok, 1 bad. */
 static int report(const char *path, int rc, struct ureg_config_errors *errs)
 {
 	if (!rc)
 		return 0;
-	if (!ureg_config_errors_print(errs, stdout))
+	if (rc == -EBADMSG)
+		cli_hint(prog, &c);
+	if (!errs->count)
 		printf("%s: error: %s\n", path, ureg_last_error());
+	struct ureg_config_errors shown = *errs;
+	if (shown.count > (size_t)max_errors)
+		shown.count = (size_t)max_errors;
+	ureg_config_errors_print(&shown, stdout);
+	if (shown.count < errs->count)
+		printf("%s: %zu more error(s) not shown (--max-errors)\n", path,
+		       errs->count - shown.count);
 	ureg_config_errors_free(errs);
 	return 1;
 }
 
-/* --etcd: check etcd's document, or (@newer) the diff from it to @newer */
-static int check_etcd(const char *url, const char *prefix, const char *newer,
-		      unsigned flags)
+static int plan(const char *old, const char *nw)
 {
-	ureg_config *cfg = new_cfg(flags);
 	struct ureg_config_errors errs = { 0 };
 	struct ureg_config_plan p = { 0 };
+	ureg_config *cfg;
+	int bad;
+
+	if (cli_config_new(prog, &c, &cfg))
+		return 1;
+	bad = report(old, ureg_config_load(cfg, old, &errs), &errs);
+	if (!bad)
+		bad = report(nw, ureg_config_reload(cfg, nw, UREG_CONFIG_DRY_RUN, &p, &errs),
+			     &errs);
+	if (!bad)
+		ureg_config_plan_print(&p, stdout);
+	ureg_config_plan_free(&p);
+	cli_config_done(&c, cfg);
+	return bad;
+}
+
+/* --etcd: check etcd's document, or (@newer) the diff from it to @newer */
+static int check_etcd(const char *url, const char *prefix, const char *newer, bool quiet)
+{
+	struct ureg_config_errors errs = { 0 };
+	struct ureg_config_plan p = { 0 };
+	ureg_config *cfg;
 	char name[512];
 	uint64_t rev = 0;
 	int rc, bad;
 
-	if (!cfg)
+	if (cli_config_new(prog, &c, &cfg))
 		return 1;
 	/* the etcd document must load (not a dry run) for a plan against it */
 	rc = etcd_tool_load(cfg, url, prefix, newer ? 0 : UREG_CONFIG_DRY_RUN, NULL,
 			    &errs, &rev, name, sizeof(name));
 	if (rc && rc != -EBADMSG && rc != -ENOMEM) {
-		fprintf(stderr, "ureg-check: %s\n", ureg_last_error());
-		ureg_config_destroy(cfg);
+		fprintf(stderr, "%s: %s\n", prog, ureg_last_error());
+		cli_config_done(&c, cfg);
 		return 4;
 	}
 	bad = report(name, rc, &errs);
@@ -81,69 +123,101 @@ static int check_etcd(const char *url, const char *prefix, const char *newer,
 			printf("plan %s -> %s:\n", name, newer);
 			ureg_config_plan_print(&p, stdout);
 		}
-	} else if (!bad) {
+	} else if (!bad && !quiet) {
 		printf("%s: ok\n", name);
 	}
 	ureg_config_plan_free(&p);
-	ureg_config_destroy(cfg);
+	cli_config_done(&c, cfg);
 	return bad;
 }
 
 int main(int argc, char **argv)
 {
-	unsigned flags = 0;
-	bool plan = false;
+	static const struct option opts[] = {
+		{ "plugin", required_argument, NULL, 'p' },
+		{ "type", required_argument, NULL, 't' },
+		{ "demo", no_argument, NULL, 'D' },
+		{ "no-plugins", no_argument, NULL, 'N' },
+		{ "plan", no_argument, NULL, 'P' },
+		{ "max-errors", required_argument, NULL, 'm' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "etcd", required_argument, NULL, 'E' },
+		{ "prefix", required_argument, NULL, 'X' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	bool want_plan = false, quiet = false;
 	const char *etcd = NULL, *prefix = NULL;
-	int i = 1, bad = 0;
+	int o, bad = 0;
 
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (!strcmp(argv[i], "--no-plugins"))
-			flags |= UREG_CONFIG_NO_PLUGINS;
-		else if (!strcmp(argv[i], "--plan"))
-			plan = true;
-		else if (!strcmp(argv[i], "--etcd") && i + 1 < argc)
-			etcd = argv[++i];
-		else if (!strcmp(argv[i], "--prefix") && i + 1 < argc)
-			prefix = argv[++i];
-		else
-			return usage();
+	while ((o = getopt_long(argc, argv, "p:t:m:qhV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'p':
+			if (cli_config_add(prog, &c.plugins, &c.nplugins, optarg))
+				return 1;
+			break;
+		case 't':
+			if (cli_config_add(prog, &c.types, &c.ntypes, optarg))
+				return 1;
+			break;
+		case 'D': c.demo = true; break;
+		case 'N': c.flags |= UREG_CONFIG_NO_PLUGINS; break;
+		case 'P': want_plan = true; break;
+		case 'm':
+			if (cli_long(prog, "--max-errors", optarg, 1,
+				     UREG_CONFIG_MAX_ERRORS, &max_errors)) {
+				cli_config_free(&c);
+				return CLI_USAGE;
+			}
+			break;
+		case 'q': quiet = true; break;
+		case 'E': etcd = optarg; break;
+		case 'X': prefix = optarg; break;
+		case 'h':
+		case 'V':
+			cli_config_free(&c);
+			o == 'h' ? help() : cli_version(prog);
+			return 0;
+		default:
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
 	}
 	if (etcd || prefix) {
-		if (!etcd || !prefix || argc - i != (plan ? 1 : 0))
-			return usage();
-		return check_etcd(etcd, prefix, plan ? argv[i] : NULL, flags);
-	}
-	if (plan) {
-		if (argc - i != 2)
-			return usage();
-		ureg_config *cfg = new_cfg(flags);
-		struct ureg_config_errors errs = { 0 };
-		struct ureg_config_plan p = { 0 };
-		if (!cfg)
-			return 1;
-		bad = report(argv[i], ureg_config_load(cfg, argv[i], &errs), &errs);
-		if (!bad)
-			bad = report(argv[i + 1], ureg_config_reload(cfg, argv[i + 1],
-				     UREG_CONFIG_DRY_RUN, &p, &errs), &errs);
-		if (!bad)
-			ureg_config_plan_print(&p, stdout);
-		ureg_config_plan_free(&p);
-		ureg_config_destroy(cfg);
+		if (!etcd || !prefix || argc - optind != (want_plan ? 1 : 0)) {
+			fprintf(stderr, "%s: --etcd and --prefix go together, with one NEW "
+				"for --plan, no CONFIG otherwise\n", prog);
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
+		bad = check_etcd(etcd, prefix, want_plan ? argv[optind] : NULL, quiet);
+		cli_config_free(&c);
 		return bad;
 	}
-	if (i == argc)
-		return usage();
-	for (; i < argc; i++) {
-		ureg_config *cfg = new_cfg(flags);
+	if (want_plan ? argc - optind != 2 : optind == argc) {
+		fprintf(stderr, "%s: %s\n", prog, want_plan ?
+			"--plan needs two files, OLD and NEW" : "no CONFIG given");
+		cli_config_free(&c);
+		return cli_usage_error(prog);
+	}
+	if (want_plan) {
+		bad = plan(argv[optind], argv[optind + 1]);
+		cli_config_free(&c);
+		return bad;
+	}
+	for (int i = optind; i < argc; i++) {
 		struct ureg_config_errors errs = { 0 };
-		if (!cfg)
+		ureg_config *cfg;
+		if (cli_config_new(prog, &c, &cfg))
 			return 1;
 		int rc = ureg_config_reload(cfg, argv[i], UREG_CONFIG_DRY_RUN, NULL, &errs);
 		if (report(argv[i], rc, &errs))
 			bad = 1;
-		else
+		else if (!quiet)
 			printf("%s: ok\n", argv[i]);
-		ureg_config_destroy(cfg);
+		cli_config_done(&c, cfg);
 	}
+	cli_config_free(&c);
 	return bad;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ureg-publish [--no-plugins] [--revision R] [--quiet] FILE --etcd URL --prefix P
+ * ureg-publish [OPTION]... FILE --etcd URL --prefix P   (see --help)
  *
  * Publishes FILE as the fleet's configuration (<P>config.yaml in etcd),
  * only when it is valid and only over the version it was checked against:
@@ -9,7 +9,8 @@
  *  2. with --revision R (the revision an operator reviewed, e.g. printed
  *     by `ureg-check --etcd`), stops at once when R0 != R;
  *  3. loads etcd's document and checks FILE against it exactly like a
- *     reload (dry run with the demo types and providers): every error is
+ *     reload (dry run; types and providers from --plugin, --type, --demo as
+ *     for ureg-check): every error is
  *     printed as file:line:column and nothing is written;
  *  4. prints the plan (+ added, ~ changed, - removed) and writes FILE with
  *     one etcd transaction that compares the key's mod_revision with the
@@ -26,14 +27,41 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "demo.h"
+#include <getopt.h>
+#include "cli.h"
 #include "etcd_tool.h"
 
-static int usage(void)
+static const char *prog = "ureg-publish";
+
+static void help(void)
 {
-	fprintf(stderr, "usage: ureg-publish [--no-plugins] [--revision R] [--quiet] FILE "
-			"--etcd URL --prefix P\n");
-	return 2;
+	printf("Usage: %s [OPTION]... FILE --etcd=URL[,URL...] --prefix=P\n"
+	       "Check the ureg configuration FILE against the fleet's document\n"
+	       "<P>config.yaml in etcd, print the plan, and write FILE there with one\n"
+	       "etcd transaction that compares the key's mod_revision with the revision\n"
+	       "checked (compare-and-swap): two operators cannot overwrite each other.\n"
+	       "\n"
+	       "Options:\n"
+	       CLI_CONFIG_HELP
+	       "      --etcd=URL       etcd client URL(s), tried in turn\n"
+	       "      --prefix=P       the key prefix (the document is <P>config.yaml)\n"
+	       "  -r, --revision=R     publish only over revision R (the one you checked,\n"
+	       "                       e.g. printed by ureg-check --etcd); 0: only if\n"
+	       "                       there is no document yet\n"
+	       "  -q, --quiet          do not print the plan\n"
+	       "  -h, --help           display this help and exit\n"
+	       "  -V, --version        output version information and exit\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  published: \"published revision N over R (sent at S.NS)\"\n"
+	       "  1  FILE is invalid (every error printed), or a --plugin cannot be loaded\n"
+	       "  2  usage error\n"
+	       "  3  the document changed since the revision checked: nothing written\n"
+	       "  4  etcd unreachable, or FILE unreadable\n"
+	       "\n"
+	       "Example:\n"
+	       "  %s --demo new.yaml --etcd http://127.0.0.1:2379 --prefix /ureg/fleet-a/\n",
+	       prog, prog);
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -70,48 +98,81 @@ static char *slurp(const char *path, size_t *len)
 
 int main(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "plugin", required_argument, NULL, 'p' },
+		{ "type", required_argument, NULL, 't' },
+		{ "demo", no_argument, NULL, 'D' },
+		{ "no-plugins", no_argument, NULL, 'N' },
+		{ "etcd", required_argument, NULL, 'E' },
+		{ "prefix", required_argument, NULL, 'X' },
+		{ "revision", required_argument, NULL, 'r' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	struct cli_config c = { 0 };
 	const char *file = NULL, *etcd = NULL, *prefix = NULL;
-	unsigned flags = 0;
 	bool have_rev = false, quiet = false;
 	unsigned long long want = 0;
 	char name[512];
 	uint64_t rev = 0, now = 0;
-	int rc;
+	int o, rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--no-plugins"))
-			flags |= UREG_CONFIG_NO_PLUGINS;
-		else if (!strcmp(argv[i], "--quiet"))
-			quiet = true;
-		else if (!strcmp(argv[i], "--etcd") && i + 1 < argc)
-			etcd = argv[++i];
-		else if (!strcmp(argv[i], "--prefix") && i + 1 < argc)
-			prefix = argv[++i];
-		else if (!strcmp(argv[i], "--revision") && i + 1 < argc) {
-			char *end;
-			want = strtoull(argv[++i], &end, 10);
-			if (*end || !*argv[i])
-				return usage();
+	while ((o = getopt_long(argc, argv, "p:t:r:qhV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'p':
+			if (cli_config_add(prog, &c.plugins, &c.nplugins, optarg))
+				return 1;
+			break;
+		case 't':
+			if (cli_config_add(prog, &c.types, &c.ntypes, optarg))
+				return 1;
+			break;
+		case 'D': c.demo = true; break;
+		case 'N': c.flags |= UREG_CONFIG_NO_PLUGINS; break;
+		case 'E': etcd = optarg; break;
+		case 'X': prefix = optarg; break;
+		case 'r': {
+			long v;
+			if (cli_long(prog, "--revision", optarg, 0, 0x7fffffffffffffffL, &v)) {
+				cli_config_free(&c);
+				return CLI_USAGE;
+			}
+			want = (unsigned long long)v;
 			have_rev = true;
-		} else if (argv[i][0] == '-' || file)
-			return usage();
-		else
-			file = argv[i];
+			break;
+		}
+		case 'q': quiet = true; break;
+		case 'h':
+		case 'V':
+			cli_config_free(&c);
+			o == 'h' ? help() : cli_version(prog);
+			return 0;
+		default:
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
 	}
-	if (!file || !etcd || !prefix)
-		return usage();
+	if (argc - optind != 1 || !etcd || !prefix) {
+		fprintf(stderr, "%s: one FILE, --etcd and --prefix are needed\n", prog);
+		cli_config_free(&c);
+		return cli_usage_error(prog);
+	}
+	file = argv[optind];
 
 	size_t len;
 	char *text = slurp(file, &len);
 	if (!text) {
 		fprintf(stderr, "ureg-publish: cannot read %s: %s\n", file, strerror(errno));
+		cli_config_free(&c);
 		return 4;
 	}
 	ureg_config *cfg;
-	if (ureg_config_new(&cfg) || demo_register(cfg) || ureg_config_set_flags(cfg, flags)) {
-		fprintf(stderr, "ureg-publish: %s\n", ureg_last_error());
+	if (cli_config_new(prog, &c, &cfg)) {
+		cli_config_free(&c);
 		free(text);
-		return 4;
+		return 1;
 	}
 	struct ureg_config_errors errs = { 0 };
 	struct ureg_config_plan plan = { 0 };
@@ -144,6 +205,8 @@ int main(int argc, char **argv)
 	if (rc) {
 		if (!ureg_config_errors_print(&errs, stdout))
 			printf("%s: error: %s\n", file, ureg_last_error());
+		if (rc == -EBADMSG)
+			cli_hint(prog, &c);
 		fprintf(stderr, "ureg-publish: %s is invalid: nothing written\n", file);
 		exit_code = 1;
 		goto out;
@@ -173,7 +236,8 @@ int main(int argc, char **argv)
 out:
 	ureg_config_errors_free(&errs);
 	ureg_config_plan_free(&plan);
-	ureg_config_destroy(cfg);
+	cli_config_done(&c, cfg);
+	cli_config_free(&c);
 	free(text);
 	return exit_code;
 }
