@@ -22,7 +22,8 @@ flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DUREG_BUILDING -Iinclude -Ilib
        -fno-sanitize=pointer-overflow)
 # shellcheck disable=SC2046
 "$cc" "${flags[@]}" -fsanitize=fuzzer "${srcs[@]}" fuzz/fuzz_config.c \
-	$(pkg-config --cflags --libs liburcu-memb liburcu-cds jemalloc libxxhash yaml-0.1) \
+	$(pkg-config --cflags --libs liburcu-memb liburcu-cds jemalloc libxxhash yaml-0.1 \
+		libcurl jansson libcrypto) \
 	-lpthread -ldl -o build-fuzz/fuzz_config
 rm -rf build-fuzz/corpus && cp -r fuzz/corpus build-fuzz/corpus
 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \

@@ -86,7 +86,8 @@
  *           ureg_config_errors_print(&errs, stderr);   // live state unchanged
  *   ureg_config_errors_free(&errs);
  *
- * or use ureg_config_watch_start() (inotify) instead.
+ * or use ureg_config_watch_start() (inotify) instead, or have a fleet of
+ * servers follow one document in etcd (<ureg/config_etcd.h>).
  */
 #ifndef UREG_CONFIG_H
 #define UREG_CONFIG_H
@@ -296,6 +297,20 @@ UREG_API int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_
 			      const char *name, unsigned flags,
 			      struct ureg_config_plan *plan,
 			      struct ureg_config_errors *errs);
+
+/**
+ * ureg_config_reload_buffer_gen - ureg_config_reload_buffer that records
+ * @generation (instead of each registry's next number) in every entry the
+ * reload adds or changes; ureg_entry_info() reports it.  The etcd source
+ * (<ureg/config_etcd.h>) passes the etcd revision of the document, so
+ * every server of a fleet reports the same generation for the same
+ * document.  @generation 0 is ureg_config_reload_buffer.  Same callers,
+ * blocking and return values as ureg_config_reload.
+ */
+UREG_API int ureg_config_reload_buffer_gen(ureg_config *cfg, const char *text, size_t len,
+				  const char *name, unsigned flags, uint64_t generation,
+				  struct ureg_config_plan *plan,
+				  struct ureg_config_errors *errs);
 
 /**
  * ureg_config_registry - the registry the config created under @name, or

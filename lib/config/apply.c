@@ -382,7 +382,7 @@ int cfg_apply(struct load *L, struct spec *s, struct diff *d)
 	for (size_t i = 0; i < d->nt; i++)
 		if (d->t[i].batch)
 			bs[nb++] = d->t[i].batch;
-	rc = nb ? ureg_batch_commit_all(bs, nb, 0) : 0;
+	rc = nb ? ureg_batch_commit_all(bs, nb, L->generation) : 0;
 	ureg__free(bs);
 	if (rc) {
 		L->nomem = L->nomem || rc == -ENOMEM;

@@ -6,6 +6,7 @@
  * (parse -> schema -> plan -> apply), and the fork handlers.
  */
 #include "config_int.h"
+#include "source.h"
 
 /* -------------------------------------------------------- name tables */
 
@@ -49,11 +50,11 @@ static void plugins_prune(ureg_config *cfg)
 /* -------------------------------------------------------------- reload */
 
 static int reload_text(ureg_config *cfg, const char *text, size_t len,
-		       const char *name, unsigned flags,
+		       const char *name, unsigned flags, uint64_t generation,
 		       struct ureg_config_plan *plan,
 		       struct ureg_config_errors *errs)
 {
-	struct load L = { .cfg = cfg, .file = name, .out = errs };
+	struct load L = { .cfg = cfg, .file = name, .out = errs, .generation = generation };
 	struct spec s = { 0 };
 	struct diff d = { 0 };
 	int rc = 0;
@@ -102,6 +103,14 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 			      struct ureg_config_plan *plan,
 			      struct ureg_config_errors *errs)
 {
+	return ureg_config_reload_buffer_gen(cfg, text, len, name, flags, 0, plan, errs);
+}
+
+int ureg_config_reload_buffer_gen(ureg_config *cfg, const char *text, size_t len,
+				  const char *name, unsigned flags, uint64_t generation,
+				  struct ureg_config_plan *plan,
+				  struct ureg_config_errors *errs)
+{
 	int rc;
 
 	ureg__rcu_ensure();
@@ -114,7 +123,7 @@ int ureg_config_reload_buffer(ureg_config *cfg, const char *text, size_t len,
 	if (!name)
 		name = "<buffer>";
 	pthread_mutex_lock(&cfg->reload_lock);
-	rc = reload_text(cfg, text ? text : "", len, name, flags, plan, errs);
+	rc = reload_text(cfg, text ? text : "", len, name, flags, generation, plan, errs);
 	pthread_mutex_unlock(&cfg->reload_lock);
 	return rc;
 }
@@ -324,6 +333,7 @@ void ureg_config_destroy(ureg_config *cfg)
 	pthread_mutex_lock(&all_configs_lock);
 	cds_list_del(&cfg->all_node);
 	pthread_mutex_unlock(&all_configs_lock);
+	ureg__config_sources_stop(cfg); /* source.h: the etcd watcher */
 	ureg_config_watch_stop(cfg);
 	for (size_t i = 0; i < cfg->nregs; i++)
 		cfg_live_free(cfg->regs[i]);

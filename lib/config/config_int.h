@@ -168,6 +168,7 @@ struct load {
 	 * is the plugin's own path string: it lives as long as the cache) */
 	struct cfg_map plugins;
 	bool nomem;                /* an allocation failed: -ENOMEM, not -EBADMSG */
+	uint64_t generation;       /* recorded in written entries; 0: next */
 };
 
 /* ------------------------------------------------------ the diff (plan.c) */

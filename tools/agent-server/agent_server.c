@@ -56,6 +56,7 @@
 #include <urcu/wfcqueue.h>
 
 #include <ureg/config.h>
+#include <ureg/config_etcd.h>
 #include <ureg/events.h>
 #include <ureg/registries.h>
 
@@ -201,6 +202,7 @@ struct agent_server {
 	pthread_cond_t report_cond;
 	bool report_stop, report_now;    /* under report_lock */
 	uint64_t reports;                /* reports built (atomic) */
+	ureg_config *config;             /* followed through etcd, or NULL */
 };
 
 static __thread struct worker *this_worker;
@@ -611,6 +613,26 @@ static int ctx_cmp(const void *a, const void *b)
 	return strcmp(ctx_name(x), ctx_name(y));
 }
 
+/* "config": what the etcd source serves (NULL without one) */
+static json_t *config_json(struct agent_server *srv)
+{
+	struct ureg_config_etcd_stats st;
+
+	if (!srv->config || ureg_config_etcd_stats(srv->config, &st))
+		return NULL;
+	return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:s}",
+			 "generation", (json_int_t)st.revision,
+			 "revision", (json_int_t)st.revision,
+			 "applied_at_ns", (json_int_t)st.applied_at_ns,
+			 "seen_revision", (json_int_t)st.seen_revision,
+			 "applied", (json_int_t)st.applied,
+			 "rejected", (json_int_t)st.rejected,
+			 "rejected_revision", (json_int_t)st.rejected_revision,
+			 "reconnects", (json_int_t)st.reconnects,
+			 "compactions", (json_int_t)st.compactions,
+			 "connected", st.connected, "last_error", st.last_error);
+}
+
 /* The shared "data" object of one round, and every context by name (for
  * "self").  NULL when ureg_report or an allocation failed. */
 static json_t *report_build(struct agent_server *srv, json_t **by_name)
@@ -659,6 +681,8 @@ static json_t *report_build(struct agent_server *srv, json_t **by_name)
 	json_object_set_new(out, "contexts_total", json_integer((json_int_t)n));
 	json_object_set_new(out, "live_bytes_total", json_integer(bytes));
 	json_object_set_new(out, "instances_total", json_integer(instances));
+	if (srv->config)
+		json_object_set_new(out, "config", config_json(srv));
 	if (!json_object_set_new(out, "report_ms", json_integer(srv->report_ms)))
 		data = json_incref(out);
 out:
@@ -1259,6 +1283,8 @@ static char *stats_json(struct agent_server *srv, size_t *len)
 		json_object_set_new(c, "ctx_instances", json_integer((json_int_t)cs.instances));
 		json_array_append_new(conns, c);
 	}
+	if (srv->config)
+		json_object_set_new(o, "config", config_json(srv));
 	json_object_set_new(o, "rss_bytes", json_integer((json_int_t)process_rss()));
 	json_object_set_new(o, "connections_open", json_integer(srv->nopen));
 	json_object_set_new(o, "watchers", json_integer(__atomic_load_n(&srv->watchers,
@@ -1859,6 +1885,7 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 			AGENT_SERVER_SOCK_BUF;
 	if (srv->sock_buf > INT_MAX / 2)
 		srv->sock_buf = INT_MAX / 2;
+	srv->config = o->config;
 	if (o->allow_origin && !(srv->allow_origin = strdup(o->allow_origin))) {
 		free(srv);
 		return -ENOMEM;

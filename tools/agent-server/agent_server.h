@@ -116,6 +116,10 @@ struct agent_server_opts {
 	 * Origin (not a browser) is always allowed; any other gets 403. */
 	const char *allow_origin;
 	unsigned report_ms; /* live report period (watching sessions), default 1 s */
+	/* a config that follows etcd (ureg_config_etcd_start), or NULL: GET
+	 * /stats and the live report then carry "config": the etcd revision
+	 * (= generation of its entries) served and the source's counters */
+	struct ureg_config *config;
 };
 
 struct agent_server_stats {

@@ -9,7 +9,14 @@
  *                     [--queue-hard 4M] [--stall-ms 30000] [--max-conns 10000]
  *                     [--ctx-quota 4M | --ctx-quota none] [--sock-buf 32K | none]
  *                     [--allow-origin http://a.example:8080,...] [--report-ms 1000]
- *                     [--verbose] [--help] [--version]
+ *                     [--etcd URL[,URL...] --prefix P] [--verbose] [--help] [--version]
+ *
+ * --etcd: the server follows the fleet's configuration <P>config.yaml in
+ * etcd (<ureg/config_etcd.h>; demo types and providers of
+ * tools/config/demo.c): it waits up to 10 s for the first version, then
+ * applies every valid new one and keeps serving the last good one when a
+ * bad one is put.  GET /stats and the page show "config": the generation
+ * (= etcd revision) served and the source's counters.
  *
  * Sizes take a K, M or G suffix (powers of 1024).  Prints "listening on
  * http://HOST:PORT/" (PORT is the real one when --port 0 let the kernel
@@ -31,8 +38,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ureg/config_etcd.h>
 #include <ureg/ureg.h>
 #include "agent_server.h"
+#include "../config/demo.h"
 
 static void usage(FILE *f)
 {
@@ -53,6 +62,9 @@ static void usage(FILE *f)
 		"      --allow-origin LIST  origins that may open a WebSocket, comma-separated\n"
 		"                           (default: this server's own host)\n"
 		"      --report-ms MS       live report period for watching pages (default 1000)\n"
+		"      --etcd URL[,URL...]  follow the configuration <P>config.yaml in etcd\n"
+		"                           (demo types; waits up to 10 s for the first)\n"
+		"      --prefix P           the etcd key prefix (with --etcd)\n"
 		"  -v, --verbose            log connections and closes to stderr\n"
 		"  -h, --help               this text, on stdout\n"
 		"  -V, --version            the version (of the libureg loaded)\n\n"
@@ -126,9 +138,31 @@ static void raise_nofile(unsigned conns, int verbose)
 			(unsigned long long)was, (unsigned long long)rl.rlim_max, conns);
 }
 
+/* --etcd: a config with the demo types that follows etcd */
+static int start_etcd(struct ureg_config_etcd_opts *eo, ureg_config **out)
+{
+	ureg_config *cfg;
+	int rc;
+
+	if ((rc = ureg_config_new(&cfg)))
+		goto fail;
+	if ((rc = demo_register(cfg)) || (rc = ureg_config_etcd_start(cfg, eo))) {
+		ureg_config_destroy(cfg);
+		goto fail;
+	}
+	if (ureg_config_etcd_wait(cfg, 1, 10000))
+		fprintf(stderr, "ureg-agent-server: no configuration from %s yet; "
+			"serving without one until it comes\n", eo->endpoints);
+	*out = cfg;
+	return 0;
+fail:
+	fprintf(stderr, "ureg-agent-server: %s\n", ureg_last_error());
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN, O_REPORT, O_SOCKBUF };
+	enum { O_MSG = 256, O_RUNS, O_SOFT, O_HARD, O_STALL, O_CONNS, O_QUOTA, O_ORIGIN, O_REPORT, O_SOCKBUF, O_ETCD, O_PREFIX };
 	static const struct option longopts[] = {
 		{ "host", required_argument, NULL, 'H' },
 		{ "port", required_argument, NULL, 'p' },
@@ -143,12 +177,15 @@ int main(int argc, char **argv)
 		{ "allow-origin", required_argument, NULL, O_ORIGIN },
 		{ "report-ms", required_argument, NULL, O_REPORT },
 		{ "sock-buf", required_argument, NULL, O_SOCKBUF },
+		{ "etcd", required_argument, NULL, O_ETCD },
+		{ "prefix", required_argument, NULL, O_PREFIX },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct agent_server_opts o = { .host = "127.0.0.1", .port = 8080, .workers = 2 };
+	struct ureg_config_etcd_opts eo = { 0 };
 	struct agent_server *srv;
 	struct agent_server_stats st;
 	sigset_t set;
@@ -183,6 +220,8 @@ int main(int argc, char **argv)
 				ok = parse_size(optarg, &o.sock_buf) && o.sock_buf >= 4096 &&
 				     o.sock_buf <= (64u << 20);
 			break;
+		case O_ETCD: eo.endpoints = optarg; break;
+		case O_PREFIX: eo.prefix = optarg; break;
 		case 'v': o.verbose = 1; break;
 		case 'h': usage(stdout); return 0;
 		case 'V': printf("ureg-agent-server (ureg) %s\n", ureg_version()); return 0;
@@ -202,6 +241,11 @@ int main(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
+	if (!eo.endpoints != !eo.prefix) {
+		fprintf(stderr, "ureg-agent-server: --etcd and --prefix go together\n");
+		usage(stderr);
+		return 2;
+	}
 	/* signals are taken by sigwait below, not by any server thread */
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -210,6 +254,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(o.max_conns ? o.max_conns : AGENT_SERVER_MAX_CONNS, o.verbose);
 
+	if (eo.endpoints && (rc = start_etcd(&eo, &o.config)))
+		return 1;
 	if ((rc = agent_server_start(&o, &srv))) {
 		fprintf(stderr, "ureg-agent-server: cannot listen on %s:%d: %s\n",
 			o.host, o.port, ureg_strerror(rc));
@@ -220,6 +266,7 @@ int main(int argc, char **argv)
 	sigwait(&set, &sig);
 	agent_server_stats(srv, &st);
 	agent_server_stop(srv);
+	ureg_config_destroy(o.config); /* stops the etcd source */
 	fprintf(stderr, "ureg-agent-server: %llu sessions, %llu runs, %llu events sent, "
 		"%llu leaked context bytes, %llu leaked instances\n",
 		(unsigned long long)st.sessions_total, (unsigned long long)st.runs,

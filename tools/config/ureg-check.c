@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "etcd_tool.h"
 
 static const char *prog = "ureg-check";
 
@@ -20,6 +21,7 @@ static void help(void)
 {
 	printf("Usage: %s [OPTION]... CONFIG...\n"
 	       "  or:  %s [OPTION]... --plan OLD NEW\n"
+	       "  or:  %s [OPTION]... --etcd=URL[,URL...] --prefix=P [--plan NEW]\n"
 	       "Validate ureg configuration files (YAML, see ureg/config.h): every error\n"
 	       "is printed as FILE:LINE:COLUMN: error: REASON.  Validation is a dry run:\n"
 	       "types, providers and plugins are resolved, no constructor runs.\n"
@@ -28,6 +30,10 @@ static void help(void)
 	       CLI_CONFIG_HELP
 	       "      --plan           load OLD, then print the reload diff OLD -> NEW:\n"
 	       "                       + added, ~ changed, - removed\n"
+	       "      --etcd=URL       check the fleet's document <P>config.yaml in etcd\n"
+	       "                       (prints etcd:KEY@REVISION: ok); with --plan NEW,\n"
+	       "                       the diff from etcd's document to NEW\n"
+	       "      --prefix=P       the key prefix in etcd (with --etcd)\n"
 	       "  -m, --max-errors=N   print at most N errors per file (1-%d, default %d)\n"
 	       "  -q, --quiet          print nothing for a valid file\n"
 	       "  -h, --help           display this help and exit\n"
@@ -37,11 +43,12 @@ static void help(void)
 	       "  0  every CONFIG is valid (--plan: both are)\n"
 	       "  1  a CONFIG is invalid or unreadable, or a --plugin cannot be loaded\n"
 	       "  2  usage error (unknown option, bad number, missing CONFIG)\n"
+	       "  4  --etcd: etcd unreachable, or no document under the prefix\n"
 	       "\n"
 	       "Examples:\n"
 	       "  %s --demo tools/example.yaml\n"
 	       "  %s --plugin ./libmytypes.so services.yaml\n",
-	       prog, prog, UREG_CONFIG_MAX_ERRORS, UREG_CONFIG_MAX_ERRORS, prog, prog);
+	       prog, prog, prog, UREG_CONFIG_MAX_ERRORS, UREG_CONFIG_MAX_ERRORS, prog, prog);
 }
 
 static long max_errors = UREG_CONFIG_MAX_ERRORS;
@@ -88,6 +95,42 @@ static int plan(const char *old, const char *nw)
 	return bad;
 }
 
+/* --etcd: check etcd's document, or (@newer) the diff from it to @newer */
+static int check_etcd(const char *url, const char *prefix, const char *newer, bool quiet)
+{
+	struct ureg_config_errors errs = { 0 };
+	struct ureg_config_plan p = { 0 };
+	ureg_config *cfg;
+	char name[512];
+	uint64_t rev = 0;
+	int rc, bad;
+
+	if (cli_config_new(prog, &c, &cfg))
+		return 1;
+	/* the etcd document must load (not a dry run) for a plan against it */
+	rc = etcd_tool_load(cfg, url, prefix, newer ? 0 : UREG_CONFIG_DRY_RUN, NULL,
+			    &errs, &rev, name, sizeof(name));
+	if (rc && rc != -EBADMSG && rc != -ENOMEM) {
+		fprintf(stderr, "%s: %s\n", prog, ureg_last_error());
+		cli_config_done(&c, cfg);
+		return 4;
+	}
+	bad = report(name, rc, &errs);
+	if (!bad && newer) {
+		bad = report(newer, ureg_config_reload(cfg, newer, UREG_CONFIG_DRY_RUN, &p,
+						       &errs), &errs);
+		if (!bad) {
+			printf("plan %s -> %s:\n", name, newer);
+			ureg_config_plan_print(&p, stdout);
+		}
+	} else if (!bad && !quiet) {
+		printf("%s: ok\n", name);
+	}
+	ureg_config_plan_free(&p);
+	cli_config_done(&c, cfg);
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -98,11 +141,14 @@ int main(int argc, char **argv)
 		{ "plan", no_argument, NULL, 'P' },
 		{ "max-errors", required_argument, NULL, 'm' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "etcd", required_argument, NULL, 'E' },
+		{ "prefix", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	bool want_plan = false, quiet = false;
+	const char *etcd = NULL, *prefix = NULL;
 	int o, bad = 0;
 
 	while ((o = getopt_long(argc, argv, "p:t:m:qhV", opts, NULL)) != -1) {
@@ -126,6 +172,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'q': quiet = true; break;
+		case 'E': etcd = optarg; break;
+		case 'X': prefix = optarg; break;
 		case 'h':
 		case 'V':
 			cli_config_free(&c);
@@ -135,6 +183,17 @@ int main(int argc, char **argv)
 			cli_config_free(&c);
 			return cli_usage_error(prog);
 		}
+	}
+	if (etcd || prefix) {
+		if (!etcd || !prefix || argc - optind != (want_plan ? 1 : 0)) {
+			fprintf(stderr, "%s: --etcd and --prefix go together, with one NEW "
+				"for --plan, no CONFIG otherwise\n", prog);
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
+		bad = check_etcd(etcd, prefix, want_plan ? argv[optind] : NULL, quiet);
+		cli_config_free(&c);
+		return bad;
 	}
 	if (want_plan ? argc - optind != 2 : optind == argc) {
 		fprintf(stderr, "%s: %s\n", prog, want_plan ?

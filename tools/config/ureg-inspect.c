@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "etcd_tool.h"
 
 static const char *prog = "ureg-inspect";
 
@@ -25,6 +26,7 @@ static const char *prog = "ureg-inspect";
 static void help(void)
 {
 	printf("Usage: %s [OPTION]... CONFIG\n"
+	       "  or:  %s [OPTION]... --etcd=URL[,URL...] --prefix=P\n"
 	       "Load the ureg configuration CONFIG and print its registries, their type\n"
 	       "chains, every entry (kind, scope, rank, provider, file:line:column,\n"
 	       "generation) and the user contexts with their instances and memory.\n"
@@ -37,6 +39,9 @@ static void help(void)
 	       "  -c, --contexts=N     create N user contexts (0-%d, default 1), named\n"
 	       "                       inspect, inspect-2, ...\n"
 	       "      --no-instances   same as --contexts=0\n"
+	       "      --etcd=URL       load the fleet's document <P>config.yaml from etcd\n"
+	       "                       instead of CONFIG (its revision is the generation)\n"
+	       "      --prefix=P       the key prefix in etcd (with --etcd)\n"
 	       "  -h, --help           display this help and exit\n"
 	       "  -V, --version        output version information and exit\n"
 	       "\n"
@@ -45,12 +50,13 @@ static void help(void)
 	       "  1  CONFIG is invalid or unreadable (errors on stderr as\n"
 	       "     FILE:LINE:COLUMN: error: REASON), a --plugin cannot be loaded,\n"
 	       "     or the report failed\n"
+	       "  4  --etcd: etcd unreachable, or no document under the prefix\n"
 	       "  2  usage error (unknown option, bad number, not one CONFIG)\n"
 	       "\n"
 	       "Examples:\n"
 	       "  %s --demo tools/example.yaml\n"
 	       "  %s --plugin ./libmytypes.so --json services.yaml\n",
-	       prog, MAX_CONTEXTS, prog, prog);
+	       prog, prog, MAX_CONTEXTS, prog, prog);
 }
 
 /* One instance of every factory of every registry in @ctx. */
@@ -74,8 +80,12 @@ static void instantiate(ureg_config *cfg, ureg_ctx *ctx)
 	ureg_keys_free(names);
 }
 
+static const char *etcd, *prefix;
+
 static int inspect(struct cli_config *c, const char *path, bool json, long nctx)
 {
+	char name[512];
+	uint64_t rev = 0;
 	struct ureg_config_errors errs = { 0 };
 	ureg_ctx *ctx[MAX_CONTEXTS] = { 0 };
 	ureg_config *cfg;
@@ -83,15 +93,21 @@ static int inspect(struct cli_config *c, const char *path, bool json, long nctx)
 
 	if (cli_config_new(prog, c, &cfg))
 		return 1;
-	if ((rc = ureg_config_load(cfg, path, &errs))) {
+	if (etcd)
+		rc = etcd_tool_load(cfg, etcd, prefix, 0, NULL, &errs, &rev, name, sizeof(name));
+	else
+		rc = ureg_config_load(cfg, path, &errs);
+	if (rc) {
 		if (!ureg_config_errors_print(&errs, stderr))
-			fprintf(stderr, "%s: error: %s\n", path, ureg_last_error());
+			fprintf(stderr, "%s: error: %s\n", etcd ? name : path, ureg_last_error());
 		ureg_config_errors_free(&errs);
 		if (rc == -EBADMSG)
 			cli_hint(prog, c);
 		cli_config_done(c, cfg);
-		return 1;
+		return rc == -EBADMSG || rc == -ENOMEM || !etcd ? 1 : 4;
 	}
+	if (etcd && !json)
+		printf("# %s (generation %llu)\n", name, (unsigned long long)rev);
 	for (long i = 0; i < nctx; i++) {
 		char name[32];
 		if (i)
@@ -120,6 +136,8 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "contexts", required_argument, NULL, 'c' },
 		{ "no-instances", no_argument, NULL, 'I' },
+		{ "etcd", required_argument, NULL, 'E' },
+		{ "prefix", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
@@ -149,6 +167,8 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'I': nctx = 0; break;
+		case 'E': etcd = optarg; break;
+		case 'X': prefix = optarg; break;
 		case 'h':
 		case 'V':
 			cli_config_free(&c);
@@ -158,6 +178,16 @@ int main(int argc, char **argv)
 			cli_config_free(&c);
 			return cli_usage_error(prog);
 		}
+	}
+	if (etcd || prefix) {
+		if (!etcd || !prefix || optind != argc) {
+			fprintf(stderr, "%s: --etcd and --prefix go together, without CONFIG\n", prog);
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
+		rc = inspect(&c, NULL, json, nctx);
+		cli_config_free(&c);
+		return rc;
 	}
 	if (argc - optind != 1) {
 		fprintf(stderr, "%s: %s\n", prog, optind == argc ? "no CONFIG given" :
