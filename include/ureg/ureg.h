@@ -91,6 +91,7 @@ typedef struct ureg_type {
 	int (*on_create)(ureg_registry *reg, const char *key, void *instance,
 			 ureg_ctx *ctx, void *on_create_arg);
 	void *on_create_arg;
+	void *reserved[4]; /* zero (-EINVAL otherwise): <ureg/api.h>, ABI */
 } ureg_type;
 
 /* ------------------------------------------------------------------ */
@@ -139,6 +140,7 @@ struct ureg_factory {
 	void (*arg_free)(void *arg);
 	void (*instance_destroy)(void *instance, ureg_ctx *ctx);
 	ureg_anchor *anchor;
+	void *reserved[4]; /* zero (-EINVAL otherwise): <ureg/api.h>, ABI */
 };
 
 /**
@@ -150,6 +152,7 @@ struct ureg_factory {
 struct ureg_anchor {
 	long refs; /* private: use ureg_anchor_get / ureg_anchor_put */
 	void (*release)(ureg_anchor *anchor);
+	void *reserved[2]; /* private, zeroed by ureg_anchor_init (ABI) */
 };
 
 /** ureg_anchor_init - set @a to one reference owned by the caller. Any thread. */
@@ -348,6 +351,7 @@ struct ureg_drain_holder {
 	const ureg_ctx *ctx;
 	char name[UREG_NAME_MAX + 1];
 	size_t instances;
+	uint64_t reserved[2]; /* zeroed: room for fields (ABI) */
 };
 
 /**
@@ -370,6 +374,7 @@ struct ureg_drain_report {
 	size_t other;
 	size_t nholders;
 	struct ureg_drain_holder holders[UREG_DRAIN_HOLDERS_MAX];
+	uint64_t reserved[4]; /* zeroed: room for fields (ABI) */
 };
 
 /**
@@ -551,6 +556,7 @@ struct ureg_entry_info {
 	unsigned source_column;  /* 1-based; 0 when unknown */
 	int rank;                /* rank of the provider ureg_get uses first */
 	unsigned providers;      /* singletons + factories under the key */
+	uint64_t reserved[4];    /* zeroed: room for fields (ABI) */
 };
 
 /**
@@ -575,6 +581,7 @@ struct ureg_provider_info {
 	bool active;
 	void *item;
 	enum ureg_scope scope;
+	uint64_t reserved[2]; /* zeroed: room for fields (ABI) */
 };
 
 /**
@@ -730,6 +737,7 @@ struct ureg_source {
 	const char *file;      /* config file */
 	unsigned line;
 	unsigned column;
+	void *reserved[2];     /* zero (-EINVAL otherwise): ABI */
 };
 
 typedef struct ureg_batch ureg_batch;

@@ -125,8 +125,11 @@ int ureg_batch_put(ureg_batch *b, const char *key, void *item,
 	if ((rc = ureg__key_prepare(key, &k)))
 		return rc;
 	if (f && (!f->create || (f->scope != UREG_SCOPE_TRANSIENT &&
-				 f->scope != UREG_SCOPE_CONTEXT)))
-		return ureg__err(-EINVAL, "batch_put: factory for '%s' has no create function or a bad scope", key);
+				 f->scope != UREG_SCOPE_CONTEXT) ||
+		  !ureg__reserved_zero(f->reserved)))
+		return ureg__err(-EINVAL, "batch_put: factory for '%s' has no create function, a bad scope or nonzero reserved fields", key);
+	if (src && !ureg__reserved_zero(src->reserved))
+		return ureg__err(-EINVAL, "batch_put: source of '%s' has nonzero reserved fields", key);
 	if (op_find(b, &k))
 		return ureg__err(-EEXIST, "batch_put: key '%s' is already in this batch", key);
 	if (idx_reserve(b))
@@ -235,8 +238,11 @@ int ureg_batch_add(ureg_batch *b, const char *key, void *item,
 	if (!item && !f)
 		return ureg__err(-EINVAL, "batch_add: neither an item nor a factory for '%s'", key);
 	if (f && (!f->create || (f->scope != UREG_SCOPE_TRANSIENT &&
-				 f->scope != UREG_SCOPE_CONTEXT)))
-		return ureg__err(-EINVAL, "batch_add: factory for '%s' has no create function or a bad scope", key);
+				 f->scope != UREG_SCOPE_CONTEXT) ||
+		  !ureg__reserved_zero(f->reserved)))
+		return ureg__err(-EINVAL, "batch_add: factory for '%s' has no create function, a bad scope or nonzero reserved fields", key);
+	if (src && !ureg__reserved_zero(src->reserved))
+		return ureg__err(-EINVAL, "batch_add: source of '%s' has nonzero reserved fields", key);
 	if (!(op = op_find(b, &k))) {
 		/* the key's first provider in this batch: a put */
 		if ((rc = ureg_batch_put(b, key, item, f, src)))

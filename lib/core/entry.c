@@ -127,6 +127,7 @@ void ureg_anchor_init(ureg_anchor *a, void (*release)(ureg_anchor *a))
 {
 	a->refs = 1;
 	a->release = release;
+	memset(a->reserved, 0, sizeof(a->reserved));
 }
 
 void ureg_anchor_get(ureg_anchor *a)

@@ -52,6 +52,18 @@
 #define UREG_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define UREG_TLS __thread __attribute__((tls_model("initial-exec")))
 
+/* Reserved fields of a public struct the caller filled are all zero
+ * (<ureg/api.h>, ABI policy). */
+#define ureg__reserved_zero(arr) ureg__all_zero((arr), sizeof(arr))
+static inline bool ureg__all_zero(const void *p, size_t n)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		if (c[i])
+			return false;
+	return true;
+}
+
 /* ---- per-thread state (rcu_thread.c) ----
  * struct ureg__thread and ureg__thread itself are declared in ureg.h (its
  * private part), because the opt-in inline read path reaches them; the

@@ -100,6 +100,9 @@ int ureg__mutate(ureg_registry *reg, const char *key,
 		    f->scope != UREG_SCOPE_CONTEXT)
 			return ureg__err(-EINVAL, "registry '%s': factory for '%s' has bad scope %d",
 					 reg->name, key, (int)f->scope);
+		if (!ureg__reserved_zero(f->reserved))
+			return ureg__err(-EINVAL, "registry '%s': factory for '%s' has nonzero reserved fields",
+					 reg->name, key);
 		kind = op == OP_FACTORY ? UREG_EV_REGISTERED : UREG_EV_REPLACED;
 		break;
 	case OP_UNREGISTER:
@@ -368,6 +371,7 @@ int ureg_entry_info(ureg_registry *reg, const char *key,
 		return rc;
 	if (!e)
 		return ureg__miss(-ENOENT, "entry_info: no such key:", reg, key);
+	memset(info, 0, sizeof(*info));
 	info->has_singleton = e->item != NULL;
 	info->has_factory = e->fbox != NULL;
 	info->scope = e->fbox ? e->fbox->f.scope : UREG_SCOPE_TRANSIENT;
@@ -385,6 +389,7 @@ static void provider_fill(struct ureg_provider_info *p, int rank, bool active,
 			  const struct ureg_item_box *ib,
 			  const struct ureg_factory_box *fb)
 {
+	memset(p, 0, sizeof(*p));
 	p->what = ib ? UREG_SINGLETON : UREG_FACTORY;
 	p->rank = rank;
 	p->active = active;

@@ -112,6 +112,8 @@ int ureg_registry_new(const ureg_type *type, const char *name,
 		return ureg__err(-EINVAL, "registry_new: out is NULL");
 	if (!type || !type->name)
 		return ureg__err(-EINVAL, "registry_new: type or type name is NULL");
+	if (!ureg__reserved_zero(type->reserved))
+		return ureg__err(-EINVAL, "registry_new: type '%s' has nonzero reserved fields", type->name);
 	if ((rc = ureg__name_check(name, "registry")))
 		return rc;
 	reg = ureg__calloc(1, sizeof(*reg) +
