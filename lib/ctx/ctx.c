@@ -86,7 +86,7 @@ void ureg__ctx_lock_all(void)
 
 	lock_take(&all_lock);
 	for_each_ctx(ctx)
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 }
 
 void ureg__ctx_unlock_all(void)
@@ -94,7 +94,7 @@ void ureg__ctx_unlock_all(void)
 	ureg_ctx *ctx;
 
 	for_each_ctx(ctx)
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 	lock_drop(&all_lock);
 }
 
@@ -285,11 +285,11 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 
 	/* newest first; destructors may free context memory (takes lock) */
 	while (ctx->inst) {
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 		in = ctx->inst->newest;
 		if (in)
 			ureg__ctx_instance_unlink(ctx, in); /* the map is dropped whole below */
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		if (!in)
 			break;
 		ureg__ctx_instance_destroy(ctx, in);
@@ -307,7 +307,13 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	 * probing the cache: free it at once */
 	ureg__free(ctx->cache);
 	if (ctx->inst) {
-		ureg__free(ctx->inst->slot);
+		struct ctx_use *u, *un;
+		for (u = ctx->inst->uses; u; u = un) {
+			un = u->next;
+			ureg__free(u);
+		}
+		ptrmap_free(&ctx->inst->by_obj);
+		ptrmap_free(&ctx->inst->by_serial);
 		ureg__free(ctx->inst);
 	}
 	if (!spare_put(ctx)) {
@@ -327,9 +333,9 @@ int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes)
 {
 	if (!ctx)
 		return ureg__err(-EINVAL, "ctx_set_quota: context is NULL");
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	ctx->quota = bytes;
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	return 0;
 }
 
@@ -337,7 +343,7 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 {
 	if (!ctx || !st)
 		return ureg__err(-EINVAL, "ctx_stats: NULL context or stats");
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	st->live_bytes = ctx->live_bytes;
 	st->peak_bytes = ctx->peak_bytes;
 	st->allocations = ctx->allocations;
@@ -347,7 +353,7 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 	st->arena = ctx->arena;
 	st->dedicated = ctx->dedicated;
 	st->waiting = ctx->waiting;
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	return 0;
 }
 
@@ -381,52 +387,80 @@ static inline struct creation *frame_of(ureg_ctx *ctx)
 	return NULL;
 }
 
-static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero)
+/*
+ * Allocate @size bytes in @ctx.  @for_obj: an instance of @ctx the block
+ * is counted for (ureg_ctx_alloc_for), else NULL: a block of the
+ * innermost creation this thread runs in @ctx (counted for its entry if
+ * the creation succeeds, freed if it fails), or the context's own.
+ */
+static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj)
 {
 	int flags = alloc_flags(ctx) | zero;
 	struct creation *frame;
-	struct alloc_hdr *h;
+	struct ctx_blk *b;
+	struct ctx_use *use = NULL;
 	size_t total, usable;
 
 	if (size == 0 || size > SIZE_MAX / 2) {
 		errno = EINVAL;
 		return NULL;
 	}
-	total = size + sizeof(*h);
+	total = size + sizeof(*b);
 	usable = usable_size(total, flags);
 	if (!usable) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	frame = ureg__ctx_creating ? frame_of(ctx) : NULL;
-	lock_take(&ctx->lock);
+	frame = ureg__ctx_creating && !for_obj ? frame_of(ctx) : NULL;
+	ctx_lock(ctx);
+	if (UREG_UNLIKELY(for_obj)) {
+		struct ureg_instance *in = ctx->inst ?
+			ptrmap_find(&ctx->inst->by_obj, (uintptr_t)for_obj) : NULL;
+		if (!in) {
+			ctx_unlock(ctx);
+			ureg__err(-ENOENT, "context '%s': alloc_for: %p is not one of its instances",
+				  ctx->name, for_obj);
+			errno = ENOENT;
+			return NULL;
+		}
+		use = in->use;
+	}
 	if (ctx->quota && ctx->live_bytes + usable > ctx->quota) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		ureg__err(-EDQUOT, "context '%s': %zu more bytes would pass its quota of %zu",
 			  ctx->name, usable, ctx->quota);
 		errno = EDQUOT;
 		return NULL;
 	}
-	h = ureg__fault_hit() ? NULL : mallocx(total, flags);
-	if (!h) {
-		lock_drop(&ctx->lock);
+	b = ureg__fault_hit() ? NULL : mallocx(total, flags);
+	if (!b) {
+		ctx_unlock(ctx);
 		errno = ENOMEM;
 		return NULL;
 	}
-	hdr_init(h, usable);
+	hdr_init(&b->link, usable);
+	b->use = use;
 	if (frame) {
-		hdr_add_tail(&frame->allocs, h);
+		if (!frame->allocated)
+			frame->peak_before = ctx->peak_bytes;
+		hdr_add_tail(&frame->allocs, &b->link);
 		frame->allocated++;
 	} else {
-		hdr_add_tail(&ctx->allocs, h);
+		hdr_add_tail(&ctx->allocs, &b->link);
+	}
+	if (use) {
+		use->bytes += usable;
+		use->blocks++;
+		if (use->bytes > use->peak)
+			use->peak = use->bytes;
 	}
 	ctx->live_bytes += usable;
 	if (ctx->live_bytes > ctx->peak_bytes)
 		ctx->peak_bytes = ctx->live_bytes;
 	ctx->allocations++;
 	ctx->total_allocations++;
-	lock_drop(&ctx->lock);
-	return h + 1;
+	ctx_unlock(ctx);
+	return b + 1;
 }
 
 void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size)
@@ -435,7 +469,7 @@ void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return ctx_alloc(ctx, size, 0);
+	return ctx_alloc(ctx, size, 0, NULL);
 }
 
 void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size)
@@ -444,7 +478,7 @@ void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return ctx_alloc(ctx, n * size, MALLOCX_ZERO);
+	return ctx_alloc(ctx, n * size, MALLOCX_ZERO, NULL);
 }
 
 char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s)
@@ -454,25 +488,71 @@ char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s)
 		return NULL;
 	}
 	size_t n = strlen(s) + 1;
-	char *d = ctx_alloc(ctx, n, 0);
+	char *d = ctx_alloc(ctx, n, 0, NULL);
 	if (d)
 		memcpy(d, s, n);
 	return d;
 }
 
+void *ureg_ctx_alloc_for(ureg_ctx *ctx, const void *instance, size_t size)
+{
+	if (!ctx || !instance) {
+		ureg__err(-EINVAL, "ctx_alloc_for: NULL context or instance");
+		errno = EINVAL;
+		return NULL;
+	}
+	return ctx_alloc(ctx, size, 0, instance);
+}
+
+void *ureg_ctx_calloc_for(ureg_ctx *ctx, const void *instance, size_t n, size_t size)
+{
+	if (!ctx || !instance || (size && n > SIZE_MAX / size)) {
+		ureg__err(-EINVAL, "ctx_calloc_for: NULL context or instance, or overflow");
+		errno = EINVAL;
+		return NULL;
+	}
+	return ctx_alloc(ctx, n * size, MALLOCX_ZERO, instance);
+}
+
 void ureg_ctx_free(ureg_ctx *ctx, void *p)
 {
-	struct alloc_hdr *h;
+	struct ctx_blk *b;
 
 	if (!ctx || !p)
 		return;
-	h = (struct alloc_hdr *)p - 1;
-	lock_take(&ctx->lock);
+	b = blk_of(p);
+	ctx_lock(ctx);
 	/* the context's list or a creation frame's: unlinking needs neither */
-	hdr_unlink(h);
-	size_t usable = hdr_size(h);
+	hdr_unlink(&b->link);
+	size_t usable = hdr_size(&b->link);
+	if (b->use) {
+		b->use->bytes -= usable;
+		b->use->blocks--;
+	}
 	ctx->live_bytes -= usable;
 	ctx->allocations--;
-	lock_drop(&ctx->lock);
-	sdallocx(h, usable, free_flags(ctx));
+	ctx_unlock(ctx);
+	sdallocx(b, usable, free_flags(ctx));
+}
+
+int ureg_ctx_entries(ureg_ctx *ctx,
+		     int (*fn)(const struct ureg_ctx_entry *e, void *arg), void *arg)
+{
+	struct ureg_ctx_entry e;
+	int rc = 0;
+
+	if (!ctx || !fn)
+		return ureg__err(-EINVAL, "ctx_entries: NULL context or callback");
+	ctx_lock(ctx);
+	for (struct ctx_use *u = ctx->inst ? ctx->inst->uses : NULL; u && !rc; u = u->next) {
+		e.registry = u->registry;
+		e.key = u->key;
+		e.instances = u->instances;
+		e.bytes = u->bytes;
+		e.peak_bytes = u->peak;
+		e.allocations = u->blocks;
+		rc = fn(&e, arg);
+	}
+	ctx_unlock(ctx);
+	return rc;
 }

@@ -60,36 +60,33 @@ void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
 /* Under ctx->lock: out of the creation-order list (not the map). */
 void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
 {
-	struct ctx_instances *ci = ctx->inst;
+	struct ctx_book *b = ctx->inst;
 
 	if (in->prev)
 		in->prev->next = in->next;
 	else
-		ci->oldest = in->next;
+		b->oldest = in->next;
 	if (in->next)
 		in->next->prev = in->prev;
 	else
-		ci->newest = in->prev;
-	ci->count--;
+		b->newest = in->prev;
+	b->count--;
+	in->use->instances--;
 }
 
 /* ------------------------------------------------------------ creations */
 
-/* Under ctx->lock. */
-static void frame_open_locked(struct creation *c, ureg_ctx *ctx, const char *key)
+/* No lock: the frame is this thread's until ureg__ctx_creating points to
+ * it, and ctx_alloc() notes peak_before (under the context lock) at the
+ * frame's first allocation. */
+static void frame_open(struct creation *c, ureg_ctx *ctx, const char *key)
 {
 	c->parent = ureg__ctx_creating;
 	c->ctx = ctx;
 	c->key = key;
 	hdr_list_init(&c->allocs);
 	c->allocated = 0;
-	c->peak_before = ctx->peak_bytes;
-}
-
-/* Under ctx->lock.  Success: the frame's blocks become the context's. */
-static void frame_keep_locked(struct creation *c)
-{
-	hdr_splice_tail(&c->ctx->allocs, &c->allocs);
+	c->peak_before = 0;
 }
 
 /* Under ctx->lock.  Failure: free what the creation allocated, restore
@@ -109,7 +106,7 @@ static void frame_rollback_locked(struct creation *c)
 	}
 	ctx->total_allocations -= c->allocated;
 	/* the failed creation's own high-water mark does not count */
-	if (ctx->peak_bytes > c->peak_before)
+	if (c->allocated && ctx->peak_bytes > c->peak_before)
 		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
 			ctx->live_bytes : c->peak_before;
 }
@@ -137,89 +134,85 @@ static void record_free(struct ureg_instance *in)
 	sdallocx(in, sizeof(*in), 0);
 }
 
-static struct ctx_instances *instances_of(ureg_ctx *ctx)
+static struct ctx_book *book_of(ureg_ctx *ctx)
 {
-	if (!ctx->inst)
-		ctx->inst = ureg__calloc(1, sizeof(*ctx->inst));
-	return ctx->inst;
+	struct ctx_book *b = ctx->inst;
+
+	if (b)
+		return b;
+	if (!(b = ureg__calloc(1, sizeof(*b))))
+		return NULL;
+	ptrmap_init(&b->by_obj, offsetof(struct ureg_instance, obj));
+	ptrmap_init(&b->by_serial, offsetof(struct ctx_use, serial));
+	b->uses_tail = &b->uses;
+	return ctx->inst = b;
 }
 
-static inline uint32_t ptr_hash(const void *p)
+/* Under ctx->lock: the use record of @fb's entry, made (and kept until
+ * the context goes) at its first instance; NULL when out of memory. */
+static struct ctx_use *use_of(struct ctx_book *b, struct ureg_factory_box *fb)
 {
-	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
+	_Static_assert(sizeof(uint64_t) == sizeof(uintptr_t), "serials are map keys");
+	struct ctx_use *u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
+	size_t rl, kl;
+
+	if (u)
+		return u;
+	rl = strlen(fb->reg->name) + 1;
+	kl = strlen(fb->key) + 1;
+	if (ptrmap_reserve(&b->by_serial, 1) || !(u = ureg__malloc(sizeof(*u) + rl + kl)))
+		return NULL;
+	memset(u, 0, sizeof(*u));
+	u->serial = fb->serial;
+	memcpy(u->names, fb->reg->name, rl);
+	memcpy(u->names + rl, fb->key, kl);
+	u->registry = u->names;
+	u->key = u->names + rl;
+	ptrmap_insert(&b->by_serial, u);
+	*b->uses_tail = u;
+	b->uses_tail = &u->next;
+	return u;
 }
 
 /*
- * Under ctx->lock: hold room for one more record, taken before a factory
- * runs so that the insert after it cannot fail; -ENOMEM leaves the map as
- * it was.
+ * Under ctx->lock, after the factory succeeded: record the instance (its
+ * entry's use record, the object map, creation order) and make the
+ * frame's blocks the context's, counted for that entry.  -ENOMEM (a map
+ * or the use record could not grow) leaves every record as it was and the
+ * frame's blocks on the frame, for the caller to roll back.
  */
-static int map_reserve(ureg_ctx *ctx)
+static int book_keep_locked(ureg_ctx *ctx, struct creation *c,
+			    struct ureg_instance *in, struct ureg_factory_box *fb)
 {
-	struct ctx_instances *m = instances_of(ctx);
-	struct ureg_instance **ns;
-	uint32_t n;
+	struct ctx_book *b = book_of(ctx);
+	struct ctx_use *u;
+	struct alloc_hdr *h;
+	size_t bytes = 0, blocks = 0;
 
-	if (!m)
+	if (!b || ptrmap_reserve(&b->by_obj, 1) || !(u = use_of(b, fb)))
 		return -ENOMEM;
-	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
-		m->reserved++;
-		return 0;
+	for (h = hdr_next(&c->allocs); h != &c->allocs; h = hdr_next(h)) {
+		((struct ctx_blk *)h)->use = u;
+		bytes += hdr_size(h);
+		blocks++;
 	}
-	n = m->slot ? (m->mask + 1) * 2 : 8;
-	if (!(ns = ureg__calloc(n, sizeof(*ns))))
-		return -ENOMEM;
-	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
-		if (!m->slot[i])
-			continue;
-		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
-		while (ns[j])
-			j = (j + 1) & (n - 1);
-		ns[j] = m->slot[i];
-	}
-	ureg__free(m->slot);
-	m->slot = ns;
-	m->mask = n - 1;
-	m->reserved++;
+	hdr_splice_tail(&ctx->allocs, &c->allocs);
+	u->bytes += bytes;
+	u->blocks += blocks;
+	if (u->bytes > u->peak)
+		u->peak = u->bytes;
+	u->instances++;
+	in->use = u;
+	ptrmap_insert(&b->by_obj, in);
+	in->next = NULL;
+	in->prev = b->newest;
+	if (b->newest)
+		b->newest->next = in;
+	else
+		b->oldest = in;
+	b->newest = in;
+	b->count++;
 	return 0;
-}
-
-static void map_insert(struct ctx_instances *m, struct ureg_instance *in)
-{
-	uint32_t i = ptr_hash(in->obj) & m->mask;
-
-	while (m->slot[i])
-		i = (i + 1) & m->mask;
-	m->slot[i] = in;
-	m->used++;
-	m->reserved--;
-}
-
-/* Remove and return the record of @obj, or NULL. */
-static struct ureg_instance *map_take(struct ctx_instances *m, const void *obj)
-{
-	struct ureg_instance *in;
-	uint32_t i, j;
-
-	if (!m || !m->slot)
-		return NULL;
-	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
-		if (m->slot[i]->obj == obj)
-			break;
-	if (!(in = m->slot[i]))
-		return NULL;
-	/* backward-shift the rest of the cluster into the hole */
-	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
-		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
-		/* move j to i when its home is not cyclically in (i, j] */
-		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-			m->slot[i] = m->slot[j];
-			i = j;
-		}
-	}
-	m->slot[i] = NULL;
-	m->used--;
-	return in;
 }
 
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
@@ -233,32 +226,29 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 
 /*
  * Run @fb's factory in @ctx inside the creation frame @c and record the
- * instance (creation order list, object map).  @cached marks a
- * CONTEXT-scope instance.  No lock is held while the factory and the
- * on_create hook run.  On failure everything the creation allocated in
- * @ctx is freed again.
+ * instance (creation order, object map, its entry's use record).  @cached
+ * marks a CONTEXT-scope instance.  @ref: the caller hands over a
+ * reference on @fb that the instance keeps (dropped on failure); without
+ * it the instance takes one.  No lock is held while the factory and the
+ * on_create hook run; the context lock is taken once, after them (twice
+ * on failure).  On failure everything the creation allocated in @ctx is
+ * freed again.
  */
 static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
-			   struct ureg_factory_box *fb, bool cached,
+			   struct ureg_factory_box *fb, bool cached, bool ref,
 			   struct creation *c, void **out)
 {
 	struct ureg_instance *in;
 	void *obj = NULL;
 	int rc;
 
-	if (!(in = record_new()))
-		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
-				 reg->name, fb->key);
-	lock_take(&ctx->lock);
-	rc = map_reserve(ctx);
-	if (rc == 0)
-		frame_open_locked(c, ctx, fb->key);
-	lock_drop(&ctx->lock);
-	if (rc) {
-		record_free(in);
+	if (!(in = record_new())) {
+		if (ref)
+			ureg__fbox_put(fb);
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	}
+	frame_open(c, ctx, fb->key);
 	ureg__ctx_creating = c;
 	ureg__clear_err();
 	rc = fb->f.create(ctx, fb->f.arg, &obj);
@@ -277,34 +267,33 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 		}
 	}
 	ureg__ctx_creating = c->parent;
+	if (rc == 0) {
+		in->obj = obj;
+		in->fb = fb;
+		in->cached = cached;
+		ctx_lock(ctx);
+		rc = book_keep_locked(ctx, c, in, fb);
+		ctx_unlock(ctx);
+		if (rc) {
+			instance_destroy_unrecorded(fb, obj, ctx);
+			ureg__err(rc, "registry '%s': out of memory recording '%s' in context '%s'",
+				  reg->name, fb->key, ctx->name);
+		}
+	}
 	if (rc) {
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 		frame_rollback_locked(c);
-		ctx->inst->reserved--;
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		record_free(in);
+		if (ref)
+			ureg__fbox_put(fb);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
 				  reg->name, fb->key, ureg_strerror(rc));
 		return rc;
 	}
-	in->obj = obj;
-	in->fb = fb;
-	in->cached = cached;
-	in->next = NULL;
-	lock_take(&ctx->lock);
-	frame_keep_locked(c);
-	struct ctx_instances *ci = ctx->inst;
-	map_insert(ci, in);
-	in->prev = ci->newest;
-	if (ci->newest)
-		ci->newest->next = in;
-	else
-		ci->oldest = in;
-	ci->newest = in;
-	ci->count++;
-	lock_drop(&ctx->lock);
-	ureg__fbox_get(fb);
+	if (!ref)
+		ureg__fbox_get(fb);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;
@@ -316,7 +305,16 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	struct creation c;
 
 	c.owner = NULL;
-	return create_in_frame(ctx, reg, fb, cached, &c, out);
+	return create_in_frame(ctx, reg, fb, cached, false, &c, out);
+}
+
+int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
+			 struct ureg_factory_box *fb, void **out)
+{
+	struct creation c;
+
+	c.owner = NULL;
+	return create_in_frame(ctx, reg, fb, false, true, &c, out);
 }
 
 static inline uint32_t serial_hash(uint64_t serial)
@@ -442,11 +440,11 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	}
 
 	/* slow path: single-flight creation */
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	s = cache_find(ctx->cache, fb->serial);
 	obj = s ? s->obj : TOMB;
 	if (is_instance(obj)) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		*out = obj;
 		return 0;
 	}
@@ -456,7 +454,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 
 		rec = (struct creation *)((uintptr_t)obj & ~PENDING_TAG);
 		if (would_deadlock(ctx, rec, chain, sizeof(chain))) {
-			lock_drop(&ctx->lock);
+			ctx_unlock(ctx);
 			return ureg__err(-EDEADLK, "registry '%s': creation cycle in context '%s': %s",
 					 reg->name, ctx->name, chain);
 		}
@@ -464,10 +462,10 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		ctx->waiting++;
 		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
 		waiting.on = rec;
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		while (!__atomic_load_n(&rec->done, __ATOMIC_ACQUIRE))
 			futex_wait(&rec->done, 0);
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
 		waiting.on = NULL;
 		ctx->waiting--;
@@ -477,7 +475,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		 * last waiter has read it */
 		if (__atomic_sub_fetch(&rec->waiters, 1, __ATOMIC_RELEASE) == 0)
 			futex_wake(&rec->waiters, 1);
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		if (rc)
 			return ureg__err(rc, "registry '%s': creating '%s' in context '%s' failed (on another thread): %s",
 					 reg->name, fb->key, ctx->name, ureg_strerror(rc));
@@ -485,7 +483,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		return 0;
 	}
 	if (!s && !(s = cache_insert(ctx, fb->serial))) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		return ureg__err(-ENOMEM, "context '%s': out of memory", ctx->name);
 	}
 	c.owner = &waiting;
@@ -493,17 +491,17 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	c.done = 0;
 	c.waiters = 0;
 	__atomic_store_n(&s->obj, (void *)((uintptr_t)&c | PENDING_TAG), __ATOMIC_RELAXED);
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 
-	rc = create_in_frame(ctx, reg, fb, true, &c, &obj);
+	rc = create_in_frame(ctx, reg, fb, true, false, &c, &obj);
 
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	s = cache_find(ctx->cache, fb->serial); /* the table may have grown */
 	__atomic_store_n(&s->obj, rc == 0 ? obj : TOMB, __ATOMIC_RELEASE);
 	c.rc = rc;
 	c.obj = obj;
 	__atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	futex_wake(&c.done, INT_MAX);
 	for (;;) {
 		uint32_t w = __atomic_load_n(&c.waiters, __ATOMIC_ACQUIRE);
@@ -523,10 +521,10 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 	if (!ctx || !instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
 	ureg__rcu_ensure();
-	lock_take(&ctx->lock);
-	in = map_take(ctx->inst, instance);
+	ctx_lock(ctx);
+	in = ctx->inst ? ptrmap_take(&ctx->inst->by_obj, (uintptr_t)instance) : NULL;
 	if (!in) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
 				 ctx->name);
 	}
@@ -536,7 +534,7 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 		if (s && s->obj == instance)
 			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
 	}
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	ureg__ctx_instance_destroy(ctx, in);
 	return 0;
 }
@@ -551,10 +549,10 @@ size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb)
 {
 	size_t n = 0;
 
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	if (ctx->inst)
 		for (struct ureg_instance *in = ctx->inst->oldest; in; in = in->next)
 			n += in->fb == fb;
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	return n;
 }

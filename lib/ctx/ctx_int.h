@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "../core/internal.h"
+#include "ptrmap.h"
 
 #define TOMB ((void *)1)
 #define PENDING_TAG ((uintptr_t)2)
@@ -165,25 +166,59 @@ struct ctx_cache {
 	struct cache_slot slots[];
 };
 
+/*
+ * A block as the context hands it out: the list link (size class in its
+ * low bits), then the per-entry record the block's bytes count for (NULL:
+ * the context's own, unattributed), then the caller's memory.  32 bytes,
+ * so the memory stays 16-byte aligned.
+ */
+struct ctx_blk {
+	struct alloc_hdr link;
+	struct ctx_use *use;
+	uintptr_t reserved;
+};
+_Static_assert(sizeof(struct ctx_blk) == 32, "block header keeps 16-byte alignment");
+
+static inline struct ctx_blk *blk_of(void *p)
+{
+	return (struct ctx_blk *)p - 1;
+}
+
+/*
+ * Per registry entry (one factory registration, by serial), what the
+ * context holds for it: live instances, and the live blocks the factory
+ * allocated while creating them plus those allocated later with
+ * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
+ * successful creation in the context, kept until the context is destroyed
+ * (so the peak survives the entry's instances), in creation order.
+ */
+struct ctx_use {
+	struct ctx_use *next;
+	uint64_t serial;                 /* the ptrmap key */
+	size_t instances, bytes, peak, blocks;
+	const char *registry, *key;      /* copies, in names[] */
+	char names[];
+};
+
 struct ureg_instance {
 	struct ureg_instance *prev, *next; /* creation order */
-	void *obj;
+	void *obj;                         /* the ptrmap key */
 	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor, reg */
+	struct ctx_use *use;
 	bool cached;
 };
 
 /*
- * Object pointer -> instance record, so ureg_instance_release is O(1):
- * open addressing with linear probing, at most half full, deletion by
- * backward shift.  Under the context lock; allocated with the first
- * instance, so idle contexts do not pay for it.
+ * A context's bookkeeping, allocated with its first instance so idle
+ * contexts do not pay for it: the instances in creation order, object ->
+ * instance (so ureg_instance_release is O(1)), serial -> per-entry use.
  */
-struct ctx_instances {
+struct ctx_book {
 	struct ureg_instance *oldest, *newest;
 	size_t count;
-	uint32_t mask, used;
-	uint32_t reserved; /* creations in flight that hold a free slot */
-	struct ureg_instance **slot;
+	struct ptrmap by_obj;             /* -> struct ureg_instance */
+	struct ptrmap by_serial;          /* -> struct ctx_use */
+	struct ctx_use *uses, **uses_tail;
 };
 
 #define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
@@ -200,7 +235,7 @@ struct ureg_ctx {
 	uint32_t waiting;                 /* threads waiting on a creation */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
-		struct ctx_instances *inst; /* NULL until the first instance */
+		struct ctx_book *inst;      /* NULL until the first instance */
 		struct ureg_ctx *spare_next; /* while parked on a thread */
 	};
 	struct cds_list_head all_node;    /* all_contexts */
@@ -222,7 +257,7 @@ struct creation {
 	const char *key;
 	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
-	size_t peak_before;
+	size_t peak_before;               /* at its first allocation */
 	/* single flight (CONTEXT scope), under ctx->lock */
 	struct creation_wait *owner;      /* the creating thread */
 	uint32_t done;                    /* futex word: 0 running, 1 done */
@@ -236,6 +271,16 @@ struct creation_wait {
 	ureg_ctx *ctx;                    /* written under that ctx's lock */
 	struct creation *on;
 };
+
+static inline void ctx_lock(ureg_ctx *ctx)
+{
+	lock_take(&ctx->lock);
+}
+
+static inline void ctx_unlock(ureg_ctx *ctx)
+{
+	lock_drop(&ctx->lock);
+}
 
 #pragma GCC visibility push(hidden)
 

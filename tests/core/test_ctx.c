@@ -120,13 +120,13 @@ Test(ctx, allocations_are_charged_exactly_and_refunded_when_freed)
 	ureg_ctx_destroy(ctx);
 }
 
-Test(ctx, a_shared_context_charges_jemalloc_usable_size_with_the_16_byte_header)
+Test(ctx, a_shared_context_charges_jemalloc_usable_size_with_the_32_byte_header)
 {
 	ureg_ctx *ctx = new_ctx("hdr", UREG_CTX_SHARED);
 	size_t sizes[] = { 1, 8, 48, 100, 1000, 5000, 100000 };
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
-		cr_assert_eq(charge_of(ctx, sizes[i]), nallocx(sizes[i] + 16, 0),
+		cr_assert_eq(charge_of(ctx, sizes[i]), nallocx(sizes[i] + 32, 0),
 			     "size %zu", sizes[i]);
 	ureg_ctx_destroy(ctx);
 }
