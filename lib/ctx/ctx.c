@@ -285,14 +285,16 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 
 	/* newest first; destructors may free context memory (takes lock) */
 	while (ctx->inst) {
+		struct inst_gone g;
+
 		ctx_lock(ctx);
 		in = ctx->inst->newest;
 		if (in)
-			ureg__ctx_instance_unlink(ctx, in); /* the map is dropped whole below */
+			ureg__ctx_instance_unlink(ctx, in, &g); /* the map is dropped whole below */
 		ctx_unlock(ctx);
 		if (!in)
 			break;
-		ureg__ctx_instance_destroy(ctx, in);
+		ureg__ctx_instance_destroy(ctx, &g);
 	}
 	if (ctx->dedicated) {
 		ureg__arena_dedicated_release(ctx->arena);
@@ -311,6 +313,10 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 		for (u = ctx->inst->uses; u; u = un) {
 			un = u->next;
 			ureg__free(u);
+		}
+		for (in = ctx->inst->spare_recs; in; in = ctx->inst->spare_recs) {
+			ctx->inst->spare_recs = in->next;
+			ureg__free(in);
 		}
 		ptrmap_free(&ctx->inst->by_obj);
 		ptrmap_free(&ctx->inst->by_serial);

@@ -42,23 +42,22 @@
 UREG_TLS struct creation *ureg__ctx_creating;       /* innermost frame */
 static UREG_TLS struct creation_wait waiting;
 
-static void record_free(struct ureg_instance *in);
-
-void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g)
 {
-	struct ureg_factory_box *fb = in->fb;
+	struct ureg_factory_box *fb = g->fb;
 	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
 		fb->f.instance_destroy : fb->type->instance_destroy;
 
-	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, in->obj);
+	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, g->obj);
 	if (destroy)
-		destroy(in->obj, ctx);
+		destroy(g->obj, ctx);
 	ureg__fbox_put(fb);
-	record_free(in);
 }
 
-/* Under ctx->lock: out of the creation-order list (not the map). */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
+/* Under ctx->lock: out of the creation-order list (not the map); what
+ * destroying it needs goes to @g, the record back to the context's spares. */
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
+			       struct inst_gone *g)
 {
 	struct ctx_book *b = ctx->inst;
 
@@ -72,6 +71,10 @@ void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
 		b->newest = in->prev;
 	b->count--;
 	in->use->instances--;
+	g->obj = in->obj;
+	g->fb = in->fb;
+	in->next = b->spare_recs;
+	b->spare_recs = in;
 }
 
 /* ------------------------------------------------------------ creations */
@@ -109,29 +112,6 @@ static void frame_rollback_locked(struct creation *c)
 	if (c->allocated && ctx->peak_bytes > c->peak_before)
 		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
 			ctx->live_bytes : c->peak_before;
-}
-
-/*
- * Instance records are library bookkeeping made and dropped at the rate of
- * factory calls: they come from the thread's shared-pool arena through
- * jemalloc's thread cache (whose bins hold far more than glibc's 7 per size
- * when a thread creates and releases instances in batches).
- */
-static struct ureg_instance *record_new(void)
-{
-	unsigned arena;
-
-	if (UREG_LIKELY(ureg__home_arena))
-		arena = ureg__home_arena - 1;
-	else if (ureg__arena_shared(&arena))
-		return NULL;
-	return ureg__fault_hit() ? NULL :
-		mallocx(sizeof(struct ureg_instance), MALLOCX_ARENA(arena));
-}
-
-static void record_free(struct ureg_instance *in)
-{
-	sdallocx(in, sizeof(*in), 0);
 }
 
 static struct ctx_book *book_of(ureg_ctx *ctx)
@@ -175,22 +155,33 @@ static struct ctx_use *use_of(struct ctx_book *b, struct ureg_factory_box *fb)
 }
 
 /*
- * Under ctx->lock, after the factory succeeded: record the instance (its
- * entry's use record, the object map, creation order) and make the
+ * Under ctx->lock, after the factory succeeded: record the instance (a
+ * record from the context's spares - released instances' records are
+ * kept for reuse until the context goes, so a steady create/release
+ * cycle allocates none -, its entry's use record, the object map,
+ * creation order) and make the
  * frame's blocks the context's, counted for that entry.  -ENOMEM (a map
  * or the use record could not grow) leaves every record as it was and the
  * frame's blocks on the frame, for the caller to roll back.
  */
-static int book_keep_locked(ureg_ctx *ctx, struct creation *c,
-			    struct ureg_instance *in, struct ureg_factory_box *fb)
+static int book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
+			    struct ureg_factory_box *fb, bool cached)
 {
 	struct ctx_book *b = book_of(ctx);
+	struct ureg_instance *in;
 	struct ctx_use *u;
 	struct alloc_hdr *h;
 	size_t bytes = 0, blocks = 0;
 
 	if (!b || ptrmap_reserve(&b->by_obj, 1) || !(u = use_of(b, fb)))
 		return -ENOMEM;
+	if ((in = b->spare_recs))
+		b->spare_recs = in->next;
+	else if (!(in = ureg__malloc(sizeof(*in))))
+		return -ENOMEM;
+	in->obj = obj;
+	in->fb = fb;
+	in->cached = cached;
 	for (h = hdr_next(&c->allocs); h != &c->allocs; h = hdr_next(h)) {
 		((struct ctx_blk *)h)->use = u;
 		bytes += hdr_size(h);
@@ -238,16 +229,9 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_factory_box *fb, bool cached, bool ref,
 			   struct creation *c, void **out)
 {
-	struct ureg_instance *in;
 	void *obj = NULL;
 	int rc;
 
-	if (!(in = record_new())) {
-		if (ref)
-			ureg__fbox_put(fb);
-		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
-				 reg->name, fb->key);
-	}
 	frame_open(c, ctx, fb->key);
 	ureg__ctx_creating = c;
 	ureg__clear_err();
@@ -268,11 +252,8 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	}
 	ureg__ctx_creating = c->parent;
 	if (rc == 0) {
-		in->obj = obj;
-		in->fb = fb;
-		in->cached = cached;
 		ctx_lock(ctx);
-		rc = book_keep_locked(ctx, c, in, fb);
+		rc = book_keep_locked(ctx, c, obj, fb, cached);
 		ctx_unlock(ctx);
 		if (rc) {
 			instance_destroy_unrecorded(fb, obj, ctx);
@@ -284,7 +265,6 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 		ctx_lock(ctx);
 		frame_rollback_locked(c);
 		ctx_unlock(ctx);
-		record_free(in);
 		if (ref)
 			ureg__fbox_put(fb);
 		if (!*ureg_last_error())
@@ -517,6 +497,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 int ureg_instance_release(ureg_ctx *ctx, void *instance)
 {
 	struct ureg_instance *in;
+	struct inst_gone g;
 
 	if (!ctx || !instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
@@ -528,14 +509,14 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
 				 ctx->name);
 	}
-	ureg__ctx_instance_unlink(ctx, in);
 	if (in->cached) {
 		struct cache_slot *s = cache_find(ctx->cache, in->fb->serial);
 		if (s && s->obj == instance)
 			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
 	}
+	ureg__ctx_instance_unlink(ctx, in, &g);
 	ctx_unlock(ctx);
-	ureg__ctx_instance_destroy(ctx, in);
+	ureg__ctx_instance_destroy(ctx, &g);
 	return 0;
 }
 

@@ -219,6 +219,13 @@ struct ctx_book {
 	struct ptrmap by_obj;             /* -> struct ureg_instance */
 	struct ptrmap by_serial;          /* -> struct ctx_use */
 	struct ctx_use *uses, **uses_tail;
+	struct ureg_instance *spare_recs; /* released records, for reuse */
+};
+
+/* What destroying an instance needs once its record is recycled. */
+struct inst_gone {
+	void *obj;
+	struct ureg_factory_box *fb;
 };
 
 #define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
@@ -301,8 +308,9 @@ static inline int free_flags(const ureg_ctx *ctx)
 
 /* ctx_create.c, for ureg_ctx_destroy: out of the creation-order list
  * (under ctx->lock), then destroyed (no lock held) */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in);
-void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in);
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
+			       struct inst_gone *g);
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g);
 
 #pragma GCC visibility pop
 
