@@ -21,6 +21,8 @@
  * Creations (frames, the instance cache, single flight, cycles) are in
  * ctx_create.c; what both files share is in ctx_int.h.
  */
+#include <linux/membarrier.h>
+#include <sched.h>
 #include "ctx_int.h"
 
 /*
@@ -43,10 +45,14 @@ static inline size_t class_formula(size_t n)
 	return (x | (((size_t)1 << (lg - 2)) - 1)) + 1;
 }
 
+static void bias_init(void);
+static void ctx_membarrier(void);
+
 static void class_check(void)
 {
 	bool ok = true;
 
+	bias_init();
 	for (size_t n = 17; ok && n <= 65536; n++)
 		ok = nallocx(n, 0) == class_formula(n);
 	for (size_t n = 65536; ok && n <= ((size_t)64 << 20); n += n / 61 + 1)
@@ -83,18 +89,38 @@ static CDS_LIST_HEAD(all_contexts);
 void ureg__ctx_lock_all(void)
 {
 	ureg_ctx *ctx;
+	bool paused = false;
 
 	lock_take(&all_lock);
+	/* every futex lock, every bias paused, one membarrier for all, then
+	 * wait for owners still inside (ctx_int.h, "biased") */
+	for_each_ctx(ctx) {
+		lock_take(&ctx->lock);
+		if (ctx->owner && (ctx->revoke & BIAS_STATE) == BIAS_ON) {
+			__atomic_store_n(&ctx->revoke,
+					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_PAUSED),
+					 __ATOMIC_RELAXED);
+			paused = true;
+		}
+	}
+	if (paused)
+		ctx_membarrier();
 	for_each_ctx(ctx)
-		ctx_lock(ctx);
+		while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+			sched_yield();
 }
 
 void ureg__ctx_unlock_all(void)
 {
 	ureg_ctx *ctx;
 
-	for_each_ctx(ctx)
-		ctx_unlock(ctx);
+	for_each_ctx(ctx) {
+		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
+			__atomic_store_n(&ctx->revoke,
+					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON),
+					 __ATOMIC_RELEASE);
+		lock_drop(&ctx->lock);
+	}
 	lock_drop(&all_lock);
 }
 
@@ -103,11 +129,79 @@ void ureg__ctx_unlock_all_child(void)
 {
 	ureg_ctx *ctx;
 
-	for_each_ctx(ctx)
+	for_each_ctx(ctx) {
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELAXED);
+		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
+			ctx->revoke = (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON);
+	}
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }
 
+/* ------------------------------------------------------------ the bias */
+
+UREG_TLS uint32_t ureg__ctx_self_id;
+static uint32_t next_self_id;
+static bool bias_ok;        /* membarrier registered: contexts get owners */
+
+static void ctx_membarrier(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+		abort(); /* registered at start-up: cannot fail afterwards */
+}
+
+static void bias_init(void)
+{
+	bias_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+		  syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+/* A thread's id, unique over the process's life (never reused, unlike
+ * kernel tids and TLS addresses), taken the first time it needs one. */
+uint32_t ureg__ctx_self_slow(void)
+{
+	uint32_t id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
+
+	if (!id) /* 2^32 threads later: no more owners */
+		id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
+	return ureg__ctx_self_id = id;
+}
+
+/* ctx_lock for everyone but a biased owner (ctx_int.h, "biased"). */
+void ureg__ctx_lock_slow(ureg_ctx *ctx)
+{
+	uint32_t self = ctx_self(), owner;
+	uint8_t r, seen, moves;
+
+	lock_take(&ctx->lock);
+	r = __atomic_load_n(&ctx->revoke, __ATOMIC_RELAXED);
+	owner = __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED);
+	if ((r & BIAS_STATE) == BIAS_OFF || owner == self)
+		return;
+	if (!owner) {
+		/* the first thread in owns it; nobody can be inside biased */
+		if (bias_ok)
+			__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
+		return;
+	}
+	__atomic_store_n(&ctx->revoke, (uint8_t)((r & ~BIAS_STATE) | BIAS_PAUSED),
+			 __ATOMIC_RELAXED);
+	ctx_membarrier();
+	while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+		sched_yield();
+	seen = (uint8_t)((r >> 2) & 15);
+	moves = (uint8_t)(r >> 6);
+	if (++seen < 15) {
+		r = (uint8_t)(moves << 6 | seen << 2 | BIAS_PAUSED);
+	} else if (moves < 3) {
+		/* used elsewhere now: this thread becomes the owner */
+		__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
+		r = (uint8_t)((moves + 1) << 6 | BIAS_PAUSED);
+	} else {
+		r = BIAS_OFF; /* unlock leaves it off */
+	}
+	__atomic_store_n(&ctx->revoke, r, __ATOMIC_RELAXED);
+}
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -211,6 +305,9 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->live_bytes = ctx->peak_bytes = ctx->allocations = ctx->quota = 0;
 	ctx->total_allocations = 0;
 	ctx->waiting = 0;
+	ctx->owner_in = 0;
+	ctx->revoke = BIAS_ON;
+	ctx->owner = 0; /* the first thread to take its lock */
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);
