@@ -35,8 +35,15 @@
  * another thread of the same context reached meanwhile).
  *
  * A context may be used from several threads at once; allocation and
- * instance bookkeeping serialize on the context's own lock (4 bytes, one
- * atomic each way when uncontended; never a registry's lock).
+ * instance bookkeeping serialize on the context's own lock (never a
+ * registry's lock).  The lock is biased to one owner thread (the first
+ * to use the context), which takes it with plain stores and no atomic
+ * instruction; another thread pays a sys_membarrier (microseconds) per
+ * entry, and after 15 such entries becomes the owner itself (at most 3
+ * times; then every thread takes an ordinary futex lock).  So a context
+ * used mostly by one thread at a time - one user's requests - is cheap,
+ * and one shared by busy threads falls back to an ordinary lock.  Stats
+ * and the per-entry walk take no lock at all.
  */
 #ifndef UREG_CTX_H
 #define UREG_CTX_H
@@ -121,8 +128,11 @@ UREG_API const char *ureg_ctx_name(const ureg_ctx *ctx);
 UREG_API int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes);
 
 /**
- * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread; takes the
- * context mutex briefly.  Returns 0 or -EINVAL.
+ * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread, while
+ * @ctx is not being destroyed; never blocks and takes no lock (each
+ * counter is read atomically; while other threads allocate in @ctx the
+ * counters may come from slightly different moments).  Returns 0 or
+ * -EINVAL.
  */
 UREG_API int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
 
@@ -207,10 +217,12 @@ struct ureg_ctx_entry {
  * The per-entry breakdown of the context's memory: kept up to date by
  * creations, releases, ureg_ctx_alloc_for() and ureg_ctx_free(), under
  * the context lock those already take; lookups do no extra work.  Any
- * thread; holds @ctx's lock while it walks, so @fn must not call into
- * @ctx (no allocation, free, creation or stats there) and should be
- * short.  The strings in @entry are valid until @ctx is destroyed; the
- * struct only during the call.  Returns 0, -EINVAL or @fn's value.
+ * thread, while @ctx is not being destroyed; takes no lock and never
+ * blocks (records are only ever appended; each number is read atomically,
+ * so with other threads busy in @ctx they may come from slightly
+ * different moments).  @fn may call into @ctx.  The strings in @entry are
+ * valid until @ctx is destroyed; the struct only during the call.
+ * Returns 0, -EINVAL or @fn's value.
  */
 UREG_API int ureg_ctx_entries(ureg_ctx *ctx,
 			      int (*fn)(const struct ureg_ctx_entry *entry, void *arg),

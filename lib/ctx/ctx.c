@@ -437,26 +437,38 @@ int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes)
 	if (!ctx)
 		return ureg__err(-EINVAL, "ctx_set_quota: context is NULL");
 	ctx_lock(ctx);
-	ctx->quota = bytes;
+	CTR_SET(ctx->quota, bytes);
 	ctx_unlock(ctx);
 	return 0;
 }
 
+/*
+ * Stats and the per-entry walk take no lock, so a report thread does not
+ * pause every context's bias each time it looks (ctx_int.h, "biased"):
+ * every counter is written with a relaxed atomic store under the context
+ * lock and read here with a relaxed load; the book and the use records
+ * are published with release stores and never freed before the context.
+ */
+#define CTR_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
 int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 {
+	struct ctx_book *b;
+
 	if (!ctx || !st)
 		return ureg__err(-EINVAL, "ctx_stats: NULL context or stats");
-	ctx_lock(ctx);
-	st->live_bytes = ctx->live_bytes;
-	st->peak_bytes = ctx->peak_bytes;
-	st->allocations = ctx->allocations;
-	st->total_allocations = ctx->total_allocations;
-	st->instances = ctx->inst ? ctx->inst->count : 0;
-	st->quota = ctx->quota;
+	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
+	st->live_bytes = CTR_GET(ctx->live_bytes);
+	st->peak_bytes = CTR_GET(ctx->peak_bytes);
+	st->allocations = CTR_GET(ctx->allocations);
+	st->total_allocations = CTR_GET(ctx->total_allocations);
+	st->instances = b ? CTR_GET(b->count) : 0;
+	st->quota = CTR_GET(ctx->quota);
 	st->arena = ctx->arena;
 	st->dedicated = ctx->dedicated;
-	st->waiting = ctx->waiting;
-	ctx_unlock(ctx);
+	st->waiting = CTR_GET(ctx->waiting);
+	if (st->peak_bytes < st->live_bytes) /* read between two stores */
+		st->peak_bytes = st->live_bytes;
 	return 0;
 }
 
@@ -552,16 +564,16 @@ static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj
 		hdr_add_tail(&ctx->allocs, &b->link);
 	}
 	if (use) {
-		use->bytes += usable;
-		use->blocks++;
+		CTR_SET(use->bytes, use->bytes + usable);
+		CTR_SET(use->blocks, use->blocks + 1);
 		if (use->bytes > use->peak)
-			use->peak = use->bytes;
+			CTR_SET(use->peak, use->bytes);
 	}
-	ctx->live_bytes += usable;
+	CTR_SET(ctx->live_bytes, ctx->live_bytes + usable);
 	if (ctx->live_bytes > ctx->peak_bytes)
-		ctx->peak_bytes = ctx->live_bytes;
-	ctx->allocations++;
-	ctx->total_allocations++;
+		CTR_SET(ctx->peak_bytes, ctx->live_bytes);
+	CTR_SET(ctx->allocations, ctx->allocations + 1);
+	CTR_SET(ctx->total_allocations, ctx->total_allocations + 1);
 	ctx_unlock(ctx);
 	return b + 1;
 }
@@ -629,11 +641,11 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 	hdr_unlink(&b->link);
 	size_t usable = hdr_size(&b->link);
 	if (b->use) {
-		b->use->bytes -= usable;
-		b->use->blocks--;
+		CTR_SET(b->use->bytes, b->use->bytes - usable);
+		CTR_SET(b->use->blocks, b->use->blocks - 1);
 	}
-	ctx->live_bytes -= usable;
-	ctx->allocations--;
+	CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
+	CTR_SET(ctx->allocations, ctx->allocations - 1);
 	ctx_unlock(ctx);
 	sdallocx(b, usable, free_flags(ctx));
 }
@@ -642,20 +654,24 @@ int ureg_ctx_entries(ureg_ctx *ctx,
 		     int (*fn)(const struct ureg_ctx_entry *e, void *arg), void *arg)
 {
 	struct ureg_ctx_entry e;
+	struct ctx_book *b;
+	struct ctx_use *u;
 	int rc = 0;
 
 	if (!ctx || !fn)
 		return ureg__err(-EINVAL, "ctx_entries: NULL context or callback");
-	ctx_lock(ctx);
-	for (struct ctx_use *u = ctx->inst ? ctx->inst->uses : NULL; u && !rc; u = u->next) {
+	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
+	for (u = b ? __atomic_load_n(&b->uses, __ATOMIC_ACQUIRE) : NULL; u && !rc;
+	     u = __atomic_load_n(&u->next, __ATOMIC_ACQUIRE)) {
 		e.registry = u->registry;
 		e.key = u->key;
-		e.instances = u->instances;
-		e.bytes = u->bytes;
-		e.peak_bytes = u->peak;
-		e.allocations = u->blocks;
+		e.instances = CTR_GET(u->instances);
+		e.bytes = CTR_GET(u->bytes);
+		e.peak_bytes = CTR_GET(u->peak);
+		e.allocations = CTR_GET(u->blocks);
+		if (e.peak_bytes < e.bytes)
+			e.peak_bytes = e.bytes;
 		rc = fn(&e, arg);
 	}
-	ctx_unlock(ctx);
 	return rc;
 }

@@ -69,8 +69,8 @@ void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
 		in->next->prev = in->prev;
 	else
 		b->newest = in->prev;
-	b->count--;
-	in->use->instances--;
+	CTR_SET(b->count, b->count - 1);
+	CTR_SET(in->use->instances, in->use->instances - 1);
 	g->obj = in->obj;
 	g->fb = in->fb;
 	in->next = b->spare_recs;
@@ -103,15 +103,15 @@ static void frame_rollback_locked(struct creation *c)
 		size_t usable = hdr_size(h);
 
 		next = hdr_next(h);
-		ctx->live_bytes -= usable;
-		ctx->allocations--;
+		CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
+		CTR_SET(ctx->allocations, ctx->allocations - 1);
 		sdallocx(h, usable, free_flags(ctx));
 	}
-	ctx->total_allocations -= c->allocated;
+	CTR_SET(ctx->total_allocations, ctx->total_allocations - c->allocated);
 	/* the failed creation's own high-water mark does not count */
 	if (c->allocated && ctx->peak_bytes > c->peak_before)
-		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
-			ctx->live_bytes : c->peak_before;
+		CTR_SET(ctx->peak_bytes, ctx->live_bytes > c->peak_before ?
+			ctx->live_bytes : c->peak_before);
 }
 
 static struct ctx_book *book_of(ureg_ctx *ctx)
@@ -125,7 +125,8 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 	ptrmap_init(&b->by_obj, offsetof(struct ureg_instance, obj));
 	ptrmap_init(&b->by_serial, offsetof(struct ctx_use, serial));
 	b->uses_tail = &b->uses;
-	return ctx->inst = b;
+	__atomic_store_n(&ctx->inst, b, __ATOMIC_RELEASE); /* lock-free stats */
+	return b;
 }
 
 /* Under ctx->lock: the use record of @fb's entry, made (and kept until
@@ -149,7 +150,7 @@ static struct ctx_use *use_of(struct ctx_book *b, struct ureg_factory_box *fb)
 	u->registry = u->names;
 	u->key = u->names + rl;
 	ptrmap_insert(&b->by_serial, u);
-	*b->uses_tail = u;
+	__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 	b->uses_tail = &u->next;
 	return u;
 }
@@ -188,11 +189,11 @@ static int book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		blocks++;
 	}
 	hdr_splice_tail(&ctx->allocs, &c->allocs);
-	u->bytes += bytes;
-	u->blocks += blocks;
+	CTR_SET(u->bytes, u->bytes + bytes);
+	CTR_SET(u->blocks, u->blocks + blocks);
 	if (u->bytes > u->peak)
-		u->peak = u->bytes;
-	u->instances++;
+		CTR_SET(u->peak, u->bytes);
+	CTR_SET(u->instances, u->instances + 1);
 	in->use = u;
 	ptrmap_insert(&b->by_obj, in);
 	in->next = NULL;
@@ -202,7 +203,7 @@ static int book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 	else
 		b->oldest = in;
 	b->newest = in;
-	b->count++;
+	CTR_SET(b->count, b->count + 1);
 	return 0;
 }
 
@@ -439,7 +440,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 					 reg->name, ctx->name, chain);
 		}
 		__atomic_add_fetch(&rec->waiters, 1, __ATOMIC_RELAXED);
-		ctx->waiting++;
+		CTR_SET(ctx->waiting, ctx->waiting + 1);
 		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
 		waiting.on = rec;
 		ctx_unlock(ctx);
@@ -448,7 +449,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		ctx_lock(ctx);
 		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
 		waiting.on = NULL;
-		ctx->waiting--;
+		CTR_SET(ctx->waiting, ctx->waiting - 1);
 		rc = rec->rc;
 		obj = rec->obj;
 		/* the record lives on its creator's stack: let it go once the

@@ -362,6 +362,10 @@ static inline void ctx_unlock(ureg_ctx *ctx)
 	lock_drop(&ctx->lock);
 }
 
+/* Counters that ureg_ctx_stats and ureg_ctx_entries read without the
+ * lock: written (under it) with relaxed atomic stores - plain moves. */
+#define CTR_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
 #pragma GCC visibility push(hidden)
 
 /* this thread's innermost creation frame (ctx_create.c) */
