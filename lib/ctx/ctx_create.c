@@ -129,57 +129,95 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 	return b;
 }
 
-/* Under ctx->lock: the use record of @fb's entry, made (and kept until
- * the context goes) at its first instance; NULL when out of memory. */
-static struct ctx_use *use_of(struct ctx_book *b, struct ureg_factory_box *fb)
+/*
+ * Under ctx->lock, before the factory runs: everything recording its
+ * instance will need, so that a creation fails for lack of memory before
+ * the factory runs (never after, which would run the factory and its
+ * destructor for nothing): the book, a record (from the context's spares -
+ * released instances' records are kept for reuse until the context goes,
+ * so a steady create/release cycle allocates none), room in the object
+ * map, and the entry's use record - found, or made but not yet published.
+ * -ENOMEM changes nothing visible.
+ */
+static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
+			       struct creation *c)
 {
 	_Static_assert(sizeof(uint64_t) == sizeof(uintptr_t), "serials are map keys");
-	struct ctx_use *u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
-	size_t rl, kl;
+	struct ctx_book *b = book_of(ctx);
+	struct ureg_instance *in;
+	struct ctx_use *u = NULL;
 
-	if (u)
-		return u;
-	rl = strlen(fb->reg->name) + 1;
-	kl = strlen(fb->key) + 1;
-	if (ptrmap_reserve(&b->by_serial, 1) || !(u = ureg__malloc(sizeof(*u) + rl + kl)))
-		return NULL;
-	memset(u, 0, sizeof(*u));
-	u->serial = fb->serial;
-	memcpy(u->names, fb->reg->name, rl);
-	memcpy(u->names + rl, fb->key, kl);
-	u->registry = u->names;
-	u->key = u->names + rl;
-	ptrmap_insert(&b->by_serial, u);
-	__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
-	b->uses_tail = &u->next;
-	return u;
+	if (!b || ptrmap_reserve(&b->by_obj, b->reserved + 1))
+		return -ENOMEM;
+	c->use = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
+	if (!c->use) {
+		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
+
+		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
+		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
+			return -ENOMEM;
+		memset(u, 0, sizeof(*u));
+		u->serial = fb->serial;
+		memcpy(u->names, fb->reg->name, rl);
+		memcpy(u->names + rl, fb->key, kl);
+		u->registry = u->names;
+		u->key = u->names + rl;
+	}
+	if ((in = b->spare_recs)) {
+		b->spare_recs = in->next;
+	} else if (!(in = ureg__malloc(sizeof(*in)))) {
+		ureg__free(u);
+		return -ENOMEM;
+	}
+	c->rec = in;
+	c->new_use = u;
+	b->reserved++;
+	b->reserved_uses += u != NULL;
+	return 0;
+}
+
+/* Under ctx->lock: give back what book_prepare_locked held (failure). */
+static void book_unprepare_locked(ureg_ctx *ctx, struct creation *c)
+{
+	struct ctx_book *b = ctx->inst;
+
+	b->reserved--;
+	c->rec->next = b->spare_recs;
+	b->spare_recs = c->rec;
+	if (c->new_use) {
+		b->reserved_uses--;
+		ureg__free(c->new_use);
+	}
 }
 
 /*
- * Under ctx->lock, after the factory succeeded: record the instance (a
- * record from the context's spares - released instances' records are
- * kept for reuse until the context goes, so a steady create/release
- * cycle allocates none -, its entry's use record, the object map,
- * creation order) and make the
- * frame's blocks the context's, counted for that entry.  -ENOMEM (a map
- * or the use record could not grow) leaves every record as it was and the
- * frame's blocks on the frame, for the caller to roll back.
+ * Under ctx->lock, after the factory succeeded: record the instance
+ * (creation order, object map, its entry's use record, published now if
+ * new) and make the frame's blocks the context's, counted for that entry.
+ * Cannot fail: book_prepare_locked reserved everything.
  */
-static int book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
-			    struct ureg_factory_box *fb, bool cached)
+static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
+			     struct ureg_factory_box *fb, bool cached)
 {
-	struct ctx_book *b = book_of(ctx);
-	struct ureg_instance *in;
-	struct ctx_use *u;
+	struct ctx_book *b = ctx->inst;
+	struct ureg_instance *in = c->rec;
+	struct ctx_use *u = c->use;
 	struct alloc_hdr *h;
 	size_t bytes = 0, blocks = 0;
 
-	if (!b || ptrmap_reserve(&b->by_obj, 1) || !(u = use_of(b, fb)))
-		return -ENOMEM;
-	if ((in = b->spare_recs))
-		b->spare_recs = in->next;
-	else if (!(in = ureg__malloc(sizeof(*in))))
-		return -ENOMEM;
+	b->reserved--;
+	if (c->new_use) {
+		b->reserved_uses--;
+		/* another creation of the entry may have published one since */
+		if (!(u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial))) {
+			u = c->new_use;
+			ptrmap_insert(&b->by_serial, u);
+			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
+			b->uses_tail = &u->next;
+		} else {
+			ureg__free(c->new_use);
+		}
+	}
 	in->obj = obj;
 	in->fb = fb;
 	in->cached = cached;
@@ -204,7 +242,6 @@ static int book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		b->oldest = in;
 	b->newest = in;
 	CTR_SET(b->count, b->count + 1);
-	return 0;
 }
 
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
@@ -221,10 +258,10 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
  * instance (creation order, object map, its entry's use record).  @cached
  * marks a CONTEXT-scope instance.  @ref: the caller hands over a
  * reference on @fb that the instance keeps (dropped on failure); without
- * it the instance takes one.  No lock is held while the factory and the
- * on_create hook run; the context lock is taken once, after them (twice
- * on failure).  On failure everything the creation allocated in @ctx is
- * freed again.
+ * it the instance takes one.  The context lock is taken before the
+ * factory (to reserve what recording needs) and after it; none is held
+ * while the factory and the on_create hook run.  On failure everything
+ * the creation allocated in @ctx is freed again.
  */
 static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_factory_box *fb, bool cached, bool ref,
@@ -233,6 +270,15 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	void *obj = NULL;
 	int rc;
 
+	ctx_lock(ctx);
+	rc = book_prepare_locked(ctx, fb, c);
+	ctx_unlock(ctx);
+	if (rc) {
+		if (ref)
+			ureg__fbox_put(fb);
+		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
+				 reg->name, fb->key);
+	}
 	frame_open(c, ctx, fb->key);
 	ureg__ctx_creating = c;
 	ureg__clear_err();
@@ -252,19 +298,10 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 		}
 	}
 	ureg__ctx_creating = c->parent;
-	if (rc == 0) {
-		ctx_lock(ctx);
-		rc = book_keep_locked(ctx, c, obj, fb, cached);
-		ctx_unlock(ctx);
-		if (rc) {
-			instance_destroy_unrecorded(fb, obj, ctx);
-			ureg__err(rc, "registry '%s': out of memory recording '%s' in context '%s'",
-				  reg->name, fb->key, ctx->name);
-		}
-	}
 	if (rc) {
 		ctx_lock(ctx);
 		frame_rollback_locked(c);
+		book_unprepare_locked(ctx, c);
 		ctx_unlock(ctx);
 		if (ref)
 			ureg__fbox_put(fb);
@@ -273,6 +310,9 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 				  reg->name, fb->key, ureg_strerror(rc));
 		return rc;
 	}
+	ctx_lock(ctx);
+	book_keep_locked(ctx, c, obj, fb, cached);
+	ctx_unlock(ctx);
 	if (!ref)
 		ureg__fbox_get(fb);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);

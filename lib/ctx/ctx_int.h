@@ -220,6 +220,8 @@ struct ctx_book {
 	struct ptrmap by_serial;          /* -> struct ctx_use */
 	struct ctx_use *uses, **uses_tail;
 	struct ureg_instance *spare_recs; /* released records, for reuse */
+	uint32_t reserved;                /* creations running that hold room */
+	uint32_t reserved_uses;           /* ... and a use record of their own */
 };
 
 /* What destroying an instance needs once its record is recycled. */
@@ -267,6 +269,9 @@ struct creation {
 	const char *key;
 	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
+	struct ureg_instance *rec;        /* reserved for the instance */
+	struct ctx_use *use;              /* the entry's, if it existed */
+	struct ctx_use *new_use;          /* else made, published on success */
 	size_t peak_before;               /* at its first allocation */
 	/* single flight (CONTEXT scope), under ctx->lock */
 	struct creation_wait *owner;      /* the creating thread */
