@@ -139,8 +139,12 @@ UREG_API int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
 /**
  * ureg_ctx_alloc / ureg_ctx_calloc / ureg_ctx_strdup - allocate inside @ctx.
  *
- * For factories and instance code.  Any thread; blocks on the context mutex
- * and jemalloc's arena lock.  The memory is 16-byte aligned and valid until
+ * For factories and instance code.  Any thread; blocks on the context lock
+ * (not at all on the owner's biased path; another thread pays a membarrier,
+ * see the top of this file) and on jemalloc's arena lock.  Inside a
+ * creation the block counts for the entry being created (ureg_ctx_entries)
+ * if the creation succeeds, and is freed if it fails; outside one it is the
+ * context's own.  The memory is 16-byte aligned and valid until
  * ureg_ctx_free() or ureg_ctx_destroy().  Return NULL on a NULL @ctx, a zero
  * size, overflow, quota (errno EDQUOT) or exhaustion (errno ENOMEM).
  */

@@ -14,9 +14,9 @@
  * size, so the quota check refuses cleanly, and sallocx() on free.
  *
  * The context lock is a 4-byte futex lock (Drepper, "Futexes Are Tricky",
- * mutex 3): one uncontended atomic to take, one to drop, which keeps the
- * common one-thread-per-context case cheap and the struct small (an idle
- * context is one 128-byte heap block).
+ * mutex 3) biased to one owner thread, which enters with plain stores (see
+ * ctx_int.h, "biased"; the slow path and the fork pause are here).  Stats
+ * and the per-entry walk read relaxed counters without it.
  *
  * Creations (frames, the instance cache, single flight, cycles) are in
  * ctx_create.c; what both files share is in ctx_int.h.
