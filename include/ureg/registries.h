@@ -90,14 +90,17 @@ extern UREG_API const ureg_type ureg_agent_type;
 struct ureg_tool {
 	const char *name;
 	void (*destroy)(struct ureg_tool *t, ureg_ctx *ctx);
+	void *reserved[2]; /* zero: room for fields (<ureg/api.h>, ABI) */
 };
 struct ureg_strategy {
 	const char *name;
 	void (*destroy)(struct ureg_strategy *s, ureg_ctx *ctx);
+	void *reserved[2]; /* zero: room for fields (<ureg/api.h>, ABI) */
 };
 struct ureg_service {
 	const char *name;
 	void (*destroy)(struct ureg_service *s, ureg_ctx *ctx);
+	void *reserved[2]; /* zero: room for fields (<ureg/api.h>, ABI) */
 };
 
 struct ureg_agent;
@@ -117,6 +120,7 @@ struct ureg_bridge_slot; /* private: the registry's RCU-protected bridge */
 struct ureg_agent_ops {
 	int (*run)(struct ureg_agent *a, const char *input);
 	void (*destroy)(struct ureg_agent *a, ureg_ctx *ctx);
+	void (*reserved[4])(void); /* zero: room for more ops (ABI) */
 };
 
 /**
@@ -135,6 +139,7 @@ struct ureg_agent {
 	const char *key;
 	uint64_t seq;
 	struct ureg_bridge_slot *slot;
+	void *reserved[2]; /* zero: room for fields (ABI) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -188,10 +193,12 @@ struct ureg_agent_event {
  *         must not call ureg_synchronize / destroy calls.  Must be
  *         thread-safe: agents of many users emit at once.
  * @arg:   passed to @emit.
+ * @reserved: must be zero (-EINVAL otherwise): room for fields (ABI).
  */
 struct ureg_bridge {
 	void (*emit)(const struct ureg_agent_event *ev, void *arg);
 	void *arg;
+	void *reserved[2];
 };
 
 /**

@@ -34,6 +34,8 @@ int ureg_agent_set_bridge(ureg_agent_reg_registry *reg,
 		return ureg_set_error(-EINVAL, "agent_set_bridge: not an agent registry made by ureg_agent_registry_new");
 	if (bridge && !bridge->emit)
 		return ureg_set_error(-EINVAL, "agent_set_bridge: bridge has no emit");
+	if (bridge && (bridge->reserved[0] || bridge->reserved[1]))
+		return ureg_set_error(-EINVAL, "agent_set_bridge: reserved fields must be zero");
 	if (ureg_in_read_section())
 		return ureg_set_error(-EDEADLK, "agent_set_bridge: called inside a read section");
 	/* one pointer store: racing setters need no lock (and a lock here
