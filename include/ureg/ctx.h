@@ -36,8 +36,8 @@
  *
  * A context may be used from several threads at once; allocation and
  * instance bookkeeping serialize on the context's own lock (never a
- * registry's lock).  The lock is biased to one owner thread (the first
- * to use the context), which takes it with plain stores and no atomic
+ * registry's lock).  The lock is biased to one owner thread (the one
+ * that created the context), which takes it with plain stores and no atomic
  * instruction; another thread pays a sys_membarrier (microseconds) per
  * entry, and after 15 such entries becomes the owner itself (at most 3
  * times; then every thread takes an ordinary futex lock).  So a context

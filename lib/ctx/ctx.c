@@ -307,7 +307,7 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->waiting = 0;
 	ctx->owner_in = 0;
 	ctx->revoke = BIAS_ON;
-	ctx->owner = 0; /* the first thread to take its lock */
+	ctx->owner = bias_ok ? ctx_self() : 0; /* the creating thread */
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);

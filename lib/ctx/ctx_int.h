@@ -305,10 +305,11 @@ struct creation_wait {
  * sees owner_in = 1 and waits for it to leave.  Invariant: whoever holds
  * the futex lock is the owner, or has paused the bias.
  *
- * The owner is the first thread that takes the lock (a context made on an
- * acceptor thread and used on a worker is owned by the worker).  A
- * membarrier costs microseconds, so after 15 entries by other threads the
- * last of them becomes the owner (at most 3 times), then the bias is off
+ * The owner is the thread that created the context (or, where that left
+ * none, the first to take the lock).  A membarrier costs microseconds, so
+ * after 15 entries by other threads the last of them becomes the owner (a
+ * context made on an acceptor thread and used on a worker moves to the
+ * worker; at most 3 moves), then the bias is off
  * for good (BIAS_OFF): every thread, the owner included, takes the futex
  * lock, as before the bias existed.  Owner and bias change only under the
  * futex lock with the bias paused.  Without membarrier (old kernels,

@@ -710,12 +710,15 @@ struct bias_run {
 static void *bias_owner(void *arg)
 {
 	struct bias_run *r = arg;
-	void *p = ureg_ctx_alloc(r->ctx, 24); /* claims the ownership */
 
-	ureg_ctx_free(r->ctx, p);
+	if (ureg_ctx_new("bias", UREG_CTX_SHARED, &r->ctx)) { /* its creator owns it */
+		atomic_fetch_add(&r->bad, 1);
+		atomic_store(&r->foreign_done, 1);
+	}
 	atomic_store(&r->started, 1);
 	while (!atomic_load(&r->foreign_done)) {
 		void *q = ureg_ctx_alloc(r->ctx, 40);
+		/* (the creator's entries take the biased path) */
 		if (!q)
 			atomic_fetch_add(&r->bad, 1);
 		ureg_ctx_free(r->ctx, q);
@@ -729,7 +732,7 @@ static void *bias_foreign(void *arg)
 
 	while (!atomic_load(&r->started))
 		sched_yield();
-	for (int i = 0; i < r->foreign_ops; i++) {
+	for (int i = 0; i < r->foreign_ops && r->ctx; i++) {
 		void *q = ureg_ctx_alloc(r->ctx, 200);
 		if (!q)
 			atomic_fetch_add(&r->bad, 1);
@@ -745,7 +748,6 @@ static void bias_check(int foreign_ops)
 	struct ureg_ctx_stats st;
 	pthread_t a, b;
 
-	r.ctx = new_ctx("bias", UREG_CTX_SHARED);
 	cr_assert_eq(pthread_create(&a, NULL, bias_owner, &r), 0);
 	cr_assert_eq(pthread_create(&b, NULL, bias_foreign, &r), 0);
 	pthread_join(a, NULL);
