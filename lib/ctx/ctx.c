@@ -141,6 +141,7 @@ void ureg__ctx_unlock_all_child(void)
 /* ------------------------------------------------------------ the bias */
 
 UREG_TLS uint32_t ureg__ctx_self_id;
+UREG_TLS ureg_ctx *ureg__ctx_fast;
 static uint32_t next_self_id;
 static bool bias_ok;        /* membarrier registered: contexts get owners */
 

@@ -325,6 +325,11 @@ struct creation_wait {
 #define BIAS_STATE 3u
 
 extern UREG_TLS uint32_t ureg__ctx_self_id;     /* 0 until first asked */
+/* The context this thread holds on the biased path, if any: how unlock
+ * tells its own fast entry from a futex one (owner_in alone cannot: a
+ * former owner may set it for an instant after the ownership moved).
+ * Context locks never nest, so one is enough. */
+extern UREG_TLS ureg_ctx *ureg__ctx_fast;
 uint32_t ureg__ctx_self_slow(void);
 void ureg__ctx_lock_slow(ureg_ctx *ctx);
 
@@ -344,8 +349,10 @@ static inline void ctx_lock(ureg_ctx *ctx)
 		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* membarrier's pair */
 		if (UREG_LIKELY((__atomic_load_n(&ctx->revoke, __ATOMIC_ACQUIRE) & BIAS_STATE) ==
 				BIAS_ON &&
-				__atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self))
+				__atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self)) {
+			ureg__ctx_fast = ctx;
 			return;
+		}
 		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
 	}
 	ureg__ctx_lock_slow(ctx);
@@ -355,9 +362,8 @@ static inline void ctx_unlock(ureg_ctx *ctx)
 {
 	uint8_t r;
 
-	/* owner_in is only ever 1 while its owner is inside, biased */
-	if (__atomic_load_n(&ctx->owner_in, __ATOMIC_RELAXED) &&
-	    __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == ureg__ctx_self_id) {
+	if (ureg__ctx_fast == ctx) { /* entered on the biased path */
+		ureg__ctx_fast = NULL;
 		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
 		return;
 	}
