@@ -203,6 +203,8 @@ UREG_API int ureg_instance_release(ureg_ctx *ctx, void *instance);
  * (a reload) shows once per factory that made something in the context.
  * The sum of @bytes over a context's entries is at most its live_bytes;
  * the rest is what was allocated outside any creation with ureg_ctx_alloc.
+ * The library's storage, handed to the callback by pointer: it may grow
+ * at the end in a later version (api.h, "ABI policy").
  */
 struct ureg_ctx_entry {
 	const char *registry;
