@@ -883,15 +883,28 @@ struct cds_lfht;
 struct ureg__thread {
 	int registered;   /* 1: by us; 2: by liburcu or the application */
 	int read_depth;   /* nesting of ureg_read_lock */
-	uint64_t section; /* bumped by each outermost ureg_read_lock */
-	/* Tables seen in the current read section, per registry, so that a
-	 * section sees one generation of each registry (batch atomicity).
-	 * Thread-local: the read path still writes no shared memory. */
+	/* Tables pinned in the current read section, one per registry, so
+	 * that a section sees one generation of each registry (batch
+	 * atomicity): snap[0..npinned), emptied when the outermost
+	 * section ends (so that the next one starts with none).  Thread-local: the read path still writes no
+	 * shared memory. */
+	unsigned npinned;
 	struct {
 		const void *reg;
-		uint64_t section;
 		struct cds_lfht *ht;
 	} snap[UREG__SNAP_SLOTS];
+};
+/* Private: the first fields of a registry and of an entry, read by the
+ * inline cached-handle hit below (the library checks the layout with
+ * static assertions). */
+#define UREG__STAMP_STRIPES 1024u
+struct ureg__registry_head {
+	struct cds_lfht *ht;      /* the current table (RCU pointer) */
+	const uint64_t *stamps;   /* UREG__STAMP_STRIPES stamps */
+};
+struct ureg__entry_head {
+	void *node[2];            /* struct cds_lfht_node */
+	void *item;               /* the singleton, NULL if none */
 };
 extern UREG_API __thread struct ureg__thread ureg__thread
 	__attribute__((tls_model("initial-exec")));
@@ -906,7 +919,9 @@ UREG_API void ureg__rcu_register_slow(void);
  * UREG_INLINE_READ: define it before including <ureg/ureg.h> to make
  * ureg_read_lock() and ureg_read_unlock() header-inline on liburcu's
  * public memb fast path (<urcu/static/urcu-memb.h>), so that a read
- * section plus one lookup crosses the library boundary once.  Same
+ * section plus one lookup crosses the library boundary once, and to make
+ * ureg_lookup_key()'s cached hit header-inline (a hit then never enters
+ * the library; a miss, a plain handle or an error calls it).  Same
  * contract as the library calls.  The application then also compiles
  * against liburcu's headers and links liburcu-memb
  * (pkg-config --cflags --libs ureg liburcu-memb), inlines liburcu's
@@ -921,18 +936,72 @@ static inline void ureg__read_lock_inline(void)
 	if (__builtin_expect(!ureg__thread.registered, 0))
 		ureg__rcu_register_slow();
 	_urcu_memb_read_lock();
-	if (ureg__thread.read_depth++ == 0)
-		ureg__thread.section++; /* a new section: fresh table pins */
+	ureg__thread.read_depth++;
 }
 
 static inline void ureg__read_unlock_inline(void)
 {
-	ureg__thread.read_depth--;
+	if (--ureg__thread.read_depth == 0)
+		ureg__thread.npinned = 0; /* section over: its table pins go */
 	_urcu_memb_read_unlock();
+}
+
+/*
+ * ureg_lookup_key's cached hit, inline: the handle's remembered entry when
+ * its stamp and table are still current (the checks of the library's own
+ * hit, guarantee G.4), else the library call.  Pins the table for the
+ * section when the section has not pinned this registry yet, as the
+ * library does.
+ */
+static inline int ureg__lookup_key_inline(ureg_registry *reg, ureg_key *k,
+					  void **item)
+{
+	struct ureg__thread *t = &ureg__thread;
+	const struct ureg__registry_head *h = (const struct ureg__registry_head *)(const void *)reg;
+
+	if (__builtin_expect(reg && k && item && t->read_depth &&
+			     __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == (UREG__KEY_READY | UREG__KEY_CACHED), 1)) {
+		uint32_t s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
+		const void *ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
+		uint64_t cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
+		const void *ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		uint32_t s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+
+		if (__builtin_expect(s2 == (s1 & ~1u) &&
+				     cs == __atomic_load_n(&h->stamps[k->hash & (UREG__STAMP_STRIPES - 1)],
+							   __ATOMIC_ACQUIRE), 1)) {
+			unsigned n = t->npinned, i;
+			void *it;
+
+			for (i = 0; i < n; i++)
+				if (t->snap[i].reg == (const void *)reg)
+					break;
+			if (i < n) {
+				if (t->snap[i].ht != ct)
+					goto full;
+			} else {
+				if (n >= UREG__SNAP_SLOTS ||
+				    __atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct)
+					goto full;
+				t->snap[n].reg = reg;
+				t->snap[n].ht = (struct cds_lfht *)ct;
+				t->npinned = n + 1;
+			}
+			it = ((const struct ureg__entry_head *)ce)->item;
+			if (__builtin_expect(it != NULL, 1)) {
+				*item = it;
+				return 0;
+			}
+		}
+	}
+full:
+	return ureg_lookup_key(reg, k, item);
 }
 
 #define ureg_read_lock() ureg__read_lock_inline()
 #define ureg_read_unlock() ureg__read_unlock_inline()
+#define ureg_lookup_key(reg, k, item) ureg__lookup_key_inline(reg, k, item)
 #endif
 
 /*

@@ -5,9 +5,11 @@
  * one and tests can prove each failure leaves everything consistent and
  * leak-free.  In a normal build ureg__fault_hit() is a constant false.
  * Library bookkeeping uses the application's malloc; context memory
- * (ctx.c) uses jemalloc arenas and also passes through ureg__fault_hit().
+ * (ctx.c) uses jemalloc arenas and also passes through ureg__fault_hit(),
+ * and so do the hot parts of entries (ureg__hot_alloc, below).
  */
 #include <stdlib.h>
+#include <jemalloc/jemalloc.h>
 #include "internal.h"
 #include "ureg/fault.h"
 
@@ -58,6 +60,66 @@ void *ureg__aligned_alloc(size_t align, size_t n)
 	if (ureg__fault_hit())
 		return NULL;
 	return aligned_alloc(align, (n + align - 1) & ~(align - 1));
+}
+
+/*
+ * The hot parts of entries, in one jemalloc arena of their own: jemalloc
+ * keeps each size class in slabs of its own, so the hot parts of a
+ * registry's entries lie side by side (64 bytes apart for keys up to 19
+ * bytes) instead of between the cold parts, the items and whatever else
+ * the application's malloc hands out meanwhile: a registry of 100,000
+ * keys then spans a quarter of the pages (and of the TLB entries) it
+ * spanned with one 256-byte allocation per entry.  No thread cache: an
+ * entry is freed by liburcu's call_rcu thread, not by the thread that
+ * made it, and the arena is never reset or destroyed.  Made on first use;
+ * if jemalloc cannot make one, its default arenas serve.
+ *
+ * Under AddressSanitizer the application's malloc serves instead, so that
+ * LeakSanitizer still accounts for every entry.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define UREG_HOT_MALLOC 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UREG_HOT_MALLOC 1
+#endif
+#endif
+
+#ifndef UREG_HOT_MALLOC
+static int hot_flags = MALLOCX_TCACHE_NONE; /* written once, under hot_once */
+static pthread_once_t hot_once = PTHREAD_ONCE_INIT;
+
+static void hot_arena_init(void)
+{
+	unsigned ind;
+	size_t sz = sizeof(ind);
+
+	if (mallctl("arenas.create", &ind, &sz, NULL, 0) == 0)
+		hot_flags = MALLOCX_ARENA(ind) | MALLOCX_TCACHE_NONE;
+}
+#endif
+
+void *ureg__hot_alloc(size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+	n = n <= 64 ? 64 : (n + 63) & ~(size_t)63;
+#ifdef UREG_HOT_MALLOC
+	return aligned_alloc(64, n);
+#else
+	pthread_once(&hot_once, hot_arena_init);
+	return mallocx(n, hot_flags | MALLOCX_ALIGN(64));
+#endif
+}
+
+void ureg__hot_free(void *p)
+{
+#ifdef UREG_HOT_MALLOC
+	free(p);
+#else
+	if (p)
+		dallocx(p, hot_flags);
+#endif
 }
 
 void *ureg__realloc(void *p, size_t n)

@@ -84,6 +84,13 @@ void ureg__clear_err(void);
 #endif
 void *ureg__malloc(size_t n);
 void *ureg__aligned_alloc(size_t align, size_t n);
+/* The hot parts of entries (struct ureg_entry): a jemalloc arena of
+ * libureg's own, no thread cache, sizes up to 64 bytes on their own line,
+ * larger ones 64-byte aligned.  Sanitizer builds use malloc instead, so
+ * that LeakSanitizer sees them.  Any thread; ureg__hot_free also from a
+ * call_rcu callback. */
+void *ureg__hot_alloc(size_t n);
+void ureg__hot_free(void *p);
 void *ureg__calloc(size_t n, size_t size);
 void *ureg__realloc(void *p, size_t n);
 char *ureg__strdup(const char *s);
@@ -121,15 +128,20 @@ struct ureg_factory_box {
 };
 
 /*
- * An entry is one allocation, 64-byte aligned: the hot part that a lookup
- * touches (lfht node, item, factory, key) first, so that for keys up to
- * ~27 bytes a hit reads one cache line; the cold part (ownership,
- * reclamation, provenance) after the key, found with ureg__cold().
+ * An entry is two allocations.  The hot part, what a lookup touches (lfht
+ * node, item, factory, key), is small - one 64-byte line for keys up to 19
+ * bytes - and comes from an allocator that packs equal sizes densely
+ * (ureg__hot_alloc), so that the hot parts of a large registry lie side by
+ * side like an intrusive hash table's nodes: a lookup costs the same cache
+ * lines and pages as one in such a table.  The cold part (ownership,
+ * reclamation, provenance) is a separate ordinary allocation, reached
+ * through @cold by writers and by the introspection calls only.
  */
 struct ureg_entry {
 	struct cds_lfht_node node;
 	void *item;                    /* the singleton, NULL if none */
 	struct ureg_factory_box *fbox; /* NULL: no factory */
+	struct ureg_entry_cold *cold;  /* set at allocation, never changed */
 	uint32_t keylen;
 	char key[];
 };
@@ -168,18 +180,21 @@ struct ureg_entry_cold {
 
 static inline size_t ureg__entry_hot_size(size_t keylen)
 {
-	return (offsetof(struct ureg_entry, key) + keylen + 1 + 7) & ~(size_t)7;
+	return offsetof(struct ureg_entry, key) + keylen + 1;
 }
 
 static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
 {
-	return (struct ureg_entry_cold *)((char *)e + ureg__entry_hot_size(e->keylen));
+	return e->cold;
 }
 
 struct ureg_event_node;
 
 struct ureg_registry {
+	/* these two first: the inline cached hit of ureg.h reads them
+	 * through struct ureg__registry_head */
 	struct cds_lfht *ht;            /* rcu pointer: a batch swaps it */
+	const uint64_t *stamp_base;     /* == stamps, below */
 	const ureg_type *type;
 	long refs;                      /* owner + live instances */
 	pthread_mutex_t writer;
@@ -222,15 +237,22 @@ struct ureg_registry {
  *  - remembered table == the table this section pinned  =>  the entry
  *    belongs to the batch generation this section reads.
  */
-#define UREG_STAMP_STRIPES 1024u
+#define UREG_STAMP_STRIPES UREG__STAMP_STRIPES
+_Static_assert(offsetof(struct ureg_registry, ht) ==
+	       offsetof(struct ureg__registry_head, ht), "registry head");
+_Static_assert(offsetof(struct ureg_registry, stamp_base) ==
+	       offsetof(struct ureg__registry_head, stamps), "registry head");
+_Static_assert(offsetof(struct ureg_entry, item) ==
+	       offsetof(struct ureg__entry_head, item), "entry head");
 void ureg__stamp_key(ureg_registry *reg, uint64_t hash);
 void ureg__stamp_all(ureg_registry *reg);
 
 
 /*
- * The table of @reg this read section reads: the first lookup of a section
- * pins the registry's current table in a thread-local slot; later lookups
- * in the same section reuse it, so a batch (one table swap) is seen whole
+ * The table of @reg this read section reads: the first lookup of @reg in a
+ * section pins the registry's current table in the next thread-local slot
+ * (sections rarely read more than one or two registries: a short linear
+ * search beats hashing); later lookups in the same section reuse it, so a batch (one table swap) is seen whole
  * or not at all.  Past UREG_SNAP_SLOTS registries in one section the
  * guarantee degrades to per-lookup atomicity (documented in ureg.h).
  * Call inside a read section.
@@ -238,25 +260,36 @@ void ureg__stamp_all(ureg_registry *reg);
 static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
 {
 	struct ureg__thread *t = &ureg__thread;
-	unsigned i = (unsigned)((uintptr_t)reg >> 6) & (UREG_SNAP_SLOTS - 1);
+	unsigned n = t->npinned;
+	struct cds_lfht *ht;
 
-	for (unsigned n = 0; n < UREG_SNAP_SLOTS; n++) {
-		if (t->snap[i].section != t->section) {
-			/* free slot: pin the current table */
-			struct cds_lfht *ht = rcu_dereference(reg->ht);
-			t->snap[i].reg = reg;
-			t->snap[i].section = t->section;
-			t->snap[i].ht = ht;
-			return ht;
-		}
+	for (unsigned i = 0; i < n; i++)
 		if (UREG_LIKELY(t->snap[i].reg == reg))
 			return t->snap[i].ht;
-		i = (i + 1) & (UREG_SNAP_SLOTS - 1);
+	/* first lookup of @reg in this section: pin its current table */
+	ht = rcu_dereference(reg->ht);
+	if (UREG_LIKELY(n < UREG_SNAP_SLOTS)) {
+		t->snap[n].reg = reg;
+		t->snap[n].ht = ht;
+		t->npinned = n + 1;
 	}
-	return rcu_dereference(reg->ht);
+	return ht;
 }
 
-struct ureg_entry *ureg__find(struct cds_lfht *ht, const struct ureg_key *k);
+/* cds_lfht match function (entry.c): @key is a struct ureg_key. */
+int ureg__entry_match(struct cds_lfht_node *node, const void *key);
+
+/* The entry of @k in @ht, or NULL.  Call inside a read section. */
+static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
+					    const struct ureg_key *k)
+{
+	struct cds_lfht_iter iter;
+	struct cds_lfht_node *node;
+
+	cds_lfht_lookup(ht, k->hash, ureg__entry_match, k, &iter);
+	node = cds_lfht_iter_get_node(&iter);
+	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
+}
 void ureg__fbox_get(struct ureg_factory_box *fb);
 void ureg__fbox_put(struct ureg_factory_box *fb);
 void ureg__registry_get(ureg_registry *reg);

@@ -1,19 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Key validation and hashing, done once per call.  A key is 1..UREG_KEY_MAX
- * bytes of printable ASCII without space (0x21..0x7e), checked eight bytes
- * at a time, then XXH3 hashes it.
+ * Key validation and hashing for writers and handles (the pieces are in
+ * key_int.h, shared with the read path), the messages for a bad key, and
+ * key handles.
  */
-#include <xxhash.h>
-#include "internal.h"
+#include "key_int.h"
 
-#define ONES (~(uint64_t)0 / 255)
-/* SWAR: some byte of w is < n (n <= 128), or > n (n < 128). */
-#define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & ONES * 128)
-#define HAS_MORE(w, n) ((((w) + ONES * (127 - (n))) | (w)) & ONES * 128)
-
-static int key_reject(const char *key, size_t len)
+/* Why @key is not a valid key: the message, and -EINVAL. */
+static __attribute__((noinline, cold)) int key_reject(const char *key)
 {
+	size_t len;
+
+	if (!key)
+		return ureg__err(-EINVAL, "key is NULL");
+	len = strnlen(key, UREG_KEY_MAX + 1);
+	if (len == 0)
+		return ureg__err(-EINVAL, "key is empty");
+	if (len > UREG_KEY_MAX)
+		return ureg__err(-EINVAL, "key longer than %d bytes", UREG_KEY_MAX);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)key[i];
 		if ((unsigned char)(c - 0x21) > 0x7e - 0x21)
@@ -23,45 +27,12 @@ static int key_reject(const char *key, size_t len)
 	return ureg__err(-EINVAL, "key is invalid");
 }
 
-/*
- * On the lookup path: glibc's vectorized strnlen finds the length, then
- * eight bytes at a time are checked for anything outside 0x21..0x7e.
- */
 int ureg__key_prepare(const char *key, struct ureg_key *k)
 {
-	size_t len, i;
-	uint64_t w, bad = 0;
-
-	if (UREG_UNLIKELY(!key))
-		return ureg__err(-EINVAL, "key is NULL");
-	len = strnlen(key, UREG_KEY_MAX + 1);
-	if (UREG_UNLIKELY(len == 0))
-		return ureg__err(-EINVAL, "key is empty");
-	if (UREG_UNLIKELY(len > UREG_KEY_MAX))
-		return ureg__err(-EINVAL, "key longer than %d bytes", UREG_KEY_MAX);
-	if (len >= 8) {
-		/* first and last eight bytes (overlapping for len < 16), then
-		 * whatever lies between: no loop at all for typical keys */
-		memcpy(&w, key, 8);
-		bad = HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
-		memcpy(&w, key + len - 8, 8);
-		bad |= HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
-		for (i = 8; i + 8 < len; i += 8) {
-			memcpy(&w, key + i, 8);
-			bad |= HAS_LESS(w, 0x21) | HAS_MORE(w, 0x7e);
-		}
-	} else {
-		for (i = 0; i < len; i++) {
-			unsigned char c = (unsigned char)key[i];
-			bad |= (unsigned char)(c - 0x21) > 0x7e - 0x21;
-		}
-	}
-	if (UREG_UNLIKELY(bad))
-		return key_reject(key, len);
-	k->str = key;
-	k->len = len;
-	k->hash = XXH3_64bits(key, len);
-	return 0;
+	if (UREG_LIKELY(ureg__key_hash(key, k) && k->len &&
+			ureg__key_bytes_ok(key, k->len)))
+		return 0;
+	return key_reject(key);
 }
 
 int ureg__name_check(const char *name, const char *what)

@@ -85,13 +85,13 @@ void ureg_read_lock(void)
 {
 	ureg__rcu_ensure();
 	urcu_memb_read_lock();
-	if (ureg__thread.read_depth++ == 0)
-		ureg__thread.section++; /* a new section: fresh table pins */
+	ureg__thread.read_depth++;
 }
 
 void ureg_read_unlock(void)
 {
-	ureg__thread.read_depth--;
+	if (--ureg__thread.read_depth == 0)
+		ureg__thread.npinned = 0; /* section over: its table pins go */
 	urcu_memb_read_unlock();
 }
 

@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "bench.h"
+#include "../tool_opts.h"
 
 #ifndef BENCH_LIBS
 #define BENCH_LIBS "unknown"
@@ -105,7 +106,10 @@ static void usage(FILE *f)
 "  --progress / --no-progress\n"
 "                     force / silence the progress line on stderr (default:\n"
 "                     shown on a terminal when the run takes over 3 s)\n"
-"  -h, --help\n");
+"  -h, --help         this text, on stdout\n"
+"  -V, --version      the program and libureg version\n"
+"Exit status: 0 done, 1 a run failed (a table could not be built, a thread\n"
+"not started, the JSON not written), 2 usage error.\n");
 }
 
 static _Noreturn void die_usage(const char *fmt, ...)
@@ -117,17 +121,15 @@ static _Noreturn void die_usage(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	usage(stderr);
-	exit(2);
+	exit(TOOL_EXIT_USAGE);
 }
 
 static unsigned long parse_ulong(const char *s, const char *what,
 				 unsigned long min, unsigned long max)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || s[0] == '-' ||
-	    v < min || v > max)
+	unsigned long v;
+
+	if (!tool_parse_ulong(s, min, max, &v))
 		die_usage("bad %s '%s' (%lu..%lu)", what, s, min, max);
 	return v;
 }
@@ -248,6 +250,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 		{ "progress", no_argument, NULL, O_PROGRESS },
 		{ "no-progress", no_argument, NULL, O_NO_PROGRESS },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	bool any_wl = false, any_impl = false;
@@ -260,17 +263,12 @@ static void parse_options(int argc, char **argv, struct options *o)
 	o->progress = -1;
 
 	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
 		switch (c) {
-		case O_SECONDS: {
-			char *end;
-			errno = 0;
-			o->seconds = strtod(optarg, &end);
-			if (errno != 0 || end == optarg || *end != '\0' ||
-			    !(o->seconds >= 0.01 && o->seconds <= 3600))
+		case O_SECONDS:
+			if (!tool_parse_double(optarg, 0.01, 3600, &o->seconds))
 				die_usage("bad --seconds '%s' (0.01..3600)", optarg);
 			break;
-		}
 		case O_THREADS:
 			o->n_threads = 0;
 			for_each_item(optarg, "thread", add_thread_count, o);
@@ -316,10 +314,13 @@ static void parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'h':
 			usage(stdout);
-			exit(0);
+			exit(TOOL_EXIT_OK);
+		case 'V':
+			tool_print_version("ureg-bench");
+			exit(TOOL_EXIT_OK);
 		default:
 			usage(stderr);
-			exit(2);
+			exit(TOOL_EXIT_USAGE);
 		}
 	}
 	if (optind != argc)
@@ -801,6 +802,10 @@ struct result {
 	struct measure med;      /* medians over the runs */
 	struct measure *runs;    /* o->repeat of them */
 	double ureg_ratio;       /* ureg ops/s over this one's; 0: none */
+	/* spread over the runs: run r of ureg against run r of this one
+	 * (they ran back to back), and this one's ops/s */
+	double ratio_min, ratio_max;
+	double ops_min, ops_max;
 };
 
 static int cmp_result(const void *a, const void *b)
@@ -949,9 +954,16 @@ static void print_json(const struct options *o, const struct machine *mc,
 		if (r->workload == WL_CHURN)
 			json_object_set_new(row, "miss_ratio",
 					    json_real(r->med.miss_ratio));
-		if (r->ureg_ratio > 0)
+		json_object_set_new(row, "ops_per_s_min", json_real(r->ops_min));
+		json_object_set_new(row, "ops_per_s_max", json_real(r->ops_max));
+		if (r->ureg_ratio > 0) {
 			json_object_set_new(row, "ureg_ratio",
 					    json_real(r->ureg_ratio));
+			json_object_set_new(row, "ureg_ratio_min",
+					    json_real(r->ratio_min));
+			json_object_set_new(row, "ureg_ratio_max",
+					    json_real(r->ratio_max));
+		}
 		json_object_set_new(row, "runs", json_integer(o->repeat));
 		json_array_append_new(results, row);
 	}
@@ -993,25 +1005,29 @@ static void print_table(const struct options *o, const struct machine *mc,
 	       timer_overhead_ticks * ns_per_tick);
 	printf("malloc from %s; %s\n", mc->malloc_lib, BENCH_LIBS);
 	printf("command: %s\n", cmd != NULL ? cmd : "");
-	printf("ureg/x: ureg's ops/s divided by x's (above 1: ureg is faster)\n");
-	const char *hdr = "%-20s %7s %7s  %-9s %9s %10s %7s %7s %7s %9s %7s\n";
+	printf("ureg/x: ureg's ops/s divided by x's (above 1: ureg is faster); "
+	       "[min-max]: the same ratio run by run\n");
+	const char *hdr = "%-20s %7s %7s  %-9s %9s %10s %7s %7s %7s %9s %7s %s\n";
 	for (size_t i = 0; i < nres; i++) {
 		const struct result *r = &res[i];
 		bool first = i == 0 || res[i - 1].workload != r->workload ||
 			     res[i - 1].keys != r->keys ||
 			     res[i - 1].threads != r->threads;
-		char a[32], w[32], ratio[32];
+		char a[32], w[32], ratio[32], spread[48] = "";
 		if (i == 0 || res[i - 1].workload != r->workload) {
 			printf("\n");
 			printf(hdr, "workload", "keys", "threads", "impl", "ops/s",
 			       "ns/op/thr", "p50", "p99", "p99.9", "writes/s",
-			       "ureg/x");
+			       "ureg/x", "[min-max]");
 		} else if (first) {
 			printf("\n");
 		}
-		if (r->ureg_ratio > 0)
+		if (r->ureg_ratio > 0) {
 			snprintf(ratio, sizeof(ratio), "%.2f", r->ureg_ratio);
-		else
+			if (o->repeat > 1)
+				snprintf(spread, sizeof(spread), "[%.2f-%.2f]",
+					 r->ratio_min, r->ratio_max);
+		} else
 			snprintf(ratio, sizeof(ratio), "-");
 		if (bench_replaces(r->workload) || r->workload == WL_CHURN)
 			si(r->med.writes_per_s, w, sizeof(w));
@@ -1020,12 +1036,12 @@ static void print_table(const struct options *o, const struct machine *mc,
 		char keys[32], thr[32];
 		snprintf(keys, sizeof(keys), "%zu", r->keys);
 		snprintf(thr, sizeof(thr), "%u", r->threads);
-		printf("%-20s %7s %7s  %-9s %9s %10.1f %7.0f %7.0f %7.0f %9s %7s\n",
+		printf("%-20s %7s %7s  %-9s %9s %10.1f %7.0f %7.0f %7.0f %9s %7s %s\n",
 		       first ? workload_names[r->workload] : "",
 		       first ? keys : "", first ? thr : "",
 		       all_impls[r->impl]->name, si(r->med.ops_per_s, a, sizeof(a)),
 		       r->med.ns_per_op, r->med.p50, r->med.p99, r->med.p999, w,
-		       ratio);
+		       ratio, spread);
 	}
 	fflush(stdout);
 }
@@ -1166,17 +1182,39 @@ int main(int argc, char **argv)
 					}
 				}
 				double ureg_ops = 0;
+				const struct result *ureg_cell = NULL;
 				for (size_t ii = 0; ii < n_impl; ii++) {
 					take_medians(&cell[ii], o.repeat);
-					if (strcmp(all_impls[impl_idx[ii]]->name, "ureg") == 0)
+					cell[ii].ops_min = cell[ii].ops_max = cell[ii].runs[0].ops_per_s;
+					for (unsigned rep = 1; rep < o.repeat; rep++) {
+						double v = cell[ii].runs[rep].ops_per_s;
+						if (v < cell[ii].ops_min)
+							cell[ii].ops_min = v;
+						if (v > cell[ii].ops_max)
+							cell[ii].ops_max = v;
+					}
+					if (strcmp(all_impls[impl_idx[ii]]->name, "ureg") == 0) {
 						ureg_ops = cell[ii].med.ops_per_s;
+						ureg_cell = &cell[ii];
+					}
 				}
-				for (size_t ii = 0; ii < n_impl; ii++)
-					if (ureg_ops > 0 &&
-					    strcmp(all_impls[impl_idx[ii]]->name, "ureg") != 0 &&
-					    cell[ii].med.ops_per_s > 0)
-						cell[ii].ureg_ratio =
-							ureg_ops / cell[ii].med.ops_per_s;
+				for (size_t ii = 0; ii < n_impl; ii++) {
+					if (!(ureg_ops > 0) || !ureg_cell ||
+					    strcmp(all_impls[impl_idx[ii]]->name, "ureg") == 0 ||
+					    !(cell[ii].med.ops_per_s > 0))
+						continue;
+					cell[ii].ureg_ratio = ureg_ops / cell[ii].med.ops_per_s;
+					cell[ii].ratio_min = INFINITY;
+					cell[ii].ratio_max = 0;
+					for (unsigned rep = 0; rep < o.repeat; rep++) {
+						double x = cell[ii].runs[rep].ops_per_s;
+						double q = x > 0 ? ureg_cell->runs[rep].ops_per_s / x : 0;
+						if (q < cell[ii].ratio_min)
+							cell[ii].ratio_min = q;
+						if (q > cell[ii].ratio_max)
+							cell[ii].ratio_max = q;
+					}
+				}
 				ri += n_impl;
 			}
 			for (size_t ii = 0; ii < n_impl; ii++) {

@@ -63,6 +63,8 @@
 #include <ureg/ureg.h>
 #include <ureg/ctx.h>
 
+#include "../tool_opts.h"
+
 #define RUNS 5
 #define ALLOC_SIZE 64
 #define INST_SIZE 96   /* an instance object (section e) */
@@ -890,7 +892,7 @@ static void print_json(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ureg-memprofile [--quick] [--json] [--contexts N]\n"
+		"usage: ureg-memprofile [--quick] [--json] [--contexts N] [--help] [--version]\n"
 		"  Side by side, from one run: ureg shared contexts, ureg dedicated\n"
 		"  contexts, talloc and a glibc-malloc context:\n"
 		"   a) create+destroy of an idle context, with one and with ten 64-byte\n"
@@ -904,8 +906,10 @@ static void usage(FILE *f)
 		"      exit 1 if it grows by more than 2 MiB.\n"
 		"  --quick       ~10x fewer of everything (a smoke run)\n"
 		"  --json        print one JSON object instead of the text\n"
-		"  --contexts N  contexts in e) (default 100,000)\n"
-		"  Exit: 0 ok, 1 address space grew, 2 error.\n", RUNS);
+		"  --contexts N  contexts in e) (1..10,000,000; default 100,000)\n"
+		"  -h, --help    this text, on stdout\n"
+		"  -V, --version the program and libureg version\n"
+		"Exit status: 0 ok, 1 address space grew, 2 usage error or a failed call.\n", RUNS);
 }
 
 int main(int argc, char **argv)
@@ -915,32 +919,35 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "contexts", required_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	long contexts_arg = 0;
+	unsigned long contexts_arg = 0;
 	bool json = false;
 	ureg_registry *reg;
 	void **v;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "qjn:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "qjn:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'q': quick = true; break;
 		case 'j': json = true; break;
 		case 'n':
-			contexts_arg = atol(optarg);
-			if (contexts_arg < 1) {
+			if (!tool_parse_ulong(optarg, 1, 10000000, &contexts_arg)) {
+				fprintf(stderr, "ureg-memprofile: bad --contexts '%s'\n", optarg);
 				usage(stderr);
-				return 2;
+				return TOOL_EXIT_USAGE;
 			}
 			break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'h': usage(stdout); return TOOL_EXIT_OK;
+		case 'V': tool_print_version("ureg-memprofile"); return TOOL_EXIT_OK;
+		default: usage(stderr); return TOOL_EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {
+		fprintf(stderr, "ureg-memprofile: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
-		return 2;
+		return TOOL_EXIT_USAGE;
 	}
 	if (quick) {
 		lat_cycles /= 10; lat_cycles_ded /= 10;
@@ -950,7 +957,7 @@ int main(int argc, char **argv)
 		vm_shared /= 10; vm_dedicated /= 10;
 	}
 	if (contexts_arg)
-		ncontexts = contexts_arg;
+		ncontexts = (long)contexts_arg;
 	page_size = sysconf(_SC_PAGESIZE);
 	machine_info();
 

@@ -35,6 +35,11 @@
  * per key name, used with every registry), which is the case the seqlock
  * refill must survive.
  */
+#ifdef UREG_STRESS_INLINE_READ
+/* ureg-stress-handles-inline: the same proof through the header-inline
+ * read section and cached hit (ureg.h, UREG_INLINE_READ) */
+#define UREG_INLINE_READ 1
+#endif
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -49,6 +54,8 @@
 #include <time.h>
 
 #include <ureg/ureg.h>
+
+#include "../tool_opts.h"
 
 #define REGS 2
 #define KEYS 64
@@ -262,31 +269,66 @@ static void *writer(void *arg)
 
 /* --------------------------------------------------------------- main */
 
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ureg-stress-handles [--threads N] [--seconds S] [--help] [--version]\n"
+		"  %u registries of %u keys, shared cached and plain key handles; N reader\n"
+		"  threads (1..256, default 4) check guarantee G.4 of ureg.h for S seconds\n"
+		"  (0.01..86400, default 5) while one writer per registry replaces,\n"
+		"  unregisters, re-registers, commits batches and resizes.\n"
+		"  -h, --help: this text, on stdout.  -V, --version: program and libureg\n"
+		"  version.\n"
+		"Exit status: 0 no violation, 1 a violation (stale, removed or dead item,\n"
+		"or two batch keys of different generations in one section), 2 usage error.\n",
+		REGS, KEYS);
+}
+
+static _Noreturn void bad_arg(const char *opt, const char *arg)
+{
+	fprintf(stderr, "ureg-stress-handles: bad %s '%s'\n", opt, arg);
+	usage(stderr);
+	exit(TOOL_EXIT_USAGE);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "threads", required_argument, NULL, 't' },
 		{ "seconds", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned nreaders = 4;
 	double seconds = 5;
+	unsigned long v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "t:s:", opts, NULL)) != -1) {
-		if (c == 't')
-			nreaders = (unsigned)strtoul(optarg, NULL, 10);
-		else if (c == 's')
-			seconds = strtod(optarg, NULL);
-		else {
-			fprintf(stderr, "usage: ureg-stress-handles [--threads N] [--seconds S]\n");
-			return 2;
+	while ((c = getopt_long(argc, argv, "t:s:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (!tool_parse_ulong(optarg, 1, 256, &v))
+				bad_arg("--threads", optarg);
+			nreaders = (unsigned)v;
+			break;
+		case 's':
+			if (!tool_parse_double(optarg, 0.01, 86400, &seconds))
+				bad_arg("--seconds", optarg);
+			break;
+		case 'h':
+			usage(stdout);
+			return TOOL_EXIT_OK;
+		case 'V':
+			tool_print_version("ureg-stress-handles");
+			return TOOL_EXIT_OK;
+		default:
+			usage(stderr);
+			return TOOL_EXIT_USAGE;
 		}
 	}
-	if (nreaders < 1 || nreaders > 256 || !(seconds > 0)) {
-		fprintf(stderr, "ureg-stress-handles: bad --threads or --seconds\n");
-		return 2;
-	}
+	if (optind < argc)
+		bad_arg("argument", argv[optind]);
 	for (unsigned k = 0; k < KEYS; k++) {
 		snprintf(names[k], sizeof(names[k]), "key.%u", k);
 		must(ureg_key_init_cached(&cached[k], names[k]), "key_init_cached");

@@ -49,6 +49,7 @@
 #include "arena_churn.h"
 #include "fork_storm.h"
 #include "rank_churn.h"
+#include "../tool_opts.h"
 
 #define ITEM_LIVE UINT64_C(0x17e3a11fe17e3a11)
 #define INST_LIVE UINT64_C(0x1257a1ce1257a1ce)
@@ -1007,7 +1008,9 @@ static double now_s(void)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ureg-stress [--mode registry|arenas|fork|rank] [--threads N] [--seconds S]\n"
-		   "                   [--seed X] [--keys K] [--forks N]\n"
+		   "                   [--seed X] [--keys K] [--forks N] [--help] [--version]\n"
+		   "  --threads N (1..999), --seconds S (0.01..86400), --seed X (decimal or\n"
+		   "  0x hex), --keys K (1..999 per thread), --forks N (1..100000000).\n"
 		   "  registry (default): many threads run a random mix of lookups,\n"
 		   "    registrations, replaces, unregistrations, factories, contexts, quota\n"
 		   "    hits, references and batches against a shadow model; exit 0 only when\n"
@@ -1023,7 +1026,18 @@ static void usage(FILE *f)
 		   "  rank: --threads readers and 2 writers churn ranked providers on 8 keys\n"
 		   "    (rank_churn.h) for --seconds; exit 1 if a reader saw a lower rank\n"
 		   "    while a higher one was registered, a miss, a dead item, an\n"
-		   "    inconsistent provider list, or a call failed.\n");
+		   "    inconsistent provider list, or a call failed.\n"
+		   "  -h, --help: this text, on stdout.  -V, --version: program and libureg\n"
+		   "  version.\n"
+		   "Exit status: 0 no invariant broke, 1 one did (or a call failed), 2 usage\n"
+		   "error, 3 a fork child hung, 4 a fork child crashed.\n");
+}
+
+static _Noreturn void bad_arg(const char *opt, const char *arg)
+{
+	fprintf(stderr, "ureg-stress: bad %s '%s'\n", opt, arg);
+	usage(stderr);
+	exit(TOOL_EXIT_USAGE);
 }
 
 static int run_arenas(void)
@@ -1077,37 +1091,54 @@ int main(int argc, char **argv)
 		{ "mode", required_argument, NULL, 'm' },
 		{ "forks", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	const char *mode = "registry";
 	long forks = 1000;
-	char *end;
+	unsigned long num;
 	int c;
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
 	nthreads = (int)(cores > 0 ? cores : 1) * 4;
 	seed = (uint64_t)time(NULL);
-	while ((c = getopt_long(argc, argv, "t:s:r:k:m:f:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:s:r:k:m:f:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'm': mode = optarg; break;
 		case 'f':
-			forks = strtol(optarg, &end, 10);
-			if (*end || forks < 1) {
-				usage(stderr);
-				return 2;
-			}
+			if (!tool_parse_ulong(optarg, 1, 100000000, &num))
+				bad_arg("--forks", optarg);
+			forks = (long)num;
 			break;
-		case 't': nthreads = atoi(optarg); break;
-		case 's': seconds = atof(optarg); break;
-		case 'r': seed = strtoull(optarg, NULL, 0); break;
-		case 'k': nkeys = atoi(optarg); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 't':
+			if (!tool_parse_ulong(optarg, 1, 999, &num))
+				bad_arg("--threads", optarg);
+			nthreads = (int)num;
+			break;
+		case 's':
+			if (!tool_parse_double(optarg, 0.01, 86400, &seconds))
+				bad_arg("--seconds", optarg);
+			break;
+		case 'r':
+			if (!tool_parse_u64(optarg, &seed))
+				bad_arg("--seed", optarg);
+			break;
+		case 'k':
+			if (!tool_parse_ulong(optarg, 1, 999, &num))
+				bad_arg("--keys", optarg);
+			nkeys = (int)num;
+			break;
+		case 'h': usage(stdout); return TOOL_EXIT_OK;
+		case 'V': tool_print_version("ureg-stress"); return TOOL_EXIT_OK;
+		default: usage(stderr); return TOOL_EXIT_USAGE;
 		}
 	}
-	if (nthreads < 1 || nthreads > 999 || nkeys < 1 || nkeys > 999 || !(seconds > 0)) {
-		usage(stderr);
-		return 2;
+	if (optind < argc)
+		bad_arg("argument", argv[optind]);
+	if (nthreads < 1 || nthreads > 999) { /* 4 x cores, on a big machine */
+		fprintf(stderr, "ureg-stress: %d threads by default is over 999: give --threads\n",
+			nthreads);
+		return TOOL_EXIT_USAGE;
 	}
 	if (!strcmp(mode, "arenas"))
 		return run_arenas();
@@ -1115,10 +1146,8 @@ int main(int argc, char **argv)
 		return run_fork(forks);
 	if (!strcmp(mode, "rank"))
 		return run_rank();
-	if (strcmp(mode, "registry")) {
-		usage(stderr);
-		return 2;
-	}
+	if (strcmp(mode, "registry"))
+		bad_arg("--mode", mode);
 	fprintf(stderr, "stress: %d threads, %.1f s, seed %" PRIu64 ", %d keys per thread\n",
 		nthreads, seconds, seed, nkeys);
 
