@@ -32,7 +32,7 @@ static void destroy(void *obj, ureg_ctx *ctx)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const struct ureg_provider prov = { make, destroy, NULL };
+	static const struct ureg_provider prov = { .create = make, .destroy = destroy };
 	struct ureg_config_errors errs = { 0 };
 	struct ureg_config_plan plan = { 0 };
 	ureg_config *cfg;

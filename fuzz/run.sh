@@ -13,7 +13,8 @@ mkdir -p build-fuzz
 # libureg's sources as lib/meson.build lists them, plus the config layer's
 core=$(awk '/^ureg_sources = files\(/{f=1;next} f&&/^\)/{exit} f' lib/meson.build | tr -d " ',")
 srcs=()
-for s in $core config/config.c config/plugin.c; do srcs+=("lib/$s"); done
+config=$(awk '/^ureg_config_sources = files\(/{f=1;next} f&&/^\)/{exit} f' lib/meson.build | tr -d " ',")
+for s in $core $config; do srcs+=("lib/$s"); done
 flags=(-g -O1 -std=c11 -D_GNU_SOURCE -DUREG_BUILDING -Iinclude -Ilib
        -fsanitize=address,undefined -fno-sanitize-recover=undefined
        # liburcu's cds_lfht_for_each_entry takes container_of(NULL) at the

@@ -3,15 +3,47 @@
  * ureg-demo: a short tour.  Registers a singleton and two factories, then
  * four "user" threads each get a context, look things up and create
  * instances concurrently; finally every context's memory is printed and
- * the contexts are destroyed.
+ * the contexts are destroyed.  See --help (and the man page made from it).
  */
 #include <errno.h>
+#include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <ureg/ureg.h>
 #include <ureg/typed.h>
+
+#include "config/cli.h"
+
+static const char *prog = "ureg-demo";
+
+#define MAX_USERS 64
+
+static void help(void)
+{
+	printf("Usage: %s [OPTION]...\n"
+	       "A short tour of ureg: a registry 'tools' with a singleton (calculator) and\n"
+	       "two factories (search: one per user context; scratch: a new instance per\n"
+	       "call); N user threads each get a context with a memory quota, look the\n"
+	       "names up and create instances concurrently; every context's memory is\n"
+	       "printed, then the contexts are destroyed.\n"
+	       "\n"
+	       "Options:\n"
+	       "  -u, --users=N        user threads and contexts (1-%d, default 4)\n"
+	       "  -q, --quota=BYTES    each context's memory quota (1024-1073741824,\n"
+	       "                       default 65536); creations past it are refused\n"
+	       "  -h, --help           display this help and exit\n"
+	       "  -V, --version        output version information and exit\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  the tour ran\n"
+	       "  1  a registry or context could not be created\n"
+	       "  2  usage error (unknown option, bad number)\n",
+	       prog, MAX_USERS);
+}
+
+static long quota = 64 * 1024;
 
 struct tool {
 	char name[32];
@@ -67,7 +99,7 @@ static void *user_main(void *arg)
 	snprintf(name, sizeof(name), "user%d", u->id);
 	if (ureg_ctx_new(name, 0, &u->ctx))
 		return NULL;
-	ureg_ctx_set_quota(u->ctx, 64 * 1024);
+	ureg_ctx_set_quota(u->ctx, (size_t)quota);
 	ureg_read_lock();
 	if (tool_reg_get(u->reg, "search", u->ctx, &a) == 0 &&
 	    tool_reg_get(u->reg, "search", u->ctx, &b) == 0)
@@ -81,16 +113,48 @@ static void *user_main(void *arg)
 	return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	static const struct option opts[] = {
+		{ "users", required_argument, NULL, 'u' },
+		{ "quota", required_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
 	tool_reg_registry *reg;
-	struct user users[4];
-	struct tool *calc = calloc(1, sizeof(*calc));
-	int rc;
+	struct user users[MAX_USERS];
+	long nusers = 4;
+	struct tool *calc;
+	int rc, o, status = 0;
 
+	while ((o = getopt_long(argc, argv, "u:q:hV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'u':
+			if (cli_long(prog, "--users", optarg, 1, MAX_USERS, &nusers))
+				return CLI_USAGE;
+			break;
+		case 'q':
+			if (cli_long(prog, "--quota", optarg, 1024, 1L << 30, &quota))
+				return CLI_USAGE;
+			break;
+		case 'h': help(); return 0;
+		case 'V': cli_version(prog); return 0;
+		default: return cli_usage_error(prog);
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+		return cli_usage_error(prog);
+	}
+	if (!(calc = calloc(1, sizeof(*calc)))) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return 1;
+	}
 	strcpy(calc->name, "calculator");
 	if ((rc = tool_reg_new(&tool_type, "tools", &reg))) {
 		fprintf(stderr, "registry: %s\n", ureg_strerror(rc));
+		free(calc);
 		return 1;
 	}
 	tool_reg_register(reg, "calculator", calc);
@@ -105,27 +169,37 @@ int main(void)
 	       tool_reg_count(reg), ureg_strerror(rc));
 	printf("  (%s)\n", ureg_last_error());
 
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < nusers; i++) {
 		users[i] = (struct user){ .id = i, .reg = reg };
-		pthread_create(&users[i].th, NULL, user_main, &users[i]);
+		if (pthread_create(&users[i].th, NULL, user_main, &users[i])) {
+			fprintf(stderr, "%s: cannot start thread %d\n", prog, i);
+			nusers = i;
+			status = 1;
+			break;
+		}
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < nusers; i++)
 		pthread_join(users[i].th, NULL);
 
-	printf("calculator singleton used %d times by 4 threads\n", calc->calls);
+	printf("calculator singleton used %d times by %ld threads\n", calc->calls, nusers);
 	printf("%-8s %6s %9s %10s %10s %6s %8s %6s\n", "context", "arena", "instances",
 	       "live_bytes", "peak_bytes", "allocs", "quota", "same");
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < nusers; i++) {
 		struct ureg_ctx_stats st;
+		if (!users[i].ctx) {
+			printf("user%d: no context\n", i);
+			status = 1;
+			continue;
+		}
 		ureg_ctx_stats(users[i].ctx, &st);
 		printf("%-8s %6u %9zu %10zu %10zu %6zu %8zu %6s   (%d scratch made, rest refused by quota)\n",
 		       ureg_ctx_name(users[i].ctx), st.arena, st.instances,
 		       st.live_bytes, st.peak_bytes, st.allocations, st.quota,
 		       users[i].cached_same ? "yes" : "NO", users[i].created);
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < nusers; i++)
 		ureg_ctx_destroy(users[i].ctx);
 	printf("all contexts destroyed; registry destroyed\n");
 	tool_reg_destroy(reg);
-	return 0;
+	return status;
 }

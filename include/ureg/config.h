@@ -20,6 +20,12 @@
  *           # plugin: {path: plugins/x.so, symbol: x_provider}
  *           params: {model: small, budget: 100}   # scalar values only
  *
+ * Limits: one YAML document per file (a second `---` document is an
+ * error at its line and column); nesting at most 64 levels (an error at
+ * the first node too deep); at most 16 MiB of text.  Aliases to scalars
+ * are their value; aliases to mappings or sequences are refused.  Checking
+ * and planning are linear in the file's size (hash lookups throughout).
+ *
  * All or nothing.  A load or reload parses the file, validates everything
  * (unknown key/registry/type/provider, missing plugin or symbol, bad kind
  * or scope, duplicate registry or key, missing required key, wrong YAML
@@ -130,6 +136,9 @@ UREG_API const char *ureg_params_get(const struct ureg_params *p, const char *na
  * @destroy: destroys what @create made (@ctx as for @create).  NULL: the
  *           registry type's item_destroy / instance_destroy is used.
  * @arg:     passed to @create unchanged.
+ * @reserved: must be zero (refused otherwise: -EINVAL from
+ *           ureg_config_provider_register, a config error for a plugin
+ *           symbol): room for fields (<ureg/api.h>, ABI policy).
  *
  * Copied when registered; a plugin exports one as a const object.
  */
@@ -138,14 +147,42 @@ struct ureg_provider {
 		      void *arg, void **out);
 	void (*destroy)(void *obj, ureg_ctx *ctx);
 	void *arg;
+	void *reserved[4];
 };
 
-/** struct ureg_config_error - one problem: where and why. */
+/**
+ * ureg_config_plugin_init_fn - what a "builtin-style" plugin exports under
+ * the name UREG_CONFIG_PLUGIN_INIT, so that the tools (ureg-check
+ * --plugin PATH, ureg-inspect --plugin PATH) and applications can
+ * register the types and builtin providers a config names without
+ * writing C around the loader:
+ *
+ *   int ureg_config_plugin_init(ureg_config *cfg)
+ *   {
+ *           int rc = ureg_config_type_register(cfg, &widget_type);
+ *           return rc ? rc : ureg_config_provider_register(cfg, "my.widget", &p);
+ *   }
+ *
+ * Called once per loader, on the thread that loads the plugin, before any
+ * config is loaded.  Return 0 or a negative errno.  The shared object must
+ * stay loaded until the loader is destroyed (the tools unload it after
+ * ureg_config_destroy()).  Build it with `cc -shared -fPIC` against the
+ * installed headers (tests/config/test_config_tools.c does).
+ */
+typedef int (*ureg_config_plugin_init_fn)(ureg_config *cfg);
+#define UREG_CONFIG_PLUGIN_INIT "ureg_config_plugin_init"
+
+/**
+ * struct ureg_config_error - one problem: where and why.  An element of
+ * an array the library allocates: its size is fixed (ABI), @reserved is
+ * zero.
+ */
 struct ureg_config_error {
 	char *file;      /* the config file (or the buffer's name) */
 	unsigned line;   /* 1-based; 0 when not tied to a place */
 	unsigned column; /* 1-based */
 	char *reason;
+	void *reserved[2];
 };
 
 /**
@@ -156,6 +193,7 @@ struct ureg_config_error {
 struct ureg_config_errors {
 	size_t count;
 	struct ureg_config_error *v;
+	void *reserved[2]; /* zero (ABI) */
 };
 #define UREG_CONFIG_MAX_ERRORS 100
 
@@ -165,11 +203,15 @@ enum ureg_plan_op {
 	UREG_PLAN_REMOVE = 3,
 };
 
-/** struct ureg_plan_item - one change of a reload. */
+/**
+ * struct ureg_plan_item - one change of a reload.  An element of an array
+ * the library allocates: its size is fixed (ABI), @reserved is zero.
+ */
 struct ureg_plan_item {
 	enum ureg_plan_op op;
 	char *registry;
 	char *key;
+	void *reserved[2];
 };
 
 /**
@@ -179,6 +221,7 @@ struct ureg_plan_item {
 struct ureg_config_plan {
 	size_t count;
 	struct ureg_plan_item *v;
+	void *reserved[2]; /* zero (ABI) */
 };
 
 /* ureg_config_set_flags / reload flags */
@@ -212,8 +255,8 @@ UREG_API int ureg_config_type_register(ureg_config *cfg, const ureg_type *type);
 /**
  * ureg_config_provider_register - make @p nameable as `provider: <name>`.
  * @p is copied; @p->arg must outlive every object made from it.  Any
- * thread; blocks on the config mutex.  Returns 0, -EINVAL, -EEXIST,
- * -ENOMEM.
+ * thread; blocks on the config mutex.  Returns 0, -EINVAL (bad name, no
+ * create, nonzero reserved fields), -EEXIST, -ENOMEM.
  */
 UREG_API int ureg_config_provider_register(ureg_config *cfg, const char *name,
 				  const struct ureg_provider *p);

@@ -110,6 +110,11 @@ out:
 	return h;
 }
 
+const char *ureg__plugin_path(struct ureg_plugin *p)
+{
+	return p->path;
+}
+
 int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
 		      struct ureg_plugin **out, char *why, size_t whylen)
 {

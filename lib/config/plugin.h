@@ -16,6 +16,8 @@ int ureg__plugin_open(struct ureg_plugin **cache, const char *path,
 const void *ureg__plugin_sym(struct ureg_plugin *p, const char *sym,
 			     char *why, size_t whylen);
 ureg_anchor *ureg__plugin_anchor(struct ureg_plugin *p);
+/* The path the plugin was opened from; valid while it is in the cache. */
+const char *ureg__plugin_path(struct ureg_plugin *p);
 void ureg__plugin_mark(struct ureg_plugin *p);
 void ureg__plugin_prune(struct ureg_plugin **cache, bool all);
 

@@ -67,7 +67,7 @@ CT_UNUSED static const ureg_type ct_agent = { .name = "agent", .parent = &ct_bas
 /* A config with the types base/tool/agent and the provider test.item. */
 CT_UNUSED static ureg_config *ct_config(void)
 {
-	static const struct ureg_provider prov = { titem_create, titem_destroy, NULL };
+	static const struct ureg_provider prov = { .create = titem_create, .destroy = titem_destroy };
 	ureg_config *cfg;
 	cr_assert_eq(ureg_config_new(&cfg), 0);
 	cr_assert_eq(ureg_config_type_register(cfg, &ct_base), 0);

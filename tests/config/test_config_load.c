@@ -229,6 +229,10 @@ Test(config_load, an_empty_file_is_valid_and_bad_arguments_are_refused)
 	ureg_read_unlock();
 	struct ureg_provider p = { 0 };
 	cr_assert_eq(ureg_config_provider_register(cfg, "x", &p), -EINVAL);
+	/* a provider built for a newer ureg (a reserved field set) is refused */
+	struct ureg_provider newer = { .create = titem_create, .reserved = { [3] = &p } };
+	cr_assert_eq(ureg_config_provider_register(cfg, "newer", &newer), -EINVAL);
+	cr_assert(strstr(ureg_last_error(), "reserved"), "%s", ureg_last_error());
 	cr_assert_eq(ureg_config_type_register(cfg, &ct_tool), -EEXIST);
 	ureg_config_destroy(cfg);
 }

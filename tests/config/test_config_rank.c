@@ -232,7 +232,7 @@ Test(config_rank, ureg_inspect_shows_every_provider_of_a_key_with_its_rank)
 
 	snprintf(tool, sizeof(tool), "%s/ureg-inspect", getenv("UREG_TOOLS_DIR"));
 	snprintf(fixture, sizeof(fixture), "%s/ranked.yaml", getenv("UREG_TEST_FIXTURES"));
-	cr_assert_eq(run(&out, "'%s' --no-instances '%s'", tool, fixture), 0, "%s", out);
+	cr_assert_eq(run(&out, "'%s' --demo --no-instances '%s'", tool, fixture), 0, "%s", out);
 	cr_assert(strstr(out, "rank 10\n"), "%s", out);
 	cr_assert(strstr(out, "      rank 10          singleton -         (active)\n"), "%s", out);
 	cr_assert(strstr(out, "      rank 0           singleton -\n"), "%s", out);
@@ -240,7 +240,7 @@ Test(config_rank, ureg_inspect_shows_every_provider_of_a_key_with_its_rank)
 	/* the key's source is its active provider's entry (line 10) */
 	cr_assert(strstr(out, "ranked.yaml:10:9  gen 1  rank 10\n"), "%s", out);
 	free(out);
-	cr_assert_eq(run(&out, "'%s' --json --no-instances '%s'", tool, fixture), 0, "%s", out);
+	cr_assert_eq(run(&out, "'%s' --demo --json --no-instances '%s'", tool, fixture), 0, "%s", out);
 	cr_assert(strstr(out, "\"key\": \"search\""), "%s", out);
 	cr_assert(strstr(out, "\"rank\": 10, \"providers\": [{\"kind\": \"singleton\", \"rank\": 10, "
 			      "\"active\": true, \"scope\": null}, {\"kind\": \"singleton\", \"rank\": 0, "

@@ -40,5 +40,5 @@ static void destroy(void *obj, ureg_ctx *ctx)
 	free(o);
 }
 
-const struct ureg_provider test_provider = { create, destroy, NULL };
+const struct ureg_provider test_provider = { .create = create, .destroy = destroy };
 const int not_a_provider = 0;

@@ -442,7 +442,7 @@ Test(fault_config, a_watcher_start_that_runs_out_of_memory_leaves_no_watcher)
 
 Test(fault_config, registering_types_and_providers_out_of_memory_returns_enomem)
 {
-	static const struct ureg_provider prov = { titem_create, titem_destroy, NULL };
+	static const struct ureg_provider prov = { .create = titem_create, .destroy = titem_destroy };
 	ureg_config *cfg;
 	long n;
 
@@ -476,4 +476,61 @@ Test(fault_config, registering_types_and_providers_out_of_memory_returns_enomem)
 		}
 	}
 	cr_assert_lt(n, WALK_MAX);
+}
+
+/* The document model and the maps: an anchor and its alias, a mapping
+ * large enough for the duplicate map (> 16 pairs), ranked entries of one
+ * key (a key chain), a second registry. */
+static char *v_model(void)
+{
+	char *t = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&t, &len);
+
+	cr_assert_not_null(f);
+	fprintf(f, "registries:\n  - name: model\n    type: tool\n    entries:\n"
+		   "      - {key: a, kind: singleton, provider: test.item, params: {label: &l shared}}\n"
+		   "      - {key: b, kind: singleton, provider: test.item, params: {label: *l}}\n"
+		   "      - {key: r, kind: singleton, rank: 5, provider: test.item, params: {label: r5}}\n"
+		   "      - {key: r, kind: singleton, rank: 1, provider: test.item, params: {label: r1}}\n"
+		   "      - key: wide\n        kind: singleton\n        provider: test.item\n"
+		   "        params:\n          label: w\n");
+	for (int i = 0; i < 20; i++)
+		fprintf(f, "          p%d: v%d\n", i, i);
+	fprintf(f, "  - name: other\n    type: agent\n    entries:\n"
+		   "      - {key: o, kind: factory, scope: context, provider: test.item}\n");
+	cr_assert_eq(fclose(f), 0);
+	return t;
+}
+
+Test(fault_config, a_load_with_aliases_large_mappings_and_ranked_keys_out_of_memory_creates_nothing)
+{
+	char *text = v_model();
+	long n, failed = 0;
+
+	for (n = 1; n < WALK_MAX; n++) {
+		ureg_config *cfg = ct_config();
+		struct attempt a = attempt(cfg, n, op_reload, text);
+		if (a.rc == 0) {
+			cr_assert_str_eq(ct_item(cfg, "model", "b").label, "shared");
+			cr_assert_str_eq(ct_item(cfg, "model", "r").label, "r5");
+			cr_assert_str_eq(ct_item(cfg, "model", "wide").label, "w");
+		} else {
+			char **names;
+			size_t nn;
+			failed++;
+			cr_assert_eq(ureg_config_registry_names(cfg, &names, &nn), 0);
+			cr_assert_eq(nn, 0, "N=%ld: a registry was left behind", n);
+			ureg_keys_free(names);
+		}
+		ureg_config_destroy(cfg);
+		if (a.rc == 0) {
+			cr_assert_lt(a.seen, n, "N=%ld: a load succeeded although a fault hit it", n);
+			break;
+		}
+	}
+	cr_assert_lt(n, WALK_MAX);
+	cr_assert_gt(n, 20, "the walk covered only %ld allocations", n);
+	cr_assert_eq(failed, n - 1);
+	free(text);
 }

@@ -1,92 +1,164 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ureg-check [--no-plugins] CONFIG...     validate; every error as
- *                                         file:line:column: error: reason
- * ureg-check [--no-plugins] --plan OLD NEW print the reload diff OLD -> NEW
- *                                         (+ added, ~ changed, - removed)
+ * ureg-check - validate ureg configuration files, or print the reload
+ * diff of two of them.  See --help (and the man page made from it).
  *
- * Uses the demo types and providers (tools/config/demo.c).  Validation
- * is a dry run: no constructor runs.  Exit 0 valid, 1 invalid, 2 usage.
+ * Types and builtin providers come from --plugin objects (the user's
+ * own), --type and --demo; `plugin:` entries load the plugins the config
+ * names.  Validation is a dry run: no constructor runs.
  */
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include "demo.h"
 
-static int usage(void)
+#include "cli.h"
+
+static const char *prog = "ureg-check";
+
+static void help(void)
 {
-	fprintf(stderr, "usage: ureg-check [--no-plugins] CONFIG...\n"
-			"       ureg-check [--no-plugins] --plan OLD NEW\n");
-	return 2;
+	printf("Usage: %s [OPTION]... CONFIG...\n"
+	       "  or:  %s [OPTION]... --plan OLD NEW\n"
+	       "Validate ureg configuration files (YAML, see ureg/config.h): every error\n"
+	       "is printed as FILE:LINE:COLUMN: error: REASON.  Validation is a dry run:\n"
+	       "types, providers and plugins are resolved, no constructor runs.\n"
+	       "\n"
+	       "Options:\n"
+	       CLI_CONFIG_HELP
+	       "      --plan           load OLD, then print the reload diff OLD -> NEW:\n"
+	       "                       + added, ~ changed, - removed\n"
+	       "  -m, --max-errors=N   print at most N errors per file (1-%d, default %d)\n"
+	       "  -q, --quiet          print nothing for a valid file\n"
+	       "  -h, --help           display this help and exit\n"
+	       "  -V, --version        output version information and exit\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  every CONFIG is valid (--plan: both are)\n"
+	       "  1  a CONFIG is invalid or unreadable, or a --plugin cannot be loaded\n"
+	       "  2  usage error (unknown option, bad number, missing CONFIG)\n"
+	       "\n"
+	       "Examples:\n"
+	       "  %s --demo tools/example.yaml\n"
+	       "  %s --plugin ./libmytypes.so services.yaml\n",
+	       prog, prog, UREG_CONFIG_MAX_ERRORS, UREG_CONFIG_MAX_ERRORS, prog, prog);
 }
 
-static ureg_config *new_cfg(unsigned flags)
-{
-	ureg_config *cfg;
-	if (ureg_config_new(&cfg))
-		return NULL;
-	if (demo_register(cfg) || ureg_config_set_flags(cfg, flags)) {
-		ureg_config_destroy(cfg);
-		return NULL;
-	}
-	return cfg;
-}
+static long max_errors = UREG_CONFIG_MAX_ERRORS;
+
+static struct cli_config c;
 
 /* Print errors (or the reason when none were collected); 0 ok, 1 bad. */
 static int report(const char *path, int rc, struct ureg_config_errors *errs)
 {
 	if (!rc)
 		return 0;
-	if (!ureg_config_errors_print(errs, stdout))
+	if (rc == -EBADMSG)
+		cli_hint(prog, &c);
+	if (!errs->count)
 		printf("%s: error: %s\n", path, ureg_last_error());
+	struct ureg_config_errors shown = *errs;
+	if (shown.count > (size_t)max_errors)
+		shown.count = (size_t)max_errors;
+	ureg_config_errors_print(&shown, stdout);
+	if (shown.count < errs->count)
+		printf("%s: %zu more error(s) not shown (--max-errors)\n", path,
+		       errs->count - shown.count);
 	ureg_config_errors_free(errs);
 	return 1;
 }
 
+static int plan(const char *old, const char *nw)
+{
+	struct ureg_config_errors errs = { 0 };
+	struct ureg_config_plan p = { 0 };
+	ureg_config *cfg;
+	int bad;
+
+	if (cli_config_new(prog, &c, &cfg))
+		return 1;
+	bad = report(old, ureg_config_load(cfg, old, &errs), &errs);
+	if (!bad)
+		bad = report(nw, ureg_config_reload(cfg, nw, UREG_CONFIG_DRY_RUN, &p, &errs),
+			     &errs);
+	if (!bad)
+		ureg_config_plan_print(&p, stdout);
+	ureg_config_plan_free(&p);
+	cli_config_done(&c, cfg);
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
-	unsigned flags = 0;
-	bool plan = false;
-	int i = 1, bad = 0;
+	static const struct option opts[] = {
+		{ "plugin", required_argument, NULL, 'p' },
+		{ "type", required_argument, NULL, 't' },
+		{ "demo", no_argument, NULL, 'D' },
+		{ "no-plugins", no_argument, NULL, 'N' },
+		{ "plan", no_argument, NULL, 'P' },
+		{ "max-errors", required_argument, NULL, 'm' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	bool want_plan = false, quiet = false;
+	int o, bad = 0;
 
-	for (; i < argc && argv[i][0] == '-'; i++) {
-		if (!strcmp(argv[i], "--no-plugins"))
-			flags |= UREG_CONFIG_NO_PLUGINS;
-		else if (!strcmp(argv[i], "--plan"))
-			plan = true;
-		else
-			return usage();
+	while ((o = getopt_long(argc, argv, "p:t:m:qhV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'p':
+			if (cli_config_add(prog, &c.plugins, &c.nplugins, optarg))
+				return 1;
+			break;
+		case 't':
+			if (cli_config_add(prog, &c.types, &c.ntypes, optarg))
+				return 1;
+			break;
+		case 'D': c.demo = true; break;
+		case 'N': c.flags |= UREG_CONFIG_NO_PLUGINS; break;
+		case 'P': want_plan = true; break;
+		case 'm':
+			if (cli_long(prog, "--max-errors", optarg, 1,
+				     UREG_CONFIG_MAX_ERRORS, &max_errors)) {
+				cli_config_free(&c);
+				return CLI_USAGE;
+			}
+			break;
+		case 'q': quiet = true; break;
+		case 'h':
+		case 'V':
+			cli_config_free(&c);
+			o == 'h' ? help() : cli_version(prog);
+			return 0;
+		default:
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
 	}
-	if (plan) {
-		if (argc - i != 2)
-			return usage();
-		ureg_config *cfg = new_cfg(flags);
-		struct ureg_config_errors errs = { 0 };
-		struct ureg_config_plan p = { 0 };
-		if (!cfg)
-			return 1;
-		bad = report(argv[i], ureg_config_load(cfg, argv[i], &errs), &errs);
-		if (!bad)
-			bad = report(argv[i + 1], ureg_config_reload(cfg, argv[i + 1],
-				     UREG_CONFIG_DRY_RUN, &p, &errs), &errs);
-		if (!bad)
-			ureg_config_plan_print(&p, stdout);
-		ureg_config_plan_free(&p);
-		ureg_config_destroy(cfg);
+	if (want_plan ? argc - optind != 2 : optind == argc) {
+		fprintf(stderr, "%s: %s\n", prog, want_plan ?
+			"--plan needs two files, OLD and NEW" : "no CONFIG given");
+		cli_config_free(&c);
+		return cli_usage_error(prog);
+	}
+	if (want_plan) {
+		bad = plan(argv[optind], argv[optind + 1]);
+		cli_config_free(&c);
 		return bad;
 	}
-	if (i == argc)
-		return usage();
-	for (; i < argc; i++) {
-		ureg_config *cfg = new_cfg(flags);
+	for (int i = optind; i < argc; i++) {
 		struct ureg_config_errors errs = { 0 };
-		if (!cfg)
+		ureg_config *cfg;
+		if (cli_config_new(prog, &c, &cfg))
 			return 1;
 		int rc = ureg_config_reload(cfg, argv[i], UREG_CONFIG_DRY_RUN, NULL, &errs);
 		if (report(argv[i], rc, &errs))
 			bad = 1;
-		else
+		else if (!quiet)
 			printf("%s: ok\n", argv[i]);
-		ureg_config_destroy(cfg);
+		cli_config_done(&c, cfg);
 	}
+	cli_config_free(&c);
 	return bad;
 }

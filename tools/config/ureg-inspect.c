@@ -1,77 +1,171 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * ureg-inspect [--json] [--no-instances] CONFIG
+ * ureg-inspect - load a config and print what it made: every registry,
+ * its type chain, every entry with kind, scope, rank, provider, source
+ * and generation, and the user contexts with their instances and bytes
+ * (ureg_report).  See --help (and the man page made from it).
  *
- * Loads CONFIG with the demo types and providers (tools/config/demo.c),
- * creates one user context "inspect" holding one instance of every factory
- * (unless --no-instances), and prints ureg_report(): every registry, its
- * type chain, every entry with kind, scope, provider, source and
- * generation, and the contexts with their instances and bytes.
- * Exit 0; 1 when the config is invalid (errors on stderr); 2 on usage.
+ * Types and builtin providers come from --plugin objects (the user's
+ * own), --type and --demo; `plugin:` entries load the plugins the config
+ * names.  Unlike ureg-check this runs the constructors: singletons are
+ * built, and each of --contexts user contexts gets one instance of every
+ * factory.
  */
+#include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include "demo.h"
 
-static int usage(void)
+#include "cli.h"
+
+static const char *prog = "ureg-inspect";
+
+#define MAX_CONTEXTS 64
+
+static void help(void)
 {
-	fprintf(stderr, "usage: ureg-inspect [--json] [--no-instances] CONFIG\n");
-	return 2;
+	printf("Usage: %s [OPTION]... CONFIG\n"
+	       "Load the ureg configuration CONFIG and print its registries, their type\n"
+	       "chains, every entry (kind, scope, rank, provider, file:line:column,\n"
+	       "generation) and the user contexts with their instances and memory.\n"
+	       "Singleton constructors run; each context gets one instance of every\n"
+	       "factory.\n"
+	       "\n"
+	       "Options:\n"
+	       CLI_CONFIG_HELP
+	       "  -j, --json           print the report as JSON\n"
+	       "  -c, --contexts=N     create N user contexts (0-%d, default 1), named\n"
+	       "                       inspect, inspect-2, ...\n"
+	       "      --no-instances   same as --contexts=0\n"
+	       "  -h, --help           display this help and exit\n"
+	       "  -V, --version        output version information and exit\n"
+	       "\n"
+	       "Exit status:\n"
+	       "  0  the report was printed\n"
+	       "  1  CONFIG is invalid or unreadable (errors on stderr as\n"
+	       "     FILE:LINE:COLUMN: error: REASON), a --plugin cannot be loaded,\n"
+	       "     or the report failed\n"
+	       "  2  usage error (unknown option, bad number, not one CONFIG)\n"
+	       "\n"
+	       "Examples:\n"
+	       "  %s --demo tools/example.yaml\n"
+	       "  %s --plugin ./libmytypes.so --json services.yaml\n",
+	       prog, MAX_CONTEXTS, prog, prog);
 }
 
-int main(int argc, char **argv)
+/* One instance of every factory of every registry in @ctx. */
+static void instantiate(ureg_config *cfg, ureg_ctx *ctx)
 {
-	const char *path = NULL;
-	bool json = false, instances = true;
+	char **names;
+
+	if (ureg_config_registry_names(cfg, &names, NULL))
+		return;
+	for (char **n = names; *n; n++) {
+		ureg_registry *reg = ureg_config_registry(cfg, *n);
+		char **keys;
+		if (ureg_keys(reg, &keys, NULL))
+			continue;
+		for (char **k = keys; *k; k++) {
+			void *obj;
+			(void)ureg_create_instance(reg, *k, ctx, &obj);
+		}
+		ureg_keys_free(keys);
+	}
+	ureg_keys_free(names);
+}
+
+static int inspect(struct cli_config *c, const char *path, bool json, long nctx)
+{
+	struct ureg_config_errors errs = { 0 };
+	ureg_ctx *ctx[MAX_CONTEXTS] = { 0 };
 	ureg_config *cfg;
-	ureg_ctx *ctx = NULL;
 	int rc;
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--json"))
-			json = true;
-		else if (!strcmp(argv[i], "--no-instances"))
-			instances = false;
-		else if (argv[i][0] == '-' || path)
-			return usage();
-		else
-			path = argv[i];
-	}
-	if (!path)
-		return usage();
-	if (ureg_config_new(&cfg) || demo_register(cfg)) {
-		fprintf(stderr, "ureg-inspect: %s\n", ureg_last_error());
+	if (cli_config_new(prog, c, &cfg))
 		return 1;
-	}
-	struct ureg_config_errors errs = { 0 };
 	if ((rc = ureg_config_load(cfg, path, &errs))) {
 		if (!ureg_config_errors_print(&errs, stderr))
 			fprintf(stderr, "%s: error: %s\n", path, ureg_last_error());
 		ureg_config_errors_free(&errs);
-		ureg_config_destroy(cfg);
+		if (rc == -EBADMSG)
+			cli_hint(prog, c);
+		cli_config_done(c, cfg);
 		return 1;
 	}
-	if (instances && ureg_ctx_new("inspect", 0, &ctx) == 0) {
-		char **names;
-		if (!ureg_config_registry_names(cfg, &names, NULL)) {
-			for (char **n = names; *n; n++) {
-				ureg_registry *reg = ureg_config_registry(cfg, *n);
-				char **keys;
-				if (ureg_keys(reg, &keys, NULL))
-					continue;
-				for (char **k = keys; *k; k++) {
-					void *obj;
-					(void)ureg_create_instance(reg, *k, ctx, &obj);
-				}
-				ureg_keys_free(keys);
-			}
-			ureg_keys_free(names);
-		}
+	for (long i = 0; i < nctx; i++) {
+		char name[32];
+		if (i)
+			snprintf(name, sizeof(name), "inspect-%ld", i + 1);
+		else
+			snprintf(name, sizeof(name), "inspect");
+		if (ureg_ctx_new(name, 0, &ctx[i]) == 0)
+			instantiate(cfg, ctx[i]);
 	}
 	rc = ureg_report(stdout, json ? UREG_REPORT_JSON : UREG_REPORT_TEXT);
 	if (rc)
-		fprintf(stderr, "ureg-inspect: %s\n", ureg_last_error());
-	ureg_ctx_destroy(ctx);
-	ureg_config_destroy(cfg);
+		fprintf(stderr, "%s: %s\n", prog, ureg_last_error());
+	for (long i = 0; i < nctx; i++)
+		ureg_ctx_destroy(ctx[i]);
+	cli_config_done(c, cfg);
 	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "plugin", required_argument, NULL, 'p' },
+		{ "type", required_argument, NULL, 't' },
+		{ "demo", no_argument, NULL, 'D' },
+		{ "no-plugins", no_argument, NULL, 'N' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "contexts", required_argument, NULL, 'c' },
+		{ "no-instances", no_argument, NULL, 'I' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	struct cli_config c = { 0 };
+	bool json = false;
+	long nctx = 1;
+	int o, rc;
+
+	while ((o = getopt_long(argc, argv, "p:t:jc:hV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'p':
+			if (cli_config_add(prog, &c.plugins, &c.nplugins, optarg))
+				return 1;
+			break;
+		case 't':
+			if (cli_config_add(prog, &c.types, &c.ntypes, optarg))
+				return 1;
+			break;
+		case 'D': c.demo = true; break;
+		case 'N': c.flags |= UREG_CONFIG_NO_PLUGINS; break;
+		case 'j': json = true; break;
+		case 'c':
+			if (cli_long(prog, "--contexts", optarg, 0, MAX_CONTEXTS, &nctx)) {
+				cli_config_free(&c);
+				return CLI_USAGE;
+			}
+			break;
+		case 'I': nctx = 0; break;
+		case 'h':
+		case 'V':
+			cli_config_free(&c);
+			o == 'h' ? help() : cli_version(prog);
+			return 0;
+		default:
+			cli_config_free(&c);
+			return cli_usage_error(prog);
+		}
+	}
+	if (argc - optind != 1) {
+		fprintf(stderr, "%s: %s\n", prog, optind == argc ? "no CONFIG given" :
+			"one CONFIG at a time");
+		cli_config_free(&c);
+		return cli_usage_error(prog);
+	}
+	rc = inspect(&c, argv[optind], json, nctx);
+	cli_config_free(&c);
+	return rc;
 }
