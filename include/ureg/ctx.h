@@ -19,8 +19,11 @@
  *    grow the address space.  At most ureg_arena_dedicated_max() arenas
  *    (default 1,024); past it ureg_ctx_new fails with -EAGAIN.
  *
- * Every block carries a 16-byte header that links it into its context, so
- * destroy frees exactly what the context still holds.  Accounting is exact:
+ * Every block carries a 32-byte header that links it into its context (so
+ * destroy frees exactly what the context still holds) and names the
+ * registry entry its bytes count for (ureg_ctx_entries: what a factory
+ * allocated while creating, and ureg_ctx_alloc_for on an instance's
+ * behalf).  Accounting is exact:
  * live_bytes is the sum of jemalloc's usable size of every live block
  * (header included), computed with nallocx() before the allocation so a
  * quota refuses it cleanly (-EDQUOT) without touching anything else.
@@ -32,8 +35,15 @@
  * another thread of the same context reached meanwhile).
  *
  * A context may be used from several threads at once; allocation and
- * instance bookkeeping serialize on the context's own lock (4 bytes, one
- * atomic each way when uncontended; never a registry's lock).
+ * instance bookkeeping serialize on the context's own lock (never a
+ * registry's lock).  The lock is biased to one owner thread (the one
+ * that created the context), which takes it with plain stores and no atomic
+ * instruction; another thread pays a sys_membarrier (microseconds) per
+ * entry, and after 15 such entries becomes the owner itself (at most 3
+ * times; then every thread takes an ordinary futex lock).  So a context
+ * used mostly by one thread at a time - one user's requests - is cheap,
+ * and one shared by busy threads falls back to an ordinary lock.  Stats
+ * and the per-entry walk take no lock at all.
  */
 #ifndef UREG_CTX_H
 #define UREG_CTX_H
@@ -118,22 +128,46 @@ UREG_API const char *ureg_ctx_name(const ureg_ctx *ctx);
 UREG_API int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes);
 
 /**
- * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread; takes the
- * context mutex briefly.  Returns 0 or -EINVAL.
+ * ureg_ctx_stats - copy @ctx's accounting into @st.  Any thread, while
+ * @ctx is not being destroyed; never blocks and takes no lock (each
+ * counter is read atomically; while other threads allocate in @ctx the
+ * counters may come from slightly different moments).  Returns 0 or
+ * -EINVAL.
  */
 UREG_API int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st);
 
 /**
  * ureg_ctx_alloc / ureg_ctx_calloc / ureg_ctx_strdup - allocate inside @ctx.
  *
- * For factories and instance code.  Any thread; blocks on the context mutex
- * and jemalloc's arena lock.  The memory is 16-byte aligned and valid until
+ * For factories and instance code.  Any thread; blocks on the context lock
+ * (not at all on the owner's biased path; another thread pays a membarrier,
+ * see the top of this file) and on jemalloc's arena lock.  Inside a
+ * creation the block counts for the entry being created (ureg_ctx_entries)
+ * if the creation succeeds, and is freed if it fails; outside one it is the
+ * context's own.  The memory is 16-byte aligned and valid until
  * ureg_ctx_free() or ureg_ctx_destroy().  Return NULL on a NULL @ctx, a zero
  * size, overflow, quota (errno EDQUOT) or exhaustion (errno ENOMEM).
  */
 UREG_API void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size);
 UREG_API void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size);
 UREG_API char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s);
+
+/**
+ * ureg_ctx_alloc_for / ureg_ctx_calloc_for - allocate inside @ctx on
+ * behalf of @instance, one of @ctx's live instances: the block counts for
+ * the registry entry that made @instance in the per-entry breakdown
+ * (ureg_ctx_entries), exactly as what its factory allocated while
+ * creating it.  For instance code that grows after creation (a session's
+ * buffers, a tool's cache).  Same rules, lifetime and errors as
+ * ureg_ctx_alloc(), plus NULL with errno ENOENT (and ureg_last_error())
+ * when @instance is not a live instance of @ctx, EINVAL for a NULL @ctx or
+ * @instance; nothing is allocated or counted then.  The block stays
+ * counted for that entry until it is freed, even after @instance is
+ * released (the bytes are still the entry's doing).
+ */
+UREG_API void *ureg_ctx_alloc_for(ureg_ctx *ctx, const void *instance, size_t size);
+UREG_API void *ureg_ctx_calloc_for(ureg_ctx *ctx, const void *instance,
+				   size_t n, size_t size);
 
 /**
  * ureg_ctx_free - free @p, which @ctx allocated.  NULL is a no-op.  Any
@@ -150,6 +184,55 @@ UREG_API void ureg_ctx_free(ureg_ctx *ctx, void *p);
  * Returns 0, -EINVAL, -ENOENT (not an instance of @ctx).
  */
 UREG_API int ureg_instance_release(ureg_ctx *ctx, void *instance);
+
+/**
+ * struct ureg_ctx_entry - what one registry entry holds in one context.
+ * @registry:    the registry's name.
+ * @key:         the entry's key.
+ * @instances:   live instances it made in the context.
+ * @bytes:       live bytes counted for it (usable sizes, headers included,
+ *               as in live_bytes): the blocks its factory allocated in
+ *               the context while creating those instances (in successful
+ *               creations only), plus the blocks allocated with
+ *               ureg_ctx_alloc_for() on behalf of its instances, until
+ *               freed.
+ * @peak_bytes:  highest @bytes so far.
+ * @allocations: live blocks counted in @bytes.
+ *
+ * One record per factory registration: a key whose factory was replaced
+ * (a reload) shows once per factory that made something in the context.
+ * The sum of @bytes over a context's entries is at most its live_bytes;
+ * the rest is what was allocated outside any creation with ureg_ctx_alloc.
+ * The library's storage, handed to the callback by pointer: it may grow
+ * at the end in a later version (api.h, "ABI policy").
+ */
+struct ureg_ctx_entry {
+	const char *registry;
+	const char *key;
+	size_t instances;
+	size_t bytes;
+	size_t peak_bytes;
+	size_t allocations;
+};
+
+/**
+ * ureg_ctx_entries - call @fn(entry, @arg) for every registry entry that
+ * made an instance in @ctx (those whose instances are all gone included,
+ * for their peak), oldest first, until @fn returns non-zero (returned).
+ *
+ * The per-entry breakdown of the context's memory: kept up to date by
+ * creations, releases, ureg_ctx_alloc_for() and ureg_ctx_free(), under
+ * the context lock those already take; lookups do no extra work.  Any
+ * thread, while @ctx is not being destroyed; takes no lock and never
+ * blocks (records are only ever appended; each number is read atomically,
+ * so with other threads busy in @ctx they may come from slightly
+ * different moments).  @fn may call into @ctx.  The strings in @entry are
+ * valid until @ctx is destroyed; the struct only during the call.
+ * Returns 0, -EINVAL or @fn's value.
+ */
+UREG_API int ureg_ctx_entries(ureg_ctx *ctx,
+			      int (*fn)(const struct ureg_ctx_entry *entry, void *arg),
+			      void *arg);
 
 /**
  * ureg_ctx_foreach - call @fn(ctx, @arg) for every live context until it

@@ -27,12 +27,20 @@ enum {
  * generation and rank; a key with several providers (ureg.h, "Ranking")
  * lists each with its kind, rank and whether it is the active one (JSON:
  * "rank" and "providers" on every entry); then every live user context
- * with its instances and bytes.
+ * with its instances and bytes and its per-entry breakdown (ctx.h,
+ * ureg_ctx_entries; JSON: "entries": [{"registry", "key", "instances",
+ * "bytes", "peak", "allocations", "live_bytes", "peak_bytes"}], the last
+ * two repeating bytes and peak under the context's own names); then the
+ * 10 largest contexts by live bytes ("top_contexts": [{"name",
+ * "live_bytes"}]) and a histogram of context sizes ("context_sizes":
+ * [{"up_to": 0 | 1024 | 4096 | ... | null, "contexts"}], powers of four
+ * from 1 KiB; null: larger than the last bound).
  * @flags: UREG_REPORT_TEXT or UREG_REPORT_JSON.
  *
  * Any thread, not inside a read section.  Blocks on the global registry
  * and context list mutexes (registries cannot be created or destroyed
- * while it runs) and on each context's mutex briefly; allocates.  Each
+ * while it runs; a context being destroyed waits for the walk); takes no
+ * context's lock; allocates.  Each
  * registry is read in its own read section (a consistent generation per
  * registry).  Returns 0, -EINVAL, -ENOMEM or -EIO (write failed).
  */

@@ -375,6 +375,10 @@ void ureg__events_unlock(void);
 /* ---- contexts (ctx.c) ---- */
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_entry *e, void **out);
+/* Like ureg__ctx_create (not cached), consuming the caller's reference
+ * on @fb: the instance keeps it, a failure drops it. */
+int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
+			 struct ureg_factory_box *fb, void **out);
 int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 		     struct ureg_factory_box *fb, bool cached, void **out);
 /* ureg_drain's holder report: live instances of @fb that @ctx holds.

@@ -102,9 +102,7 @@ int ureg__get_own_section(ureg_registry *reg, ureg_ctx *ctx, void **out,
 	fb = e->fbox;
 	ureg__fbox_get(fb);
 	ureg_read_unlock();
-	rc = ureg__ctx_create(ctx, reg, fb, false, out);
-	ureg__fbox_put(fb);
-	return rc;
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
 }
 
 int ureg__find_str(ureg_registry *reg, const void *karg, struct ureg_entry **e)
@@ -156,9 +154,7 @@ int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, k->str);
-	rc = ureg__ctx_create(ctx, reg, fb, false, out);
-	ureg__fbox_put(fb);
-	return rc;
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
 }
 
 int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
@@ -184,9 +180,7 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, key);
-	rc = ureg__ctx_create(ctx, reg, fb, false, out);
-	ureg__fbox_put(fb);
-	return rc;
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
 }
 
 int ureg_contains(ureg_registry *reg, const char *key)

@@ -182,11 +182,80 @@ static int report_registry(FILE *out, ureg_registry *reg, bool json, bool first)
 	return 0;
 }
 
+/*
+ * Memory per user context: each context's totals and its per-entry
+ * breakdown (ureg_ctx_entries), then the TOP_CONTEXTS largest contexts by
+ * live bytes and a histogram of context sizes (powers of four from 1 KiB;
+ * bucket "up_to" N counts contexts with live bytes <= N and above the
+ * previous bound; the last, "up_to": null, is everything larger).
+ */
+#define TOP_CONTEXTS 10
+#define SIZE_BUCKETS 13
+
+struct ctx_top {
+	char name[UREG_NAME_MAX + 1];
+	size_t bytes;
+};
+
 struct ctx_walk {
 	FILE *out;
 	bool json;
 	size_t n;
+	size_t nentries;
+	size_t ntop;
+	struct ctx_top top[TOP_CONTEXTS];
+	size_t hist[SIZE_BUCKETS];
 };
+
+static size_t bucket_bound(int i)
+{
+	return i == 0 ? 0 : (size_t)1024 << (2 * (i - 1)); /* 0, 1 KiB, 4 KiB, ... 4 GiB */
+}
+
+static void walk_note(struct ctx_walk *w, const char *name, size_t bytes)
+{
+	int b = 0;
+	size_t i;
+
+	while (b < SIZE_BUCKETS - 1 && bytes > bucket_bound(b))
+		b++;
+	w->hist[b]++;
+	/* insertion into the top list, largest first (first seen wins ties) */
+	for (i = w->ntop; i > 0 && w->top[i - 1].bytes < bytes; i--)
+		if (i < TOP_CONTEXTS)
+			w->top[i] = w->top[i - 1];
+	if (i < TOP_CONTEXTS) {
+		snprintf(w->top[i].name, sizeof(w->top[i].name), "%s", name);
+		w->top[i].bytes = bytes;
+		if (w->ntop < TOP_CONTEXTS)
+			w->ntop++;
+	}
+}
+
+/* Called under the context's lock (ureg_ctx_entries): only writes. */
+static int report_entry(const struct ureg_ctx_entry *e, void *arg)
+{
+	struct ctx_walk *w = arg;
+
+	if (w->json) {
+		fputs(w->nentries ? ", {\"registry\": " : "{\"registry\": ", w->out);
+		json_str(w->out, e->registry);
+		fputs(", \"key\": ", w->out);
+		json_str(w->out, e->key);
+		/* bytes/peak as issue 12 names them; live_bytes/peak_bytes as
+		 * the context itself and the agent page name them */
+		fprintf(w->out, ", \"instances\": %zu, \"bytes\": %zu, \"peak\": %zu, "
+			"\"allocations\": %zu, \"live_bytes\": %zu, \"peak_bytes\": %zu}",
+			e->instances, e->bytes, e->peak_bytes, e->allocations,
+			e->bytes, e->peak_bytes);
+	} else {
+		fprintf(w->out, "      %s/%s  instances %zu  live %zu B  peak %zu B  allocations %zu\n",
+			e->registry, e->key, e->instances, e->bytes, e->peak_bytes,
+			e->allocations);
+	}
+	w->nentries++;
+	return 0;
+}
 
 static int report_ctx(ureg_ctx *ctx, void *arg)
 {
@@ -195,24 +264,68 @@ static int report_ctx(ureg_ctx *ctx, void *arg)
 
 	if (ureg_ctx_stats(ctx, &st))
 		return 0;
+	walk_note(w, ureg_ctx_name(ctx), st.live_bytes);
+	w->nentries = 0;
 	if (w->json) {
 		fputs(w->n ? ",\n    {" : "\n    {", w->out);
 		fputs("\"name\": ", w->out);
 		json_str(w->out, ureg_ctx_name(ctx));
 		fprintf(w->out, ", \"instances\": %zu, \"live_bytes\": %zu, "
 			"\"peak_bytes\": %zu, \"allocations\": %zu, \"quota\": %zu, "
-			"\"arena\": %u, \"dedicated\": %s}",
+			"\"arena\": %u, \"dedicated\": %s, \"entries\": [",
 			st.instances, st.live_bytes, st.peak_bytes, st.allocations,
 			st.quota, st.arena, st.dedicated ? "true" : "false");
+		ureg_ctx_entries(ctx, report_entry, w);
+		fputs("]}", w->out);
 	} else {
 		fprintf(w->out, "  %-24s instances %-6zu live %zu B  peak %zu B  allocations %zu  quota %zu  arena %u%s\n",
 			*ureg_ctx_name(ctx) ? ureg_ctx_name(ctx) : "(unnamed)",
 			st.instances, st.live_bytes, st.peak_bytes,
 			st.allocations, st.quota, st.arena,
 			st.dedicated ? " (dedicated)" : "");
+		ureg_ctx_entries(ctx, report_entry, w);
 	}
 	w->n++;
 	return 0;
+}
+
+static void report_ctx_summary(FILE *out, const struct ctx_walk *w, bool json)
+{
+	if (json) {
+		fputs(",\n  \"top_contexts\": [", out);
+		for (size_t i = 0; i < w->ntop; i++) {
+			fputs(i ? ", {\"name\": " : "{\"name\": ", out);
+			json_str(out, w->top[i].name);
+			fprintf(out, ", \"live_bytes\": %zu}", w->top[i].bytes);
+		}
+		fputs("],\n  \"context_sizes\": [", out);
+		for (int b = 0; b < SIZE_BUCKETS; b++) {
+			if (b < SIZE_BUCKETS - 1)
+				fprintf(out, "%s{\"up_to\": %zu, \"contexts\": %zu}",
+					b ? ", " : "", bucket_bound(b), w->hist[b]);
+			else
+				fprintf(out, ", {\"up_to\": null, \"contexts\": %zu}", w->hist[b]);
+		}
+		fputs("]", out);
+		return;
+	}
+	fprintf(out, "largest contexts (top %d by live bytes)\n", TOP_CONTEXTS);
+	for (size_t i = 0; i < w->ntop; i++)
+		fprintf(out, "  %-24s %zu B\n", *w->top[i].name ? w->top[i].name : "(unnamed)",
+			w->top[i].bytes);
+	if (!w->ntop)
+		fputs("  (none)\n", out);
+	fputs("context sizes (live bytes: contexts)\n", out);
+	for (int b = 0; b < SIZE_BUCKETS; b++) {
+		if (!w->hist[b])
+			continue;
+		if (b == 0)
+			fprintf(out, "  0 B           %zu\n", w->hist[b]);
+		else if (b < SIZE_BUCKETS - 1)
+			fprintf(out, "  <= %-9zu B %zu\n", bucket_bound(b), w->hist[b]);
+		else
+			fprintf(out, "  >  %-9zu B %zu\n", bucket_bound(b - 1), w->hist[b]);
+	}
 }
 
 int ureg_report(FILE *out, unsigned flags)
@@ -254,14 +367,20 @@ int ureg_report(FILE *out, unsigned flags)
 	if (rc)
 		return ureg__err(rc, "report: %s", ureg_strerror(rc));
 
-	struct ctx_walk w = { out, json, 0 };
+	struct ctx_walk w;
+	memset(&w, 0, sizeof(w));
+	w.out = out;
+	w.json = json;
 	fputs(json ? (n ? "\n  ],\n  \"contexts\": [" : "],\n  \"contexts\": [")
 		   : "contexts\n", out);
 	ureg_ctx_foreach(report_ctx, &w);
 	if (json)
-		fputs(w.n ? "\n  ]\n}\n" : "]\n}\n", out);
+		fputs(w.n ? "\n  ]" : "]", out);
 	else if (!w.n)
 		fputs("  (none)\n", out);
+	report_ctx_summary(out, &w, json);
+	if (json)
+		fputs("\n}\n", out);
 	if (fflush(out) || ferror(out))
 		return ureg__err(-EIO, "report: write failed");
 	ureg__clear_err();

@@ -14,13 +14,15 @@
  * size, so the quota check refuses cleanly, and sallocx() on free.
  *
  * The context lock is a 4-byte futex lock (Drepper, "Futexes Are Tricky",
- * mutex 3): one uncontended atomic to take, one to drop, which keeps the
- * common one-thread-per-context case cheap and the struct small (an idle
- * context is one 128-byte heap block).
+ * mutex 3) biased to one owner thread, which enters with plain stores (see
+ * ctx_int.h, "biased"; the slow path and the fork pause are here).  Stats
+ * and the per-entry walk read relaxed counters without it.
  *
  * Creations (frames, the instance cache, single flight, cycles) are in
  * ctx_create.c; what both files share is in ctx_int.h.
  */
+#include <linux/membarrier.h>
+#include <sched.h>
 #include "ctx_int.h"
 
 /*
@@ -43,10 +45,14 @@ static inline size_t class_formula(size_t n)
 	return (x | (((size_t)1 << (lg - 2)) - 1)) + 1;
 }
 
+static void bias_init(void);
+static void ctx_membarrier(void);
+
 static void class_check(void)
 {
 	bool ok = true;
 
+	bias_init();
 	for (size_t n = 17; ok && n <= 65536; n++)
 		ok = nallocx(n, 0) == class_formula(n);
 	for (size_t n = 65536; ok && n <= ((size_t)64 << 20); n += n / 61 + 1)
@@ -83,18 +89,38 @@ static CDS_LIST_HEAD(all_contexts);
 void ureg__ctx_lock_all(void)
 {
 	ureg_ctx *ctx;
+	bool paused = false;
 
 	lock_take(&all_lock);
-	for_each_ctx(ctx)
+	/* every futex lock, every bias paused, one membarrier for all, then
+	 * wait for owners still inside (ctx_int.h, "biased") */
+	for_each_ctx(ctx) {
 		lock_take(&ctx->lock);
+		if (ctx->owner && (ctx->revoke & BIAS_STATE) == BIAS_ON) {
+			__atomic_store_n(&ctx->revoke,
+					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_PAUSED),
+					 __ATOMIC_RELAXED);
+			paused = true;
+		}
+	}
+	if (paused)
+		ctx_membarrier();
+	for_each_ctx(ctx)
+		while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+			sched_yield();
 }
 
 void ureg__ctx_unlock_all(void)
 {
 	ureg_ctx *ctx;
 
-	for_each_ctx(ctx)
+	for_each_ctx(ctx) {
+		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
+			__atomic_store_n(&ctx->revoke,
+					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON),
+					 __ATOMIC_RELEASE);
 		lock_drop(&ctx->lock);
+	}
 	lock_drop(&all_lock);
 }
 
@@ -103,11 +129,80 @@ void ureg__ctx_unlock_all_child(void)
 {
 	ureg_ctx *ctx;
 
-	for_each_ctx(ctx)
+	for_each_ctx(ctx) {
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELAXED);
+		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
+			ctx->revoke = (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON);
+	}
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }
 
+/* ------------------------------------------------------------ the bias */
+
+UREG_TLS uint32_t ureg__ctx_self_id;
+UREG_TLS ureg_ctx *ureg__ctx_fast;
+static uint32_t next_self_id;
+static bool bias_ok;        /* membarrier registered: contexts get owners */
+
+static void ctx_membarrier(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+		abort(); /* registered at start-up: cannot fail afterwards */
+}
+
+static void bias_init(void)
+{
+	bias_ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+		  syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+/* A thread's id, unique over the process's life (never reused, unlike
+ * kernel tids and TLS addresses), taken the first time it needs one. */
+uint32_t ureg__ctx_self_slow(void)
+{
+	uint32_t id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
+
+	if (!id) /* 2^32 threads later: no more owners */
+		id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
+	return ureg__ctx_self_id = id;
+}
+
+/* ctx_lock for everyone but a biased owner (ctx_int.h, "biased"). */
+void ureg__ctx_lock_slow(ureg_ctx *ctx)
+{
+	uint32_t self = ctx_self(), owner;
+	uint8_t r, seen, moves;
+
+	lock_take(&ctx->lock);
+	r = __atomic_load_n(&ctx->revoke, __ATOMIC_RELAXED);
+	owner = __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED);
+	if ((r & BIAS_STATE) == BIAS_OFF || owner == self)
+		return;
+	if (!owner) {
+		/* the first thread in owns it; nobody can be inside biased */
+		if (bias_ok)
+			__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
+		return;
+	}
+	__atomic_store_n(&ctx->revoke, (uint8_t)((r & ~BIAS_STATE) | BIAS_PAUSED),
+			 __ATOMIC_RELAXED);
+	ctx_membarrier();
+	while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+		sched_yield();
+	seen = (uint8_t)((r >> 2) & 15);
+	moves = (uint8_t)(r >> 6);
+	if (++seen < 15) {
+		r = (uint8_t)(moves << 6 | seen << 2 | BIAS_PAUSED);
+	} else if (moves < 3) {
+		/* used elsewhere now: this thread becomes the owner */
+		__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
+		r = (uint8_t)((moves + 1) << 6 | BIAS_PAUSED);
+	} else {
+		r = BIAS_OFF; /* unlock leaves it off */
+	}
+	__atomic_store_n(&ctx->revoke, r, __ATOMIC_RELAXED);
+}
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -211,6 +306,9 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->live_bytes = ctx->peak_bytes = ctx->allocations = ctx->quota = 0;
 	ctx->total_allocations = 0;
 	ctx->waiting = 0;
+	ctx->owner_in = 0;
+	ctx->revoke = BIAS_ON;
+	ctx->owner = bias_ok ? ctx_self() : 0; /* the creating thread */
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);
@@ -285,14 +383,16 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 
 	/* newest first; destructors may free context memory (takes lock) */
 	while (ctx->inst) {
-		lock_take(&ctx->lock);
+		struct inst_gone g;
+
+		ctx_lock(ctx);
 		in = ctx->inst->newest;
 		if (in)
-			ureg__ctx_instance_unlink(ctx, in); /* the map is dropped whole below */
-		lock_drop(&ctx->lock);
+			ureg__ctx_instance_unlink(ctx, in, &g); /* the map is dropped whole below */
+		ctx_unlock(ctx);
 		if (!in)
 			break;
-		ureg__ctx_instance_destroy(ctx, in);
+		ureg__ctx_instance_destroy(ctx, &g);
 	}
 	if (ctx->dedicated) {
 		ureg__arena_dedicated_release(ctx->arena);
@@ -307,7 +407,17 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	 * probing the cache: free it at once */
 	ureg__free(ctx->cache);
 	if (ctx->inst) {
-		ureg__free(ctx->inst->slot);
+		struct ctx_use *u, *un;
+		for (u = ctx->inst->uses; u; u = un) {
+			un = u->next;
+			ureg__free(u);
+		}
+		for (in = ctx->inst->spare_recs; in; in = ctx->inst->spare_recs) {
+			ctx->inst->spare_recs = in->next;
+			ureg__free(in);
+		}
+		ptrmap_free(&ctx->inst->by_obj);
+		ptrmap_free(&ctx->inst->by_serial);
 		ureg__free(ctx->inst);
 	}
 	if (!spare_put(ctx)) {
@@ -327,27 +437,39 @@ int ureg_ctx_set_quota(ureg_ctx *ctx, size_t bytes)
 {
 	if (!ctx)
 		return ureg__err(-EINVAL, "ctx_set_quota: context is NULL");
-	lock_take(&ctx->lock);
-	ctx->quota = bytes;
-	lock_drop(&ctx->lock);
+	ctx_lock(ctx);
+	CTR_SET(ctx->quota, bytes);
+	ctx_unlock(ctx);
 	return 0;
 }
 
+/*
+ * Stats and the per-entry walk take no lock, so a report thread does not
+ * pause every context's bias each time it looks (ctx_int.h, "biased"):
+ * every counter is written with a relaxed atomic store under the context
+ * lock and read here with a relaxed load; the book and the use records
+ * are published with release stores and never freed before the context.
+ */
+#define CTR_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
 int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 {
+	struct ctx_book *b;
+
 	if (!ctx || !st)
 		return ureg__err(-EINVAL, "ctx_stats: NULL context or stats");
-	lock_take(&ctx->lock);
-	st->live_bytes = ctx->live_bytes;
-	st->peak_bytes = ctx->peak_bytes;
-	st->allocations = ctx->allocations;
-	st->total_allocations = ctx->total_allocations;
-	st->instances = ctx->inst ? ctx->inst->count : 0;
-	st->quota = ctx->quota;
+	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
+	st->live_bytes = CTR_GET(ctx->live_bytes);
+	st->peak_bytes = CTR_GET(ctx->peak_bytes);
+	st->allocations = CTR_GET(ctx->allocations);
+	st->total_allocations = CTR_GET(ctx->total_allocations);
+	st->instances = b ? CTR_GET(b->count) : 0;
+	st->quota = CTR_GET(ctx->quota);
 	st->arena = ctx->arena;
 	st->dedicated = ctx->dedicated;
-	st->waiting = ctx->waiting;
-	lock_drop(&ctx->lock);
+	st->waiting = CTR_GET(ctx->waiting);
+	if (st->peak_bytes < st->live_bytes) /* read between two stores */
+		st->peak_bytes = st->live_bytes;
 	return 0;
 }
 
@@ -381,52 +503,80 @@ static inline struct creation *frame_of(ureg_ctx *ctx)
 	return NULL;
 }
 
-static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero)
+/*
+ * Allocate @size bytes in @ctx.  @for_obj: an instance of @ctx the block
+ * is counted for (ureg_ctx_alloc_for), else NULL: a block of the
+ * innermost creation this thread runs in @ctx (counted for its entry if
+ * the creation succeeds, freed if it fails), or the context's own.
+ */
+static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj)
 {
 	int flags = alloc_flags(ctx) | zero;
 	struct creation *frame;
-	struct alloc_hdr *h;
+	struct ctx_blk *b;
+	struct ctx_use *use = NULL;
 	size_t total, usable;
 
 	if (size == 0 || size > SIZE_MAX / 2) {
 		errno = EINVAL;
 		return NULL;
 	}
-	total = size + sizeof(*h);
+	total = size + sizeof(*b);
 	usable = usable_size(total, flags);
 	if (!usable) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	frame = ureg__ctx_creating ? frame_of(ctx) : NULL;
-	lock_take(&ctx->lock);
+	frame = ureg__ctx_creating && !for_obj ? frame_of(ctx) : NULL;
+	ctx_lock(ctx);
+	if (UREG_UNLIKELY(for_obj)) {
+		struct ureg_instance *in = ctx->inst ?
+			ptrmap_find(&ctx->inst->by_obj, (uintptr_t)for_obj) : NULL;
+		if (!in) {
+			ctx_unlock(ctx);
+			ureg__err(-ENOENT, "context '%s': alloc_for: %p is not one of its instances",
+				  ctx->name, for_obj);
+			errno = ENOENT;
+			return NULL;
+		}
+		use = in->use;
+	}
 	if (ctx->quota && ctx->live_bytes + usable > ctx->quota) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		ureg__err(-EDQUOT, "context '%s': %zu more bytes would pass its quota of %zu",
 			  ctx->name, usable, ctx->quota);
 		errno = EDQUOT;
 		return NULL;
 	}
-	h = ureg__fault_hit() ? NULL : mallocx(total, flags);
-	if (!h) {
-		lock_drop(&ctx->lock);
+	b = ureg__fault_hit() ? NULL : mallocx(total, flags);
+	if (!b) {
+		ctx_unlock(ctx);
 		errno = ENOMEM;
 		return NULL;
 	}
-	hdr_init(h, usable);
+	hdr_init(&b->link, usable);
+	b->use = use;
 	if (frame) {
-		hdr_add_tail(&frame->allocs, h);
+		if (!frame->allocated)
+			frame->peak_before = ctx->peak_bytes;
+		hdr_add_tail(&frame->allocs, &b->link);
 		frame->allocated++;
 	} else {
-		hdr_add_tail(&ctx->allocs, h);
+		hdr_add_tail(&ctx->allocs, &b->link);
 	}
-	ctx->live_bytes += usable;
+	if (use) {
+		CTR_SET(use->bytes, use->bytes + usable);
+		CTR_SET(use->blocks, use->blocks + 1);
+		if (use->bytes > use->peak)
+			CTR_SET(use->peak, use->bytes);
+	}
+	CTR_SET(ctx->live_bytes, ctx->live_bytes + usable);
 	if (ctx->live_bytes > ctx->peak_bytes)
-		ctx->peak_bytes = ctx->live_bytes;
-	ctx->allocations++;
-	ctx->total_allocations++;
-	lock_drop(&ctx->lock);
-	return h + 1;
+		CTR_SET(ctx->peak_bytes, ctx->live_bytes);
+	CTR_SET(ctx->allocations, ctx->allocations + 1);
+	CTR_SET(ctx->total_allocations, ctx->total_allocations + 1);
+	ctx_unlock(ctx);
+	return b + 1;
 }
 
 void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size)
@@ -435,7 +585,7 @@ void *ureg_ctx_alloc(ureg_ctx *ctx, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return ctx_alloc(ctx, size, 0);
+	return ctx_alloc(ctx, size, 0, NULL);
 }
 
 void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size)
@@ -444,7 +594,7 @@ void *ureg_ctx_calloc(ureg_ctx *ctx, size_t n, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return ctx_alloc(ctx, n * size, MALLOCX_ZERO);
+	return ctx_alloc(ctx, n * size, MALLOCX_ZERO, NULL);
 }
 
 char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s)
@@ -454,25 +604,75 @@ char *ureg_ctx_strdup(ureg_ctx *ctx, const char *s)
 		return NULL;
 	}
 	size_t n = strlen(s) + 1;
-	char *d = ctx_alloc(ctx, n, 0);
+	char *d = ctx_alloc(ctx, n, 0, NULL);
 	if (d)
 		memcpy(d, s, n);
 	return d;
 }
 
+void *ureg_ctx_alloc_for(ureg_ctx *ctx, const void *instance, size_t size)
+{
+	if (!ctx || !instance) {
+		ureg__err(-EINVAL, "ctx_alloc_for: NULL context or instance");
+		errno = EINVAL;
+		return NULL;
+	}
+	return ctx_alloc(ctx, size, 0, instance);
+}
+
+void *ureg_ctx_calloc_for(ureg_ctx *ctx, const void *instance, size_t n, size_t size)
+{
+	if (!ctx || !instance || (size && n > SIZE_MAX / size)) {
+		ureg__err(-EINVAL, "ctx_calloc_for: NULL context or instance, or overflow");
+		errno = EINVAL;
+		return NULL;
+	}
+	return ctx_alloc(ctx, n * size, MALLOCX_ZERO, instance);
+}
+
 void ureg_ctx_free(ureg_ctx *ctx, void *p)
 {
-	struct alloc_hdr *h;
+	struct ctx_blk *b;
 
 	if (!ctx || !p)
 		return;
-	h = (struct alloc_hdr *)p - 1;
-	lock_take(&ctx->lock);
+	b = blk_of(p);
+	ctx_lock(ctx);
 	/* the context's list or a creation frame's: unlinking needs neither */
-	hdr_unlink(h);
-	size_t usable = hdr_size(h);
-	ctx->live_bytes -= usable;
-	ctx->allocations--;
-	lock_drop(&ctx->lock);
-	sdallocx(h, usable, free_flags(ctx));
+	hdr_unlink(&b->link);
+	size_t usable = hdr_size(&b->link);
+	if (b->use) {
+		CTR_SET(b->use->bytes, b->use->bytes - usable);
+		CTR_SET(b->use->blocks, b->use->blocks - 1);
+	}
+	CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
+	CTR_SET(ctx->allocations, ctx->allocations - 1);
+	ctx_unlock(ctx);
+	sdallocx(b, usable, free_flags(ctx));
+}
+
+int ureg_ctx_entries(ureg_ctx *ctx,
+		     int (*fn)(const struct ureg_ctx_entry *e, void *arg), void *arg)
+{
+	struct ureg_ctx_entry e;
+	struct ctx_book *b;
+	struct ctx_use *u;
+	int rc = 0;
+
+	if (!ctx || !fn)
+		return ureg__err(-EINVAL, "ctx_entries: NULL context or callback");
+	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
+	for (u = b ? __atomic_load_n(&b->uses, __ATOMIC_ACQUIRE) : NULL; u && !rc;
+	     u = __atomic_load_n(&u->next, __ATOMIC_ACQUIRE)) {
+		e.registry = u->registry;
+		e.key = u->key;
+		e.instances = CTR_GET(u->instances);
+		e.bytes = CTR_GET(u->bytes);
+		e.peak_bytes = CTR_GET(u->peak);
+		e.allocations = CTR_GET(u->blocks);
+		if (e.peak_bytes < e.bytes)
+			e.peak_bytes = e.bytes;
+		rc = fn(&e, arg);
+	}
+	return rc;
 }

@@ -42,54 +42,54 @@
 UREG_TLS struct creation *ureg__ctx_creating;       /* innermost frame */
 static UREG_TLS struct creation_wait waiting;
 
-static void record_free(struct ureg_instance *in);
-
-void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in)
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g)
 {
-	struct ureg_factory_box *fb = in->fb;
+	struct ureg_factory_box *fb = g->fb;
 	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
 		fb->f.instance_destroy : fb->type->instance_destroy;
 
-	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, in->obj);
+	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, g->obj);
 	if (destroy)
-		destroy(in->obj, ctx);
+		destroy(g->obj, ctx);
 	ureg__fbox_put(fb);
-	record_free(in);
 }
 
-/* Under ctx->lock: out of the creation-order list (not the map). */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in)
+/* Under ctx->lock: out of the creation-order list (not the map); what
+ * destroying it needs goes to @g, the record back to the context's spares. */
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
+			       struct inst_gone *g)
 {
-	struct ctx_instances *ci = ctx->inst;
+	struct ctx_book *b = ctx->inst;
 
 	if (in->prev)
 		in->prev->next = in->next;
 	else
-		ci->oldest = in->next;
+		b->oldest = in->next;
 	if (in->next)
 		in->next->prev = in->prev;
 	else
-		ci->newest = in->prev;
-	ci->count--;
+		b->newest = in->prev;
+	CTR_SET(b->count, b->count - 1);
+	CTR_SET(in->use->instances, in->use->instances - 1);
+	g->obj = in->obj;
+	g->fb = in->fb;
+	in->next = b->spare_recs;
+	b->spare_recs = in;
 }
 
 /* ------------------------------------------------------------ creations */
 
-/* Under ctx->lock. */
-static void frame_open_locked(struct creation *c, ureg_ctx *ctx, const char *key)
+/* No lock: the frame is this thread's until ureg__ctx_creating points to
+ * it, and ctx_alloc() notes peak_before (under the context lock) at the
+ * frame's first allocation. */
+static void frame_open(struct creation *c, ureg_ctx *ctx, const char *key)
 {
 	c->parent = ureg__ctx_creating;
 	c->ctx = ctx;
 	c->key = key;
 	hdr_list_init(&c->allocs);
 	c->allocated = 0;
-	c->peak_before = ctx->peak_bytes;
-}
-
-/* Under ctx->lock.  Success: the frame's blocks become the context's. */
-static void frame_keep_locked(struct creation *c)
-{
-	hdr_splice_tail(&c->ctx->allocs, &c->allocs);
+	c->peak_before = 0;
 }
 
 /* Under ctx->lock.  Failure: free what the creation allocated, restore
@@ -103,123 +103,145 @@ static void frame_rollback_locked(struct creation *c)
 		size_t usable = hdr_size(h);
 
 		next = hdr_next(h);
-		ctx->live_bytes -= usable;
-		ctx->allocations--;
+		CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
+		CTR_SET(ctx->allocations, ctx->allocations - 1);
 		sdallocx(h, usable, free_flags(ctx));
 	}
-	ctx->total_allocations -= c->allocated;
+	CTR_SET(ctx->total_allocations, ctx->total_allocations - c->allocated);
 	/* the failed creation's own high-water mark does not count */
-	if (ctx->peak_bytes > c->peak_before)
-		ctx->peak_bytes = ctx->live_bytes > c->peak_before ?
-			ctx->live_bytes : c->peak_before;
+	if (c->allocated && ctx->peak_bytes > c->peak_before)
+		CTR_SET(ctx->peak_bytes, ctx->live_bytes > c->peak_before ?
+			ctx->live_bytes : c->peak_before);
 }
 
-/*
- * Instance records are library bookkeeping made and dropped at the rate of
- * factory calls: they come from the thread's shared-pool arena through
- * jemalloc's thread cache (whose bins hold far more than glibc's 7 per size
- * when a thread creates and releases instances in batches).
- */
-static struct ureg_instance *record_new(void)
+static struct ctx_book *book_of(ureg_ctx *ctx)
 {
-	unsigned arena;
+	struct ctx_book *b = ctx->inst;
 
-	if (UREG_LIKELY(ureg__home_arena))
-		arena = ureg__home_arena - 1;
-	else if (ureg__arena_shared(&arena))
+	if (b)
+		return b;
+	if (!(b = ureg__calloc(1, sizeof(*b))))
 		return NULL;
-	return ureg__fault_hit() ? NULL :
-		mallocx(sizeof(struct ureg_instance), MALLOCX_ARENA(arena));
-}
-
-static void record_free(struct ureg_instance *in)
-{
-	sdallocx(in, sizeof(*in), 0);
-}
-
-static struct ctx_instances *instances_of(ureg_ctx *ctx)
-{
-	if (!ctx->inst)
-		ctx->inst = ureg__calloc(1, sizeof(*ctx->inst));
-	return ctx->inst;
-}
-
-static inline uint32_t ptr_hash(const void *p)
-{
-	return (uint32_t)(((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> 32);
+	ptrmap_init(&b->by_obj, offsetof(struct ureg_instance, obj));
+	ptrmap_init(&b->by_serial, offsetof(struct ctx_use, serial));
+	b->uses_tail = &b->uses;
+	__atomic_store_n(&ctx->inst, b, __ATOMIC_RELEASE); /* lock-free stats */
+	return b;
 }
 
 /*
- * Under ctx->lock: hold room for one more record, taken before a factory
- * runs so that the insert after it cannot fail; -ENOMEM leaves the map as
- * it was.
+ * Under ctx->lock, before the factory runs: everything recording its
+ * instance will need, so that a creation fails for lack of memory before
+ * the factory runs (never after, which would run the factory and its
+ * destructor for nothing): the book, a record (from the context's spares -
+ * released instances' records are kept for reuse until the context goes,
+ * so a steady create/release cycle allocates none), room in the object
+ * map, and the entry's use record - found, or made but not yet published.
+ * -ENOMEM changes nothing visible.
  */
-static int map_reserve(ureg_ctx *ctx)
+static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
+			       struct creation *c)
 {
-	struct ctx_instances *m = instances_of(ctx);
-	struct ureg_instance **ns;
-	uint32_t n;
+	_Static_assert(sizeof(uint64_t) == sizeof(uintptr_t), "serials are map keys");
+	struct ctx_book *b = book_of(ctx);
+	struct ureg_instance *in;
+	struct ctx_use *u = NULL;
 
-	if (!m)
+	if (!b || ptrmap_reserve(&b->by_obj, b->reserved + 1))
 		return -ENOMEM;
-	if (m->slot && (m->used + m->reserved + 1) * 2 <= m->mask + 1) {
-		m->reserved++;
-		return 0;
+	c->use = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
+	if (!c->use) {
+		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
+
+		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
+		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
+			return -ENOMEM;
+		memset(u, 0, sizeof(*u));
+		u->serial = fb->serial;
+		memcpy(u->names, fb->reg->name, rl);
+		memcpy(u->names + rl, fb->key, kl);
+		u->registry = u->names;
+		u->key = u->names + rl;
 	}
-	n = m->slot ? (m->mask + 1) * 2 : 8;
-	if (!(ns = ureg__calloc(n, sizeof(*ns))))
+	if ((in = b->spare_recs)) {
+		b->spare_recs = in->next;
+	} else if (!(in = ureg__malloc(sizeof(*in)))) {
+		ureg__free(u);
 		return -ENOMEM;
-	for (uint32_t i = 0; m->slot && i <= m->mask; i++) {
-		if (!m->slot[i])
-			continue;
-		uint32_t j = ptr_hash(m->slot[i]->obj) & (n - 1);
-		while (ns[j])
-			j = (j + 1) & (n - 1);
-		ns[j] = m->slot[i];
 	}
-	ureg__free(m->slot);
-	m->slot = ns;
-	m->mask = n - 1;
-	m->reserved++;
+	c->rec = in;
+	c->new_use = u;
+	b->reserved++;
+	b->reserved_uses += u != NULL;
 	return 0;
 }
 
-static void map_insert(struct ctx_instances *m, struct ureg_instance *in)
+/* Under ctx->lock: give back what book_prepare_locked held (failure). */
+static void book_unprepare_locked(ureg_ctx *ctx, struct creation *c)
 {
-	uint32_t i = ptr_hash(in->obj) & m->mask;
+	struct ctx_book *b = ctx->inst;
 
-	while (m->slot[i])
-		i = (i + 1) & m->mask;
-	m->slot[i] = in;
-	m->used++;
-	m->reserved--;
+	b->reserved--;
+	c->rec->next = b->spare_recs;
+	b->spare_recs = c->rec;
+	if (c->new_use) {
+		b->reserved_uses--;
+		ureg__free(c->new_use);
+	}
 }
 
-/* Remove and return the record of @obj, or NULL. */
-static struct ureg_instance *map_take(struct ctx_instances *m, const void *obj)
+/*
+ * Under ctx->lock, after the factory succeeded: record the instance
+ * (creation order, object map, its entry's use record, published now if
+ * new) and make the frame's blocks the context's, counted for that entry.
+ * Cannot fail: book_prepare_locked reserved everything.
+ */
+static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
+			     struct ureg_factory_box *fb, bool cached)
 {
-	struct ureg_instance *in;
-	uint32_t i, j;
+	struct ctx_book *b = ctx->inst;
+	struct ureg_instance *in = c->rec;
+	struct ctx_use *u = c->use;
+	struct alloc_hdr *h;
+	size_t bytes = 0, blocks = 0;
 
-	if (!m || !m->slot)
-		return NULL;
-	for (i = ptr_hash(obj) & m->mask; m->slot[i]; i = (i + 1) & m->mask)
-		if (m->slot[i]->obj == obj)
-			break;
-	if (!(in = m->slot[i]))
-		return NULL;
-	/* backward-shift the rest of the cluster into the hole */
-	for (j = (i + 1) & m->mask; m->slot[j]; j = (j + 1) & m->mask) {
-		uint32_t home = ptr_hash(m->slot[j]->obj) & m->mask;
-		/* move j to i when its home is not cyclically in (i, j] */
-		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
-			m->slot[i] = m->slot[j];
-			i = j;
+	b->reserved--;
+	if (c->new_use) {
+		b->reserved_uses--;
+		/* another creation of the entry may have published one since */
+		if (!(u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial))) {
+			u = c->new_use;
+			ptrmap_insert(&b->by_serial, u);
+			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
+			b->uses_tail = &u->next;
+		} else {
+			ureg__free(c->new_use);
 		}
 	}
-	m->slot[i] = NULL;
-	m->used--;
-	return in;
+	in->obj = obj;
+	in->fb = fb;
+	in->cached = cached;
+	for (h = hdr_next(&c->allocs); h != &c->allocs; h = hdr_next(h)) {
+		((struct ctx_blk *)h)->use = u;
+		bytes += hdr_size(h);
+		blocks++;
+	}
+	hdr_splice_tail(&ctx->allocs, &c->allocs);
+	CTR_SET(u->bytes, u->bytes + bytes);
+	CTR_SET(u->blocks, u->blocks + blocks);
+	if (u->bytes > u->peak)
+		CTR_SET(u->peak, u->bytes);
+	CTR_SET(u->instances, u->instances + 1);
+	in->use = u;
+	ptrmap_insert(&b->by_obj, in);
+	in->next = NULL;
+	in->prev = b->newest;
+	if (b->newest)
+		b->newest->next = in;
+	else
+		b->oldest = in;
+	b->newest = in;
+	CTR_SET(b->count, b->count + 1);
 }
 
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
@@ -233,32 +255,31 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 
 /*
  * Run @fb's factory in @ctx inside the creation frame @c and record the
- * instance (creation order list, object map).  @cached marks a
- * CONTEXT-scope instance.  No lock is held while the factory and the
- * on_create hook run.  On failure everything the creation allocated in
- * @ctx is freed again.
+ * instance (creation order, object map, its entry's use record).  @cached
+ * marks a CONTEXT-scope instance.  @ref: the caller hands over a
+ * reference on @fb that the instance keeps (dropped on failure); without
+ * it the instance takes one.  The context lock is taken before the
+ * factory (to reserve what recording needs) and after it; none is held
+ * while the factory and the on_create hook run.  On failure everything
+ * the creation allocated in @ctx is freed again.
  */
 static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
-			   struct ureg_factory_box *fb, bool cached,
+			   struct ureg_factory_box *fb, bool cached, bool ref,
 			   struct creation *c, void **out)
 {
-	struct ureg_instance *in;
 	void *obj = NULL;
 	int rc;
 
-	if (!(in = record_new()))
-		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
-				 reg->name, fb->key);
-	lock_take(&ctx->lock);
-	rc = map_reserve(ctx);
-	if (rc == 0)
-		frame_open_locked(c, ctx, fb->key);
-	lock_drop(&ctx->lock);
+	ctx_lock(ctx);
+	rc = book_prepare_locked(ctx, fb, c);
+	ctx_unlock(ctx);
 	if (rc) {
-		record_free(in);
+		if (ref)
+			ureg__fbox_put(fb);
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	}
+	frame_open(c, ctx, fb->key);
 	ureg__ctx_creating = c;
 	ureg__clear_err();
 	rc = fb->f.create(ctx, fb->f.arg, &obj);
@@ -278,33 +299,22 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	}
 	ureg__ctx_creating = c->parent;
 	if (rc) {
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 		frame_rollback_locked(c);
-		ctx->inst->reserved--;
-		lock_drop(&ctx->lock);
-		record_free(in);
+		book_unprepare_locked(ctx, c);
+		ctx_unlock(ctx);
+		if (ref)
+			ureg__fbox_put(fb);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
 				  reg->name, fb->key, ureg_strerror(rc));
 		return rc;
 	}
-	in->obj = obj;
-	in->fb = fb;
-	in->cached = cached;
-	in->next = NULL;
-	lock_take(&ctx->lock);
-	frame_keep_locked(c);
-	struct ctx_instances *ci = ctx->inst;
-	map_insert(ci, in);
-	in->prev = ci->newest;
-	if (ci->newest)
-		ci->newest->next = in;
-	else
-		ci->oldest = in;
-	ci->newest = in;
-	ci->count++;
-	lock_drop(&ctx->lock);
-	ureg__fbox_get(fb);
+	ctx_lock(ctx);
+	book_keep_locked(ctx, c, obj, fb, cached);
+	ctx_unlock(ctx);
+	if (!ref)
+		ureg__fbox_get(fb);
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;
@@ -316,7 +326,16 @@ int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,
 	struct creation c;
 
 	c.owner = NULL;
-	return create_in_frame(ctx, reg, fb, cached, &c, out);
+	return create_in_frame(ctx, reg, fb, cached, false, &c, out);
+}
+
+int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
+			 struct ureg_factory_box *fb, void **out)
+{
+	struct creation c;
+
+	c.owner = NULL;
+	return create_in_frame(ctx, reg, fb, false, true, &c, out);
 }
 
 static inline uint32_t serial_hash(uint64_t serial)
@@ -442,11 +461,11 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	}
 
 	/* slow path: single-flight creation */
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	s = cache_find(ctx->cache, fb->serial);
 	obj = s ? s->obj : TOMB;
 	if (is_instance(obj)) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		*out = obj;
 		return 0;
 	}
@@ -456,28 +475,28 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 
 		rec = (struct creation *)((uintptr_t)obj & ~PENDING_TAG);
 		if (would_deadlock(ctx, rec, chain, sizeof(chain))) {
-			lock_drop(&ctx->lock);
+			ctx_unlock(ctx);
 			return ureg__err(-EDEADLK, "registry '%s': creation cycle in context '%s': %s",
 					 reg->name, ctx->name, chain);
 		}
 		__atomic_add_fetch(&rec->waiters, 1, __ATOMIC_RELAXED);
-		ctx->waiting++;
+		CTR_SET(ctx->waiting, ctx->waiting + 1);
 		__atomic_store_n(&waiting.ctx, ctx, __ATOMIC_RELAXED);
 		waiting.on = rec;
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		while (!__atomic_load_n(&rec->done, __ATOMIC_ACQUIRE))
 			futex_wait(&rec->done, 0);
-		lock_take(&ctx->lock);
+		ctx_lock(ctx);
 		__atomic_store_n(&waiting.ctx, NULL, __ATOMIC_RELAXED);
 		waiting.on = NULL;
-		ctx->waiting--;
+		CTR_SET(ctx->waiting, ctx->waiting - 1);
 		rc = rec->rc;
 		obj = rec->obj;
 		/* the record lives on its creator's stack: let it go once the
 		 * last waiter has read it */
 		if (__atomic_sub_fetch(&rec->waiters, 1, __ATOMIC_RELEASE) == 0)
 			futex_wake(&rec->waiters, 1);
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		if (rc)
 			return ureg__err(rc, "registry '%s': creating '%s' in context '%s' failed (on another thread): %s",
 					 reg->name, fb->key, ctx->name, ureg_strerror(rc));
@@ -485,7 +504,7 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 		return 0;
 	}
 	if (!s && !(s = cache_insert(ctx, fb->serial))) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		return ureg__err(-ENOMEM, "context '%s': out of memory", ctx->name);
 	}
 	c.owner = &waiting;
@@ -493,17 +512,17 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	c.done = 0;
 	c.waiters = 0;
 	__atomic_store_n(&s->obj, (void *)((uintptr_t)&c | PENDING_TAG), __ATOMIC_RELAXED);
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 
-	rc = create_in_frame(ctx, reg, fb, true, &c, &obj);
+	rc = create_in_frame(ctx, reg, fb, true, false, &c, &obj);
 
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	s = cache_find(ctx->cache, fb->serial); /* the table may have grown */
 	__atomic_store_n(&s->obj, rc == 0 ? obj : TOMB, __ATOMIC_RELEASE);
 	c.rc = rc;
 	c.obj = obj;
 	__atomic_store_n(&c.done, 1, __ATOMIC_RELEASE);
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	futex_wake(&c.done, INT_MAX);
 	for (;;) {
 		uint32_t w = __atomic_load_n(&c.waiters, __ATOMIC_ACQUIRE);
@@ -519,25 +538,26 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 int ureg_instance_release(ureg_ctx *ctx, void *instance)
 {
 	struct ureg_instance *in;
+	struct inst_gone g;
 
 	if (!ctx || !instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
 	ureg__rcu_ensure();
-	lock_take(&ctx->lock);
-	in = map_take(ctx->inst, instance);
+	ctx_lock(ctx);
+	in = ctx->inst ? ptrmap_take(&ctx->inst->by_obj, (uintptr_t)instance) : NULL;
 	if (!in) {
-		lock_drop(&ctx->lock);
+		ctx_unlock(ctx);
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
 				 ctx->name);
 	}
-	ureg__ctx_instance_unlink(ctx, in);
 	if (in->cached) {
 		struct cache_slot *s = cache_find(ctx->cache, in->fb->serial);
 		if (s && s->obj == instance)
 			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
 	}
-	lock_drop(&ctx->lock);
-	ureg__ctx_instance_destroy(ctx, in);
+	ureg__ctx_instance_unlink(ctx, in, &g);
+	ctx_unlock(ctx);
+	ureg__ctx_instance_destroy(ctx, &g);
 	return 0;
 }
 
@@ -551,10 +571,10 @@ size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb)
 {
 	size_t n = 0;
 
-	lock_take(&ctx->lock);
+	ctx_lock(ctx);
 	if (ctx->inst)
 		for (struct ureg_instance *in = ctx->inst->oldest; in; in = in->next)
 			n += in->fb == fb;
-	lock_drop(&ctx->lock);
+	ctx_unlock(ctx);
 	return n;
 }

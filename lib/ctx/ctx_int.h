@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "../core/internal.h"
+#include "ptrmap.h"
 
 #define TOMB ((void *)1)
 #define PENDING_TAG ((uintptr_t)2)
@@ -165,25 +166,68 @@ struct ctx_cache {
 	struct cache_slot slots[];
 };
 
+/*
+ * A block as the context hands it out: the list link (size class in its
+ * low bits), then the per-entry record the block's bytes count for (NULL:
+ * the context's own, unattributed), then the caller's memory.  32 bytes,
+ * so the memory stays 16-byte aligned.
+ */
+struct ctx_blk {
+	struct alloc_hdr link;
+	struct ctx_use *use;
+	uintptr_t reserved;
+};
+_Static_assert(sizeof(struct ctx_blk) == 32, "block header keeps 16-byte alignment");
+
+static inline struct ctx_blk *blk_of(void *p)
+{
+	return (struct ctx_blk *)p - 1;
+}
+
+/*
+ * Per registry entry (one factory registration, by serial), what the
+ * context holds for it: live instances, and the live blocks the factory
+ * allocated while creating them plus those allocated later with
+ * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
+ * successful creation in the context, kept until the context is destroyed
+ * (so the peak survives the entry's instances), in creation order.
+ */
+struct ctx_use {
+	struct ctx_use *next;
+	uint64_t serial;                 /* the ptrmap key */
+	size_t instances, bytes, peak, blocks;
+	const char *registry, *key;      /* copies, in names[] */
+	char names[];
+};
+
 struct ureg_instance {
 	struct ureg_instance *prev, *next; /* creation order */
-	void *obj;
+	void *obj;                         /* the ptrmap key */
 	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor, reg */
+	struct ctx_use *use;
 	bool cached;
 };
 
 /*
- * Object pointer -> instance record, so ureg_instance_release is O(1):
- * open addressing with linear probing, at most half full, deletion by
- * backward shift.  Under the context lock; allocated with the first
- * instance, so idle contexts do not pay for it.
+ * A context's bookkeeping, allocated with its first instance so idle
+ * contexts do not pay for it: the instances in creation order, object ->
+ * instance (so ureg_instance_release is O(1)), serial -> per-entry use.
  */
-struct ctx_instances {
+struct ctx_book {
 	struct ureg_instance *oldest, *newest;
 	size_t count;
-	uint32_t mask, used;
-	uint32_t reserved; /* creations in flight that hold a free slot */
-	struct ureg_instance **slot;
+	struct ptrmap by_obj;             /* -> struct ureg_instance */
+	struct ptrmap by_serial;          /* -> struct ctx_use */
+	struct ctx_use *uses, **uses_tail;
+	struct ureg_instance *spare_recs; /* released records, for reuse */
+	uint32_t reserved;                /* creations running that hold room */
+	uint32_t reserved_uses;           /* ... and a use record of their own */
+};
+
+/* What destroying an instance needs once its record is recycled. */
+struct inst_gone {
+	void *obj;
+	struct ureg_factory_box *fb;
 };
 
 #define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
@@ -197,10 +241,13 @@ struct ureg_ctx {
 	uint8_t live;                     /* 0: destroyed, parked for reuse */
 	size_t live_bytes, peak_bytes, allocations, quota;
 	uint64_t total_allocations;
-	uint32_t waiting;                 /* threads waiting on a creation */
+	uint16_t waiting;                 /* threads waiting on a creation */
+	uint8_t owner_in;                 /* owner inside, biased (ctx_lock) */
+	uint8_t revoke;                   /* BIAS_ON / BIAS_PAUSED / BIAS_OFF */
+	uint32_t owner;                   /* ctx_self() of the owning thread, 0: none */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
-		struct ctx_instances *inst; /* NULL until the first instance */
+		struct ctx_book *inst;      /* NULL until the first instance */
 		struct ureg_ctx *spare_next; /* while parked on a thread */
 	};
 	struct cds_list_head all_node;    /* all_contexts */
@@ -222,7 +269,10 @@ struct creation {
 	const char *key;
 	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
-	size_t peak_before;
+	struct ureg_instance *rec;        /* reserved for the instance */
+	struct ctx_use *use;              /* the entry's, if it existed */
+	struct ctx_use *new_use;          /* else made, published on success */
+	size_t peak_before;               /* at its first allocation */
 	/* single flight (CONTEXT scope), under ctx->lock */
 	struct creation_wait *owner;      /* the creating thread */
 	uint32_t done;                    /* futex word: 0 running, 1 done */
@@ -236,6 +286,97 @@ struct creation_wait {
 	ureg_ctx *ctx;                    /* written under that ctx's lock */
 	struct creation *on;
 };
+
+/*
+ * The context lock, biased to its owner.
+ *
+ * Nearly every context is used by one thread at a time (a user's request
+ * handler), and a create + release took the context lock four times: with
+ * two atomic read-modify-writes each (~10 ns a pair on this machine) that
+ * was a third of a factory call.  So one thread, the owner, enters with
+ * plain stores - owner_in = 1, a compiler barrier, then check that the
+ * bias is on and it is still the owner - and leaves with a release store.
+ * Every other thread takes the futex lock and, holding it, pauses the bias
+ * (revoke = BIAS_PAUSED), runs sys_membarrier(PRIVATE_EXPEDITED) - a full
+ * barrier on every running thread of the process, which pairs with the
+ * owner's compiler barrier the way liburcu's memb flavor pairs its readers
+ * with synchronize_rcu - and waits until owner_in is 0.  Either the owner
+ * saw the pause (and queues on the futex like anyone), or the other thread
+ * sees owner_in = 1 and waits for it to leave.  Invariant: whoever holds
+ * the futex lock is the owner, or has paused the bias.
+ *
+ * The owner is the thread that created the context (or, where that left
+ * none, the first to take the lock).  A membarrier costs microseconds, so
+ * after 15 entries by other threads the last of them becomes the owner (a
+ * context made on an acceptor thread and used on a worker moves to the
+ * worker; at most 3 moves), then the bias is off
+ * for good (BIAS_OFF): every thread, the owner included, takes the futex
+ * lock, as before the bias existed.  Owner and bias change only under the
+ * futex lock with the bias paused.  Without membarrier (old kernels,
+ * valgrind) contexts get no owner.  fork.c pauses every context's bias
+ * with one membarrier (ureg__ctx_lock_all).
+ *
+ * revoke: bits 0-1 the state, 2-5 entries by others since the last change
+ * of owner, 6-7 changes of owner.
+ */
+#define BIAS_ON 0
+#define BIAS_PAUSED 1
+#define BIAS_OFF 2
+#define BIAS_STATE 3u
+
+extern UREG_TLS uint32_t ureg__ctx_self_id;     /* 0 until first asked */
+/* The context this thread holds on the biased path, if any: how unlock
+ * tells its own fast entry from a futex one (owner_in alone cannot: a
+ * former owner may set it for an instant after the ownership moved).
+ * Context locks never nest, so one is enough. */
+extern UREG_TLS ureg_ctx *ureg__ctx_fast;
+uint32_t ureg__ctx_self_slow(void);
+void ureg__ctx_lock_slow(ureg_ctx *ctx);
+
+static inline uint32_t ctx_self(void)
+{
+	uint32_t id = ureg__ctx_self_id;
+
+	return UREG_LIKELY(id) ? id : ureg__ctx_self_slow();
+}
+
+static inline void ctx_lock(ureg_ctx *ctx)
+{
+	uint32_t self = ureg__ctx_self_id;
+
+	if (UREG_LIKELY(self && __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self)) {
+		__atomic_store_n(&ctx->owner_in, 1, __ATOMIC_RELAXED);
+		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* membarrier's pair */
+		if (UREG_LIKELY((__atomic_load_n(&ctx->revoke, __ATOMIC_ACQUIRE) & BIAS_STATE) ==
+				BIAS_ON &&
+				__atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self)) {
+			ureg__ctx_fast = ctx;
+			return;
+		}
+		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
+	}
+	ureg__ctx_lock_slow(ctx);
+}
+
+static inline void ctx_unlock(ureg_ctx *ctx)
+{
+	uint8_t r;
+
+	if (ureg__ctx_fast == ctx) { /* entered on the biased path */
+		ureg__ctx_fast = NULL;
+		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
+		return;
+	}
+	r = __atomic_load_n(&ctx->revoke, __ATOMIC_RELAXED);
+	if ((r & BIAS_STATE) == BIAS_PAUSED) /* we paused it: resume */
+		__atomic_store_n(&ctx->revoke, (uint8_t)((r & ~BIAS_STATE) | BIAS_ON),
+				 __ATOMIC_RELEASE);
+	lock_drop(&ctx->lock);
+}
+
+/* Counters that ureg_ctx_stats and ureg_ctx_entries read without the
+ * lock: written (under it) with relaxed atomic stores - plain moves. */
+#define CTR_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 #pragma GCC visibility push(hidden)
 
@@ -256,8 +397,9 @@ static inline int free_flags(const ureg_ctx *ctx)
 
 /* ctx_create.c, for ureg_ctx_destroy: out of the creation-order list
  * (under ctx->lock), then destroyed (no lock held) */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in);
-void ureg__ctx_instance_destroy(ureg_ctx *ctx, struct ureg_instance *in);
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
+			       struct inst_gone *g);
+void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g);
 
 #pragma GCC visibility pop
 

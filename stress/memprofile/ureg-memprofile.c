@@ -510,7 +510,7 @@ static void profile_live(int impl, void **v)
 static void profile_parked(void **v)
 {
 	struct ureg_arena_stats st;
-	const size_t block = (64 << 10) - 16; /* + ureg's 16-byte header: 64 KiB */
+	const size_t block = (64 << 10) - 32; /* + ureg's 32-byte header: 64 KiB */
 
 	parked.n = parked_n;
 	parked.fill = parked_fill;
@@ -519,7 +519,7 @@ static void profile_parked(void **v)
 	statm(&parked.vm_before, &parked.rss_before);
 	for (long i = 0; i < parked_n; i++) {
 		v[i] = udedicated_new();
-		for (long got = 0; got < parked_fill; got += (long)block + 16) {
+		for (long got = 0; got < parked_fill; got += (long)block + 32) {
 			void *p = ureg_ctx_alloc(v[i], block);
 			if (!p)
 				die("ctx_alloc (parked)", -errno);

@@ -16,7 +16,7 @@
  *  - Contexts: each context is owned by one thread, so the bytes, the
  *    allocations and the instances its ureg_ctx_stats report must equal the
  *    shadow's, after every operation.  What an allocation should cost is
- *    computed independently: nallocx(size + 16-byte header), as ctx.h
+ *    computed independently: nallocx(size + 32-byte header), as ctx.h
  *    documents.
  *
  * Liveness of what a reader sees: the item destructor (which ureg runs only
@@ -62,7 +62,7 @@
 #define MAX_INSTS 48
 #define MAX_ALLOCS 32
 #define REFS 4
-#define ALLOC_HDR 16 /* ctx.h: each allocation carries a 16-byte header */
+#define ALLOC_HDR 32 /* ctx.h: each allocation carries a 32-byte header */
 
 /* ------------------------------------------------------------ reporting */
 
