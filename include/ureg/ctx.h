@@ -85,6 +85,7 @@ struct ureg_ctx_stats {
 	unsigned arena;
 	int dedicated;
 	unsigned waiting;
+	uint64_t reserved[4]; /* zeroed: room for fields (<ureg/api.h>, ABI) */
 };
 
 /**
@@ -275,6 +276,7 @@ struct ureg_arena_stats {
 	unsigned dedicated_made;
 	unsigned dedicated_parked;
 	unsigned dedicated_max;
+	uint64_t reserved[4]; /* zeroed: room for fields (ABI) */
 };
 
 /**

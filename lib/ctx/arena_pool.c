@@ -195,6 +195,7 @@ int ureg_arena_stats(struct ureg_arena_stats *st)
 	if (!st)
 		return ureg__err(-EINVAL, "arena_stats: NULL stats");
 	pthread_mutex_lock(&pool_lock);
+	memset(st, 0, sizeof(*st));
 	st->pool_arenas = pool_ready;
 	st->pool_size = pool_size;
 	st->dedicated_made = dedicated_made;

@@ -459,6 +459,7 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 	if (!ctx || !st)
 		return ureg__err(-EINVAL, "ctx_stats: NULL context or stats");
 	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
+	memset(st, 0, sizeof(*st));
 	st->live_bytes = CTR_GET(ctx->live_bytes);
 	st->peak_bytes = CTR_GET(ctx->peak_bytes);
 	st->allocations = CTR_GET(ctx->allocations);
