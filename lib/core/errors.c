@@ -19,6 +19,13 @@ static UREG_TLS const char *lazy_what;
 static UREG_TLS char lazy_reg[UREG_NAME_MAX + 1];
 static UREG_TLS char lazy_key[UREG_KEY_MAX + 1];
 
+static int set_verr(int err, const char *fmt, va_list ap)
+{
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	last_msg = last_error;
+	return err;
+}
+
 int ureg_set_error(int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -28,9 +35,8 @@ int ureg_set_error(int err, const char *fmt, ...)
 		return err;
 	}
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	err = set_verr(err, fmt, ap);
 	va_end(ap);
-	last_msg = last_error;
 	return err;
 }
 
@@ -39,9 +45,8 @@ int ureg__err(int err, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	err = set_verr(err, fmt, ap);
 	va_end(ap);
-	last_msg = last_error;
 	return err;
 }
 

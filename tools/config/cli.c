@@ -50,6 +50,17 @@ int cli_config_add(const char *prog, const char ***v, size_t *n, const char *s)
 	return 0;
 }
 
+int cli_config_option(const char *prog, struct cli_config *c, int o, const char *arg)
+{
+	switch (o) {
+	case 'p': return cli_config_add(prog, &c->plugins, &c->nplugins, arg) ? -1 : 1;
+	case 't': return cli_config_add(prog, &c->types, &c->ntypes, arg) ? -1 : 1;
+	case 'D': c->demo = true; return 1;
+	case 'N': c->flags |= UREG_CONFIG_NO_PLUGINS; return 1;
+	default: return 0;
+	}
+}
+
 static int load_plugin(const char *prog, struct cli_config *c, size_t i,
 		       ureg_config *cfg)
 {

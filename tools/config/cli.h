@@ -46,6 +46,12 @@ struct cli_config {
 /* Remember a repeatable option's value; -1 (message printed) on OOM. */
 int cli_config_add(const char *prog, const char ***v, size_t *n, const char *s);
 
+/* The options every config tool shares, as getopt_long returns them:
+ * -p/--plugin, -t/--type, 'D' (--demo), 'N' (--no-plugins).  Returns 1
+ * when @o was one of them (taken into @c), 0 when it was not, -1 after
+ * printing why (out of memory). */
+int cli_config_option(const char *prog, struct cli_config *c, int o, const char *arg);
+
 /* A loader with the demo types (--demo), the --type types and whatever
  * each --plugin's ureg_config_plugin_init registers.  Returns 0, or 1
  * after printing why (a plugin that cannot be loaded or initialized). */

@@ -120,17 +120,12 @@ int main(int argc, char **argv)
 	int o, rc;
 
 	while ((o = getopt_long(argc, argv, "p:t:r:qhV", opts, NULL)) != -1) {
+		int shared = cli_config_option(prog, &c, o, optarg);
+		if (shared < 0)
+			return 1;
+		if (shared)
+			continue;
 		switch (o) {
-		case 'p':
-			if (cli_config_add(prog, &c.plugins, &c.nplugins, optarg))
-				return 1;
-			break;
-		case 't':
-			if (cli_config_add(prog, &c.types, &c.ntypes, optarg))
-				return 1;
-			break;
-		case 'D': c.demo = true; break;
-		case 'N': c.flags |= UREG_CONFIG_NO_PLUGINS; break;
 		case 'E': etcd = optarg; break;
 		case 'X': prefix = optarg; break;
 		case 'r': {
