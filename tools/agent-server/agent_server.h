@@ -36,7 +36,7 @@
  * chain, generation, entries) and the user contexts with their memory,
  * its own included:
  *   {"ev":"report","user":U,"seq":0,"t":NS,"self":{...}|null,"data":{...}}
- * (the shape is documented in agent_server.c, "the live report").
+ * (the shape is documented in session.c, "the live report").
  * and, for a request the server cannot run (not JSON, valid JSON of the
  * wrong shape, a missing or non-string field, too large, binary, unknown or
  * invalid agent name), one protocol error that changed nothing:
