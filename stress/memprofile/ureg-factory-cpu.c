@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <getopt.h>
 #include <ureg/ureg.h>
+
+#include "../tool_opts.h"
 
 #define KEYS 1000
 #define BATCH 1024
@@ -60,7 +63,18 @@ static int cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int main(void)
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: ureg-factory-cpu [OPTION]...\n"
+		"Time ureg-bench's factory workload with the thread's CPU clock: median,\n"
+		"min and max ns per create+release over 9 rounds of 400,000 creations.\n\n"
+		"  -h, --help     this text, on stdout\n"
+		"  -V, --version  the version (of the libureg loaded)\n\n"
+		"Exit status: 0 measured, 1 a ureg call failed, 2 bad usage.\n");
+}
+
+int main(int argc, char **argv)
 {
 	static char keys[KEYS][32];
 	static void *live[BATCH];
@@ -69,7 +83,24 @@ int main(void)
 	double r[ROUNDS];
 	unsigned n = 0, x = 1;
 	unsigned long sum = 0;
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	int o;
 
+	while ((o = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (o) {
+		case 'h': usage(stdout); return TOOL_EXIT_OK;
+		case 'V': tool_print_version("ureg-factory-cpu"); return TOOL_EXIT_OK;
+		default: usage(stderr); return TOOL_EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "ureg-factory-cpu: unexpected argument '%s'\n", argv[optind]);
+		return TOOL_EXIT_USAGE;
+	}
 	if (ureg_registry_new(&cpu_type, "factory-cpu", &reg) ||
 	    ureg_ctx_new("factory-cpu", UREG_CTX_SHARED, &ctx))
 		goto fail;
