@@ -83,7 +83,9 @@ static inline int handle_find(ureg_registry *reg, ureg_key *k,
 	 * meanwhile leaves the remembered stamp stale, never the entry */
 	e = ureg__find(ht, use);
 	*out = e;
-	if (e && (st & UREG__KEY_CACHED) && ht == rcu_dereference(reg->ht))
+	/* an odd stamp: a single-key change of this stripe is in flight, and
+	 * @e may be the entry it is replacing: remember nothing */
+	if (e && (st & UREG__KEY_CACHED) && !(stamp & 1) && ht == rcu_dereference(reg->ht))
 		handle_fill(k, e, stamp, ht);
 	return 0;
 }

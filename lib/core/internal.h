@@ -233,8 +233,13 @@ struct ureg_registry {
  *
  * A stamp value comes from one process-wide counter, so it is never reused
  * and never equal between two registries.  A change to key k stores a
- * fresh value into k's stripe both BEFORE and AFTER publishing the change
- * in the table, and before retiring the entry it replaced (call_rcu); a
+ * fresh ODD value into k's stripe BEFORE publishing the change in the
+ * table and a fresh even one AFTER, before retiring the entry it replaced
+ * (call_rcu); a handle never remembers an odd stamp (a search made while
+ * the change is in flight may still return the replaced entry: with the
+ * "before" value remembered it would hit until the "after" store, so a
+ * section that had already seen the new entry could read the old one
+ * after it - ureg-stress-handles caught that, about 1 run in 20); a
  * batch commit or a registry destroy refreshes every stripe after
  * publishing and before retiring.  A handle remembers (entry, stamp it
  * read before searching, table it searched), and only fills from the
@@ -256,6 +261,7 @@ _Static_assert(offsetof(struct ureg_registry, stamp_base) ==
 	       offsetof(struct ureg__registry_head, stamps), "registry head");
 _Static_assert(offsetof(struct ureg_entry, item) ==
 	       offsetof(struct ureg__entry_head, item), "entry head");
+void ureg__stamp_key_begin(ureg_registry *reg, uint64_t hash);
 void ureg__stamp_key(ureg_registry *reg, uint64_t hash);
 void ureg__stamp_all(ureg_registry *reg);
 

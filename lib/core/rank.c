@@ -257,8 +257,9 @@ int ureg__mutate(ureg_registry *reg, const char *key,
 		ureg__free(all);
 	uint64_t gen = reg->generation + 1;
 	ureg__cold(ne)->generation = gen;
-	/* stamp before and after publishing (internal.h, "Stamps") */
-	ureg__stamp_key(reg, k.hash);
+	/* stamp before (odd: in flight) and after publishing (internal.h,
+	 * "Stamps"; registry.c) */
+	ureg__stamp_key_begin(reg, k.hash);
 	if (!old) {
 		cds_lfht_add_unique(ht, k.hash, ureg__entry_match, &k, &ne->node);
 		__atomic_store_n(&reg->count, reg->count + 1, __ATOMIC_RELAXED);

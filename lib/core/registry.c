@@ -207,16 +207,28 @@ uint64_t ureg_generation(const ureg_registry *reg)
  * registry's writer mutex or before the registry is visible. */
 static uint64_t stamp_counter;
 
+/* Stamps are even; a stripe holds an odd value while a single-key change
+ * is being published (ureg__stamp_key_begin .. ureg__stamp_key).  A
+ * handle never remembers an odd stamp, so nothing filled while the change
+ * was in flight - when a search may still return the old entry - can hit
+ * before the change's final stamp (handle.c). */
+void ureg__stamp_key_begin(ureg_registry *reg, uint64_t hash)
+{
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 2, __ATOMIC_RELAXED);
+	__atomic_store_n(&reg->stamps[hash & (UREG_STAMP_STRIPES - 1)], v | 1,
+			 __ATOMIC_RELEASE);
+}
+
 void ureg__stamp_key(ureg_registry *reg, uint64_t hash)
 {
-	uint64_t v = __atomic_add_fetch(&stamp_counter, 1, __ATOMIC_RELAXED);
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 2, __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->stamps[hash & (UREG_STAMP_STRIPES - 1)], v,
 			 __ATOMIC_RELEASE);
 }
 
 void ureg__stamp_all(ureg_registry *reg)
 {
-	uint64_t v = __atomic_add_fetch(&stamp_counter, 1, __ATOMIC_RELAXED);
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 2, __ATOMIC_RELAXED);
 	for (unsigned i = 0; i < UREG_STAMP_STRIPES; i++)
 		__atomic_store_n(&reg->stamps[i], v, __ATOMIC_RELEASE);
 }
