@@ -58,7 +58,7 @@
 #include "../tool_opts.h"
 
 #define REGS 2
-#define KEYS 64
+#define KEYS 64            /* key names; --keys uses the first N of them */
 #define BATCH_KEYS 8
 #define FILLER 3000        /* extra keys that make the tables resize */
 #define ITEM_LIVE UINT64_C(0x17e3a11fe17e3a11)
@@ -78,6 +78,11 @@ static _Atomic uint64_t published[REGS][KEYS];
 static _Atomic uint64_t version_counter;
 static atomic_bool stop;
 static atomic_ulong violations, lookups;
+/* --keys: keys in use (BATCH_KEYS + 1 .. KEYS); --replace-only: the writers
+ * only replace (no unregister, batch or resize), the tightest loop on the
+ * single-key change path */
+static unsigned nkeys = KEYS;
+static bool replace_only;
 
 static void violation(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
@@ -160,7 +165,9 @@ static void *reader(void *arg)
 
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
 		unsigned r = (unsigned)(xorshift(&s) % REGS);
-		unsigned k = (unsigned)(xorshift(&s) % KEYS);
+		unsigned k = replace_only
+			? BATCH_KEYS + (unsigned)(xorshift(&s) % (nkeys - BATCH_KEYS))
+			: (unsigned)(xorshift(&s) % nkeys);
 		uint64_t floor = atomic_load_explicit(&published[r][k],
 						      memory_order_acquire);
 		void *a = NULL, *b = NULL, *c = NULL;
@@ -223,8 +230,8 @@ static void *writer(void *arg)
 	for (unsigned k = 0; k < KEYS; k++)
 		present[k] = true;
 	while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
-		unsigned op = (unsigned)(xorshift(&s) % 100);
-		unsigned k = BATCH_KEYS + (unsigned)(xorshift(&s) % (KEYS - BATCH_KEYS));
+		unsigned op = replace_only ? 0 : (unsigned)(xorshift(&s) % 100);
+		unsigned k = BATCH_KEYS + (unsigned)(xorshift(&s) % (nkeys - BATCH_KEYS));
 		uint64_t v = next_version();
 
 		if (op < 60) {                         /* replace or register */
@@ -272,16 +279,21 @@ static void *writer(void *arg)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: ureg-stress-handles [--threads N] [--seconds S] [--help] [--version]\n"
-		"  %u registries of %u keys, shared cached and plain key handles; N reader\n"
-		"  threads (1..256, default 4) check guarantee G.4 of ureg.h for S seconds\n"
-		"  (0.01..86400, default 5) while one writer per registry replaces,\n"
-		"  unregisters, re-registers, commits batches and resizes.\n"
+		"usage: ureg-stress-handles [--threads N] [--seconds S] [--keys K]\n"
+		"                           [--replace-only] [--help] [--version]\n"
+		"  %u registries of K keys (%u..%u, default %u; the first %u change only by\n"
+		"  batches), shared cached and plain key handles; N reader threads (1..256,\n"
+		"  default 4) check guarantee G.4 of ureg.h for S seconds (0.01..86400,\n"
+		"  default 5) while one writer per registry replaces, unregisters,\n"
+		"  re-registers, commits batches and resizes.\n"
+		"  --replace-only: the writers only replace and the readers read only the\n"
+		"  keys they replace (the single-key change path as fast as it goes; with\n"
+		"  a small K, the race that commit 7535603 fixed).\n"
 		"  -h, --help: this text, on stdout.  -V, --version: program and libureg\n"
 		"  version.\n"
 		"Exit status: 0 no violation, 1 a violation (stale, removed or dead item,\n"
 		"or two batch keys of different generations in one section), 2 usage error.\n",
-		REGS, KEYS);
+		REGS, BATCH_KEYS + 1, KEYS, KEYS, BATCH_KEYS);
 }
 
 static _Noreturn void bad_arg(const char *opt, const char *arg)
@@ -296,6 +308,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "threads", required_argument, NULL, 't' },
 		{ "seconds", required_argument, NULL, 's' },
+		{ "keys", required_argument, NULL, 'k' },
+		{ "replace-only", no_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -305,7 +319,7 @@ int main(int argc, char **argv)
 	unsigned long v;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "t:s:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:s:k:rhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (!tool_parse_ulong(optarg, 1, 256, &v))
@@ -315,6 +329,14 @@ int main(int argc, char **argv)
 		case 's':
 			if (!tool_parse_double(optarg, 0.01, 86400, &seconds))
 				bad_arg("--seconds", optarg);
+			break;
+		case 'k':
+			if (!tool_parse_ulong(optarg, BATCH_KEYS + 1, KEYS, &v))
+				bad_arg("--keys", optarg);
+			nkeys = (unsigned)v;
+			break;
+		case 'r':
+			replace_only = true;
 			break;
 		case 'h':
 			usage(stdout);
