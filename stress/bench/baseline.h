@@ -151,6 +151,17 @@ static inline uint64_t base_cached_instance(struct base_thread *bt,
 		urcu_memb_read_unlock();                                       \
 		return v;                                                      \
 	}                                                                      \
+	static uint64_t prefix##_op_section(void *table, struct bench_thread *t, \
+					    const char *key)                   \
+	{                                                                      \
+		(void)table;                                                   \
+		(void)t;                                                       \
+		(void)key;                                                     \
+		urcu_memb_read_lock();                                         \
+		uint64_t v = bench_fixed_item.value;                           \
+		urcu_memb_read_unlock();                                       \
+		return v;                                                      \
+	}                                                                      \
 	static void prefix##_read_loop(void *table, struct bench_thread *t)   \
 	{                                                                      \
 		switch (t->workload) {                                         \
@@ -159,6 +170,12 @@ static inline uint64_t base_cached_instance(struct base_thread *bt,
 			break;                                                 \
 		case WL_CONTEXT_GET:                                           \
 			bench_reader_loop(table, t, prefix##_op_context_get);  \
+			break;                                                 \
+		case WL_SECTION:                                               \
+			bench_reader_loop(table, t, prefix##_op_section);      \
+			break;                                                 \
+		case WL_LOOP:                                                  \
+			bench_reader_loop(table, t, bench_op_loop);            \
 			break;                                                 \
 		default:                                                       \
 			bench_reader_loop(table, t, prefix##_op_lookup);       \

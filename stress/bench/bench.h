@@ -55,6 +55,14 @@ enum bench_workload {
 	WL_CACHED_HANDLE,
 	WL_HANDLE_MOSTLY,
 	WL_CACHED_HANDLE_MOSTLY,
+	/* The instruction floor (stress/bench/instructions.sh), not a
+	 * comparison: "section" runs the same loop with the read section
+	 * only (ureg: ureg_read_lock/unlock, inline; cds_lfht and ck_hs: raw
+	 * urcu_memb_read_lock/unlock) around reading one field of a fixed
+	 * item, no lookup; "loop" reads that field with no section at all.
+	 * The GLib baselines run their lookups for them. */
+	WL_SECTION,
+	WL_LOOP,
 	WL_COUNT
 };
 
@@ -169,6 +177,21 @@ extern const char *const *bench_keys;
  * by BENCH_KEY_PREFIX bytes of handle room. */
 extern char *const *bench_lookup_keys;
 extern size_t bench_nkeys;
+
+/* The fixed item of the "section" and "loop" workloads (extern, so that
+ * the compiler cannot fold its field into a constant). */
+extern struct bench_fixed_item {
+	uint64_t value;
+} bench_fixed_item;
+
+static inline uint64_t bench_op_loop(void *table, struct bench_thread *t,
+				     const char *key)
+{
+	(void)table;
+	(void)t;
+	(void)key;
+	return bench_fixed_item.value;
+}
 
 /*
  * The hash every implementation uses, computed per operation from the key

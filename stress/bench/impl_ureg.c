@@ -224,9 +224,27 @@ static uint64_t ureg_op_context_get(void *table, struct bench_thread *t,
 	return v;
 }
 
+static uint64_t ureg_op_section(void *table, struct bench_thread *t,
+				const char *key)
+{
+	(void)table;
+	(void)t;
+	(void)key;
+	ureg_read_lock();
+	uint64_t v = bench_fixed_item.value;
+	ureg_read_unlock();
+	return v;
+}
+
 static void ureg_read_loop(void *table, struct bench_thread *t)
 {
 	switch (t->workload) {
+	case WL_SECTION:
+		bench_reader_loop(table, t, ureg_op_section);
+		break;
+	case WL_LOOP:
+		bench_reader_loop(table, t, bench_op_loop);
+		break;
 	case WL_FACTORY:
 		bench_reader_loop(table, t, ureg_op_factory);
 		break;

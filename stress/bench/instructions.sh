@@ -22,7 +22,12 @@
 # counted (--toggle-collect), so that set-up, timer calibration and the
 # sorting of latency samples add no noise: the figures repeat to +-0.1.
 # The string and baseline rows hash the key (XXH3) on every lookup; the
-# handle rows were hashed once, up front.  ROWS="NAME:IMPL:WORKLOAD ..." (a
+# handle rows were hashed once, up front.  The first three rows are the
+# floor, no lookup: "loop only" is the benchmark's loop reading one field
+# of a fixed item; "loop + ureg section" adds ureg_read_lock/unlock (the
+# header-inline ones of UREG_INLINE_READ); "loop + memb section" adds raw
+# urcu_memb_read_lock/unlock instead (what the cds_lfht and ck_hs rows
+# pay).  A lookup row minus its section row is what the lookup costs.  ROWS="NAME:IMPL:WORKLOAD ..." (a
 # + in NAME prints as a space)
 # measures other loops, e.g. ROWS="ureg:ureg:context-get
 # cds_lfht:cds_lfht:context-get".
@@ -68,7 +73,9 @@ if [ $cache = yes ]; then
 else
 	printf '%-22s %12s\n' "lookup ($keys keys)" "instr/lookup"
 fi
-rows=${ROWS:-"ureg+string:ureg:read-only ureg+handle:ureg:handle
+rows=${ROWS:-"loop+only:ureg:loop loop+ureg+section:ureg:section
+loop+memb+section:cds_lfht:section
+ureg+string:ureg:read-only ureg+handle:ureg:handle
 ureg+cached+handle:ureg:cached-handle cds_lfht:cds_lfht:read-only ck_hs:ck_hs:read-only"}
 for row in $rows; do
 	name=$(echo "${row%%:*}" | tr + " ")

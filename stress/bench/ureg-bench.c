@@ -52,6 +52,7 @@
 static const char *const workload_names[WL_COUNT] = {
 	"read-only", "read-mostly", "churn", "factory", "context-get",
 	"handle", "cached-handle", "handle-mostly", "cached-handle-mostly",
+	"section", "loop",
 };
 
 static const struct bench_impl *const all_impls[] = {
@@ -64,6 +65,7 @@ const char *const *bench_keys;
 char *const *bench_lookup_keys;
 size_t bench_nkeys;
 bool bench_use_tsc;
+struct bench_fixed_item bench_fixed_item = { 1 };
 
 /* ------------------------------------------------------------------ */
 /* Options                                                             */
@@ -94,7 +96,8 @@ static void usage(FILE *f)
 "  --keys LIST        registry sizes (default 16,1000,100000)\n"
 "  --workload LIST    read-only,read-mostly,churn,factory,context-get,handle,\n"
 "                     cached-handle,handle-mostly,cached-handle-mostly\n"
-"                     (default all)\n"
+"                     (default all of these); section,loop: the instruction\n"
+"                     floor for instructions.sh (read section only / nothing)\n"
 "  --impl LIST        ureg,cds_lfht,ck_hs,rwlock,mutex (default all)\n"
 "  --repeat N         runs per cell; every number is the median (default 1)\n"
 "  --json             one JSON document on stdout instead of the table\n"
@@ -326,7 +329,7 @@ static void parse_options(int argc, char **argv, struct options *o)
 	if (optind != argc)
 		die_usage("unexpected argument '%s'", argv[optind]);
 	if (!any_wl)
-		for (int w = 0; w < WL_COUNT; w++)
+		for (int w = 0; w < WL_SECTION; w++) /* not the floor ones */
 			o->workloads[w] = true;
 	if (!any_impl)
 		for (size_t i = 0; i < N_IMPLS; i++)
