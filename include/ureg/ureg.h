@@ -918,6 +918,10 @@ extern UREG_API __thread struct ureg__thread ureg__thread
 	__attribute__((tls_model("initial-exec")));
 /* Private: registers the calling thread with liburcu (first use). */
 UREG_API void ureg__rcu_register_slow(void);
+/* Private: ureg_lookup_key of a plain handle (state UREG__KEY_READY) by
+ * the inline path below, which has checked the arguments and the read
+ * section: one table search with the handle's hash. */
+UREG_API int ureg__lookup_key_plain(ureg_registry *reg, ureg_key *k, void **item);
 
 #ifdef __cplusplus
 }
@@ -955,39 +959,54 @@ static inline void ureg__read_unlock_inline(void)
 }
 
 /*
- * ureg_lookup_key's cached hit, inline: the handle's remembered entry when
- * its stamp and table are still current (the checks of the library's own
- * hit, guarantee G.4), else the library call.  Pins the table for the
- * section when the section has not pinned this registry yet, as the
- * library does.
+ * ureg_lookup_key, inline: a cached handle's hit without entering the
+ * library (the checks of the library's own hit, guarantee G.4: the
+ * handle's seqlock, the key's stripe stamp, the section's table); a plain
+ * handle straight to the one library call that searches the table with
+ * the precomputed hash; anything else (a miss, a handle not prepared yet,
+ * an error) the library's ureg_lookup_key.  The first lookup of a section
+ * pins the table it read (snap[0], constant offsets), as the library does.
  */
 static inline int ureg__lookup_key_inline(ureg_registry *reg, ureg_key *k,
 					  void **item)
 {
 	struct ureg__thread *t = &ureg__thread;
 	const struct ureg__registry_head *h = (const struct ureg__registry_head *)(const void *)reg;
+	uint16_t st;
 
-	if (__builtin_expect(reg && k && item && t->read_depth &&
-			     __atomic_load_n(&k->state, __ATOMIC_ACQUIRE) == (UREG__KEY_READY | UREG__KEY_CACHED), 1)) {
+	if (__builtin_expect(!reg || !k || !item || !t->read_depth, 0))
+		goto full;
+	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+	if (__builtin_expect(st == (UREG__KEY_READY | UREG__KEY_CACHED), 1)) {
 		uint32_t s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
 		const void *ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
 		uint64_t cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
 		const void *ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		uint32_t s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+		unsigned n, i;
+		void *it;
 
-		if (__builtin_expect(s2 == (s1 & ~1u) &&
-				     cs == __atomic_load_n(&h->stamps[k->hash & (UREG__STAMP_STRIPES - 1)],
-							   __ATOMIC_ACQUIRE), 1)) {
-			unsigned n = t->npinned, i;
-			void *it;
-
+		if (__builtin_expect(s2 != (s1 & ~1u) ||
+				     cs != __atomic_load_n(&h->stamps[k->hash & (UREG__STAMP_STRIPES - 1)],
+							   __ATOMIC_ACQUIRE), 0))
+			goto full;
+		n = t->npinned;
+		if (__builtin_expect(n == 0, 1)) {
+			/* the section's first lookup: pin the table the handle
+			 * remembers, which must be the current one */
+			if (__atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct)
+				goto full;
+			t->snap[0].reg = reg;
+			t->snap[0].ht = (struct cds_lfht *)ct;
+			t->npinned = 1;
+		} else {
 			for (i = 0; i < n; i++)
 				if (t->snap[i].reg == (const void *)reg)
 					break;
 			if (i < n) {
 				if (t->snap[i].ht != ct)
-					goto full;
+					goto full; /* another generation */
 			} else {
 				if (n >= UREG__SNAP_SLOTS ||
 				    __atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct)
@@ -996,12 +1015,14 @@ static inline int ureg__lookup_key_inline(ureg_registry *reg, ureg_key *k,
 				t->snap[n].ht = (struct cds_lfht *)ct;
 				t->npinned = n + 1;
 			}
-			it = ((const struct ureg__entry_head *)ce)->item;
-			if (__builtin_expect(it != NULL, 1)) {
-				*item = it;
-				return 0;
-			}
 		}
+		it = ((const struct ureg__entry_head *)ce)->item;
+		if (__builtin_expect(it != NULL, 1)) {
+			*item = it;
+			return 0;
+		}
+	} else if (st == UREG__KEY_READY) {
+		return ureg__lookup_key_plain(reg, k, item);
 	}
 full:
 	return ureg_lookup_key(reg, k, item);

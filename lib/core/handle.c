@@ -133,6 +133,14 @@ static inline const struct ureg_entry *handle_hit(ureg_registry *reg,
 		return NULL;
 	/* the table: the one this section pinned, or pin the current one */
 	n = t->npinned;
+	if (UREG_LIKELY(n == 0)) {
+		if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
+			return NULL;
+		t->snap[0].reg = reg;
+		t->snap[0].ht = (struct cds_lfht *)ct;
+		t->npinned = 1;
+		return ce;
+	}
 	for (unsigned i = 0; i < n; i++)
 		if (t->snap[i].reg == reg)
 			return t->snap[i].ht == ct ? ce : NULL;
@@ -160,17 +168,16 @@ static __attribute__((noinline)) int lookup_key_full(ureg_registry *reg,
 	return 0;
 }
 
-/* A plain handle (@st: its state): straight to the table with its
- * precomputed hash.  Out of line, so that the cached hit in
- * ureg_lookup_key needs no stack frame. */
-static __attribute__((noinline)) int lookup_key_plain(ureg_registry *reg,
-						      ureg_key *k, void **item,
-						      uint16_t st)
+/*
+ * A plain handle, prepared (state UREG__KEY_READY), arguments and read
+ * section checked by the caller: straight to the table with its
+ * precomputed hash.  Exported (private) for the inline path of ureg.h,
+ * which calls it directly: one library call per plain-handle lookup.
+ */
+int ureg__lookup_key_plain(ureg_registry *reg, ureg_key *k, void **item)
 {
 	const struct ureg_entry *e;
 
-	if (UREG_UNLIKELY(st != UREG__KEY_READY))
-		return lookup_key_full(reg, k, item);
 	e = ureg__find(ureg__ht(reg), k);
 	if (UREG_UNLIKELY(!e || !e->item))
 		return ureg__miss(-ENOENT, "lookup: no singleton under", reg, k->str);
@@ -187,7 +194,9 @@ int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
 		return lookup_key_full(reg, k, item);
 	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
 	if (st != (UREG__KEY_READY | UREG__KEY_CACHED))
-		return lookup_key_plain(reg, k, item, st);
+		return UREG_LIKELY(st == UREG__KEY_READY)
+			? ureg__lookup_key_plain(reg, k, item)
+			: lookup_key_full(reg, k, item);
 	if (UREG_UNLIKELY(!(e = handle_hit(reg, k)) || !e->item))
 		return lookup_key_full(reg, k, item);
 	*item = e->item;

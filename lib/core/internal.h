@@ -281,6 +281,14 @@ static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
 	unsigned n = t->npinned;
 	struct cds_lfht *ht;
 
+	if (UREG_LIKELY(n == 0)) {
+		/* the section's first lookup: constant offsets, no bound */
+		ht = rcu_dereference(reg->ht);
+		t->snap[0].reg = reg;
+		t->snap[0].ht = ht;
+		t->npinned = 1;
+		return ht;
+	}
 	for (unsigned i = 0; i < n; i++)
 		if (UREG_LIKELY(t->snap[i].reg == reg))
 			return t->snap[i].ht;
