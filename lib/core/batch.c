@@ -387,7 +387,7 @@ static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
 			goto nomem;
 		ureg__cold(ne)->ibox = op->ib;
 		ne->item = op->ib ? op->ib->item : NULL;
-		ne->fbox = op->fb;
+		ureg__entry_set_fbox(ne, op->fb);
 		ureg__cold(ne)->srank = op->srank;
 		ureg__cold(ne)->frank = op->frank;
 		ureg__cold(ne)->generation = generation;
@@ -434,7 +434,7 @@ static int batch_build(ureg_batch *b, uint64_t generation, struct built *bt)
 		}
 		ureg__cold(ne)->ibox = c->ibox;
 		ne->item = e->item;
-		ne->fbox = e->fbox;
+		ureg__entry_set_fbox(ne, e->fbox);
 		if (c->ibox)
 			ureg__ibox_get(c->ibox);
 		if (ne->fbox)

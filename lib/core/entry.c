@@ -157,7 +157,7 @@ struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k)
 	memset(e, 0, offsetof(struct ureg_entry, key));
 	cds_lfht_node_init(&e->node);
 	e->cold = c;
-	e->keylen = (uint32_t)k->len;
+	e->keylen = k->len;
 	memcpy(e->key, k->str, k->len + 1);
 	memset(c, 0, sizeof(*c));
 	c->entry = e;

@@ -141,7 +141,7 @@ struct ureg_factory_box {
 
 /*
  * An entry is two allocations.  The hot part, what a lookup touches (lfht
- * node, item, factory, key), is small - one 64-byte line for keys up to 19
+ * node, item, factory, key), is small - one 64-byte line for keys up to 15
  * bytes - and comes from an allocator that packs equal sizes densely
  * (ureg__hot_alloc), so that the hot parts of a large registry lie side by
  * side like an intrusive hash table's nodes: a lookup costs the same cache
@@ -152,11 +152,21 @@ struct ureg_factory_box {
 struct ureg_entry {
 	struct cds_lfht_node node;
 	void *item;                    /* the singleton, NULL if none */
-	struct ureg_factory_box *fbox; /* NULL: no factory */
+	struct ureg_factory_box *fbox; /* NULL: no factory; set it with
+					* ureg__entry_set_fbox */
 	struct ureg_entry_cold *cold;  /* set at allocation, never changed */
-	uint32_t keylen;
+	/* what the context-cache probe of ureg_get needs (ctx_create.c),
+	 * here rather than in the factory box, so that a CONTEXT-scope get
+	 * reads no line beyond the entry's before the context's cache:
+	 * fbox->serial when fbox is a CONTEXT-scope factory, else 0 (then
+	 * the probe reads fbox).  Packed with the key's length so that the
+	 * key starts at 48: keys up to 15 bytes keep the hot part in one
+	 * 64-byte line. */
+	uint64_t keylen : 8;           /* <= UREG_KEY_MAX */
+	uint64_t ctx_serial : 56;
 	char key[];
 };
+_Static_assert(UREG_KEY_MAX < 256, "keylen is 8 bits");
 
 /*
  * Ranking: a key may hold several singletons and factories, each with a
@@ -198,6 +208,16 @@ static inline size_t ureg__entry_hot_size(size_t keylen)
 static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
 {
 	return e->cold;
+}
+
+/* An unpublished entry's factory (NULL: none), and what the context-cache
+ * probe reads of it (struct ureg_entry, ctx_serial). */
+static inline void ureg__entry_set_fbox(struct ureg_entry *e,
+					struct ureg_factory_box *fb)
+{
+	e->fbox = fb;
+	e->ctx_serial = fb && fb->f.scope == UREG_SCOPE_CONTEXT &&
+			fb->serial < ((uint64_t)1 << 56) ? fb->serial : 0;
 }
 
 struct ureg_event_node;

@@ -240,7 +240,7 @@ int ureg__mutate(ureg_registry *reg, const char *key,
 		ne->item = all[si].ib->item;
 	}
 	if (fi >= 0) {
-		ne->fbox = all[fi].fb;
+		ureg__entry_set_fbox(ne, all[fi].fb);
 		ureg__cold(ne)->frank = all[fi].rank;
 	}
 	if (nmore) {

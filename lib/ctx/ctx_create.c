@@ -447,17 +447,20 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	void *obj;
 	int rc;
 
-	if (fb->f.scope == UREG_SCOPE_TRANSIENT)
-		return ureg__ctx_create(ctx, reg, fb, false, out);
-
-	/* fast path: lock-free probe, no writes */
-	s = cache_find(rcu_dereference(ctx->cache), fb->serial);
-	if (UREG_LIKELY(s)) {
-		obj = __atomic_load_n(&s->obj, __ATOMIC_ACQUIRE);
-		if (UREG_LIKELY(is_instance(obj))) {
-			*out = obj;
-			return 0;
+	/* fast path: lock-free probe, no writes; the entry carries the
+	 * serial of a CONTEXT-scope factory (internal.h, ctx_serial), so a
+	 * hit reads nothing of the factory box */
+	if (UREG_LIKELY(e->ctx_serial)) {
+		s = cache_find(rcu_dereference(ctx->cache), e->ctx_serial);
+		if (UREG_LIKELY(s)) {
+			obj = __atomic_load_n(&s->obj, __ATOMIC_ACQUIRE);
+			if (UREG_LIKELY(is_instance(obj))) {
+				*out = obj;
+				return 0;
+			}
 		}
+	} else if (fb->f.scope == UREG_SCOPE_TRANSIENT) {
+		return ureg__ctx_create(ctx, reg, fb, false, out);
 	}
 
 	/* slow path: single-flight creation */
