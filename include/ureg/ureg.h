@@ -995,7 +995,7 @@ static inline int ureg__lookup_key_inline(ureg_registry *reg, ureg_key *k,
 		if (__builtin_expect(n == 0, 1)) {
 			/* the section's first lookup: pin the table the handle
 			 * remembers, which must be the current one */
-			if (__atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct)
+			if (__builtin_expect(__atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct, 0))
 				goto full;
 			t->snap[0].reg = reg;
 			t->snap[0].ht = (struct cds_lfht *)ct;
