@@ -334,6 +334,103 @@ Test(keys, get_acquire_and_create_instance_take_handles)
 }
 
 /*
+ * The entry keeps its key inline after a packed length (one cache line for
+ * keys up to 15 bytes, more for longer ones): every length from 1 to
+ * UREG_KEY_MAX is found by string, plain handle and cached handle, and a
+ * key one byte longer or shorter is not.
+ */
+Test(keys, keys_of_every_length_are_found_by_string_and_by_handle)
+{
+	static char keys[UREG_KEY_MAX][UREG_KEY_MAX + 1];
+	static ureg_key plain[UREG_KEY_MAX], cached[UREG_KEY_MAX];
+	ureg_registry *r = new_reg("k");
+	struct item *items[UREG_KEY_MAX];
+	int rc;
+
+	for (int n = 1; n <= UREG_KEY_MAX; n++) {
+		for (int i = 0; i < n; i++)
+			keys[n - 1][i] = (char)('a' + (i * 7 + n) % 26);
+		items[n - 1] = item_new(n);
+		cr_assert_eq(ureg_register(r, keys[n - 1], items[n - 1]), 0, "length %d", n);
+		cr_assert_eq(ureg_key_init(&plain[n - 1], keys[n - 1]), 0);
+		cr_assert_eq(ureg_key_init_cached(&cached[n - 1], keys[n - 1]), 0);
+	}
+	for (int pass = 0; pass < 2; pass++) /* the second: cached hits */
+		for (int n = 1; n <= UREG_KEY_MAX; n++) {
+			cr_assert_eq(lookup_both(r, &plain[n - 1], &rc), items[n - 1], "length %d", n);
+			cr_assert_eq(lookup_both(r, &cached[n - 1], &rc), items[n - 1], "length %d", n);
+		}
+	/* a prefix of a registered key is another key */
+	ureg_read_lock();
+	for (int n = 2; n <= UREG_KEY_MAX; n++) {
+		char prefix[UREG_KEY_MAX + 1];
+		void *it = NULL;
+
+		memcpy(prefix, keys[n - 1], (size_t)n - 1);
+		prefix[n - 1] = '\0';
+		rc = ureg_lookup(r, prefix, &it);
+		cr_assert(rc == -ENOENT || (rc == 0 && it == items[n - 2]),
+			  "length %d: prefix gave %d", n, rc);
+	}
+	ureg_read_unlock();
+	ureg_registry_destroy(r);
+}
+
+/*
+ * ureg_get of a CONTEXT-scope factory probes the context's cache with the
+ * serial the entry carries (the factory box is not read on a hit); the
+ * serial follows the factory through replace and through a batch, and a
+ * TRANSIENT factory under the same key makes a new instance every time.
+ */
+Test(keys, get_follows_the_factory_through_replace_batch_and_scope_change)
+{
+	ureg_registry *r = new_reg("k");
+	struct fac f1 = { .id = 1 }, f2 = { .id = 2 }, f3 = { .id = 3 };
+	struct ureg_factory u1 = fac_factory(&f1, UREG_SCOPE_CONTEXT);
+	struct ureg_factory u2 = fac_factory(&f2, UREG_SCOPE_CONTEXT);
+	struct ureg_factory u3 = fac_factory(&f3, UREG_SCOPE_TRANSIENT);
+	ureg_ctx *ctx = NULL;
+	ureg_key kc;
+	void *a = NULL, *b = NULL;
+	ureg_batch *bt = NULL;
+
+	cr_assert_eq(ureg_ctx_new(NULL, UREG_CTX_SHARED, &ctx), 0);
+	cr_assert_eq(ureg_key_init_cached(&kc, "a-factory-key-longer-than-one-line"), 0);
+	cr_assert_eq(ureg_register_factory(r, ureg_key_str(&kc), &u1), 0);
+	ureg_read_lock();
+	cr_assert_eq(ureg_get_key(r, &kc, ctx, &a), 0);
+	cr_assert_eq(ureg_get(r, ureg_key_str(&kc), ctx, &b), 0);
+	cr_assert_eq(a, b);
+	cr_assert_eq(((struct inst *)a)->factory_id, 1);
+	ureg_read_unlock();
+	cr_assert_eq(ureg_replace_factory(r, ureg_key_str(&kc), &u2), 0);
+	ureg_read_lock();
+	cr_assert_eq(ureg_get_key(r, &kc, ctx, &b), 0);
+	cr_assert_eq(((struct inst *)b)->factory_id, 2, "the replacing factory's instance");
+	cr_assert_neq(a, b);
+	ureg_read_unlock();
+	/* a batch that leaves the key alone keeps its factory and instance */
+	cr_assert_eq(ureg_batch_new(r, &bt), 0);
+	cr_assert_eq(ureg_batch_put(bt, "other", item_new(9), NULL, NULL), 0);
+	cr_assert_eq(ureg_batch_commit(bt, 0), 0);
+	ureg_read_lock();
+	cr_assert_eq(ureg_get_key(r, &kc, ctx, &a), 0);
+	cr_assert_eq(a, b, "same factory, same context: same instance");
+	ureg_read_unlock();
+	cr_assert_eq(ureg_replace_factory(r, ureg_key_str(&kc), &u3), 0);
+	ureg_read_lock();
+	cr_assert_eq(ureg_get_key(r, &kc, ctx, &a), 0);
+	cr_assert_eq(ureg_get_key(r, &kc, ctx, &b), 0);
+	cr_assert_neq(a, b, "TRANSIENT: a new instance per call");
+	cr_assert_eq(((struct inst *)a)->factory_id, 3);
+	ureg_read_unlock();
+	ureg_instance_release(ctx, a);
+	ureg_instance_release(ctx, b);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(r);
+}
+
+/*
  * Many threads share cached handles while a writer replaces items.  A
  * reader that saw the writer's announcement "version v is published"
  * before opening its section must never get an item older than v, and
