@@ -36,7 +36,7 @@ static void drain_wake(void)
 
 struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item)
 {
-	struct ureg_item_box *ib = ureg__malloc(sizeof(*ib));
+	struct ureg_item_box *ib = ureg__meta_alloc(sizeof(*ib));
 	if (!ib)
 		return NULL;
 	ib->refs = 1;
@@ -50,7 +50,7 @@ struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item)
  * caller still owns it: a failed call changes nothing). */
 void ureg__ibox_free_unused(struct ureg_item_box *ib)
 {
-	ureg__free(ib);
+	ureg__meta_free(ib);
 }
 
 void ureg__ibox_get(struct ureg_item_box *ib)
@@ -68,7 +68,7 @@ void ureg__ibox_put(struct ureg_item_box *ib)
 	}
 	if (ib->type->item_destroy)
 		ib->type->item_destroy(ib->item);
-	ureg__free(ib);
+	ureg__meta_free(ib);
 }
 
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
@@ -76,14 +76,16 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const struct ureg_factory *f)
 {
 	static uint64_t next_serial = 1;
-	struct ureg_factory_box *fb = ureg__malloc(sizeof(*fb));
+	size_t n = strlen(key) + 1;
+	struct ureg_factory_box *fb = ureg__meta_alloc(sizeof(*fb));
+
 	if (!fb)
 		return NULL;
-	fb->key = ureg__strdup(key);
-	if (!fb->key) {
-		ureg__free(fb);
+	if (!(fb->key = ureg__meta_alloc(n))) {
+		ureg__meta_free(fb);
 		return NULL;
 	}
+	memcpy(fb->key, key, n);
 	fb->refs = 1;
 	fb->f = *f;
 	fb->type = reg->type;
@@ -100,8 +102,8 @@ void ureg__fbox_free_unused(struct ureg_factory_box *fb)
 	if (fb->f.anchor)
 		ureg_anchor_put(fb->f.anchor);
 	ureg__registry_put(fb->reg);
-	ureg__free(fb->key);
-	ureg__free(fb);
+	ureg__meta_free(fb->key);
+	ureg__meta_free(fb);
 }
 
 void ureg__fbox_get(struct ureg_factory_box *fb)
@@ -150,7 +152,7 @@ struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k)
 
 	if (!e)
 		return NULL;
-	if (!(c = ureg__malloc(sizeof(*c)))) {
+	if (!(c = ureg__meta_alloc(sizeof(*c)))) {
 		ureg__hot_free(e);
 		return NULL;
 	}
@@ -200,7 +202,7 @@ void ureg__entry_free_unpublished(struct ureg_entry *e)
 	ureg__free(ureg__cold(e)->provider);
 	ureg__free(ureg__cold(e)->source_file);
 	ureg__free(ureg__cold(e)->more);
-	ureg__free(ureg__cold(e));
+	ureg__meta_free(ureg__cold(e));
 	ureg__hot_free(e);
 }
 

@@ -103,6 +103,12 @@ void *ureg__aligned_alloc(size_t align, size_t n);
  * call_rcu callback. */
 void *ureg__hot_alloc(size_t n);
 void ureg__hot_free(void *p);
+/* The rest of an entry's bookkeeping (cold part, item and factory boxes):
+ * a second arena of libureg's own, so that it does not interleave with
+ * the application's allocations (its items); malloc under sanitizers.
+ * Any thread; ureg__meta_free also from a call_rcu callback. */
+void *ureg__meta_alloc(size_t n);
+void ureg__meta_free(void *p);
 void *ureg__calloc(size_t n, size_t size);
 void *ureg__realloc(void *p, size_t n);
 char *ureg__strdup(const char *s);
