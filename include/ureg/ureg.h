@@ -918,9 +918,11 @@ extern UREG_API __thread struct ureg__thread ureg__thread
 	__attribute__((tls_model("initial-exec")));
 /* Private: registers the calling thread with liburcu (first use). */
 UREG_API void ureg__rcu_register_slow(void);
-/* Private: ureg_lookup_key of a plain handle (state UREG__KEY_READY) by
- * the inline path below, which has checked the arguments and the read
- * section: one table search with the handle's hash. */
+/* Private: ureg_lookup_key of a plain handle (state UREG__KEY_READY), for
+ * the inline path below only, which has checked what it does not: @reg,
+ * @k and @item not NULL, the caller inside a read section.  One table
+ * search with the handle's hash; never blocks, locks or allocates; *@item
+ * is borrowed until the section closes.  0 or -ENOENT (message set). */
 UREG_API int ureg__lookup_key_plain(ureg_registry *reg, ureg_key *k, void **item);
 
 #ifdef __cplusplus
