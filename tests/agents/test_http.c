@@ -27,6 +27,7 @@
 
 #include "agent_server.h"
 #include "http_front.h"
+#include "rx_guard.h"
 #include "wire.h"
 
 static struct agent_server *srv;
@@ -218,30 +219,195 @@ Test(http, a_later_request_on_a_kept_alive_connection_with_oversized_headers_get
 	stop();
 }
 
+/* over lws's own header table (32 KiB): lws alone drops the connection
+ * without a status; rx_guard.c answers it */
+static void later_request_gets_431(size_t header_bytes)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	char *big = big_header_request("Cookie", header_bytes, "close");
+	/* HEAD: the first answer ends with its headers */
+	const char *first = "HEAD /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	int fd = wire_connect(port, 0);
+	wire_write_all(fd, first, strlen(first), 5000);
+	wire_read_reply(fd, buf, sizeof(buf), "\r\n\r\n", 5000);
+	cr_assert(!strncmp(buf, "HTTP/1.1 200", 12), "%.200s", buf);
+	wire_write_all(fd, big, strlen(big), 5000);
+	uint64_t t0 = wire_now_ms();
+	wire_read_reply(fd, buf, sizeof(buf), NULL, 8000);
+	cr_expect_lt(wire_now_ms() - t0, 4500, "the server kept us waiting");
+	cr_expect(!strncmp(buf, "HTTP/1.1 431", 12), "second answer: %.300s", buf);
+	cr_expect(strstr(buf, "request header fields too large (limit 16384 bytes)") != NULL,
+		  "%.300s", buf);
+	cr_expect(strstr(buf, "connection: close") != NULL, "%.300s", buf);
+	close(fd);
+	free(big);
+	char *page = wire_http_get(port, "/stats", 5000);
+	cr_expect(page && strstr(page, "\"rss_bytes\""), "no /stats after the 431");
+	free(page);
+	stop();
+}
+
+Test(http, a_later_request_over_lws_header_table_on_a_kept_alive_connection_gets_431,
+     .timeout = 30)
+{
+	later_request_gets_431(40000);
+}
+
+Test(http, a_later_request_with_a_1_mb_header_gets_431_too, .timeout = 30)
+{
+	later_request_gets_431(1 << 20);
+}
+
 /*
  * RFC 6455 5.1: a server must close the connection on an unmasked client
- * frame.  libwebsockets 4.1.6 (Debian 12) does not: its server parser
- * (roles/ws/ops-ws.c, LWS_RXPS_04_FRAME_HDR_LEN) only uses the mask bit to
- * decide whether to unmask, and no callback or public call tells the
- * application which it was - the payload arrives the same (4.2 to 4.5.8
- * are the same; libwebsockets 5.0.0 closes with 1002 "client unmasked",
- * commit cae06c63a).  The server
- * cannot see the bit without parsing every frame in front of lws.  This
- * test pins down what happens, so that a libwebsockets that starts
- * rejecting them shows up here: the unmasked request runs like a masked one.
+ * frame (1002, protocol error).  libwebsockets 4.1.6 (Debian 12) accepts
+ * them; the server sees every byte lws reads (tools/agent-server/rx_guard.c)
+ * and cuts the stream where an unmasked frame starts, so lws never parses
+ * it.  Built against lws 5.0.0 or later, lws closes with 1002 itself.
  */
-Test(http, unmasked_client_frames_are_processed_because_lws_4_1_6_ignores_the_mask_bit, .timeout = 20)
+#define UNMASKED_RUN "{\"run\":\"echo\",\"input\":\"unmasked\",\"id\":7}"
+
+/* frames until the close frame: none may be an event of the unmasked run */
+static void expect_1002_and_no_run(int fd)
+{
+	struct wire_frame f;
+	size_t data = 0;
+	int rc = wire_ws_read_until_close(fd, &f, &data, 8000);
+	struct agent_server_stats st;
+
+	cr_assert_eq(rc, 1, "no close frame (%d: 0 EOF, -1 reset, -2 timeout)", rc);
+	cr_expect_eq(data, 0, "%zu frames before the close: the unmasked request was answered",
+		     data);
+	cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_PROTOCOL);
+#if RX_GUARD_CHECKS_MASK
+	cr_expect(f.close_reason && !strcmp(f.close_reason, RX_GUARD_UNMASKED_WHY),
+		  "reason: %s", f.close_reason ? f.close_reason : "(none)");
+#endif
+	wire_frame_free(&f);
+	agent_server_stats(srv, &st);
+	cr_expect_eq(st.runs, 0, "%llu runs: the unmasked request ran",
+		     (unsigned long long)st.runs);
+}
+
+/* a fresh connection with a masked request: the run completes */
+static void expect_masked_run_completes(int port)
 {
 	char reply[1024];
 	struct wire_frame f;
+	int fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+	bool done = false;
+
+	cr_assert_geq(fd, 0, "%s", reply);
+	wire_ws_send(fd, 1, UNMASKED_RUN, strlen(UNMASKED_RUN), true);
+	while (!done && wire_ws_read(fd, &f, 5000) == 1) {
+		done = f.opcode == 1 && strstr((const char *)f.data, "\"completed\"");
+		wire_frame_free(&f);
+	}
+	cr_expect(done, "the masked run did not complete");
+	close(fd);
+}
+
+Test(http, an_unmasked_client_frame_is_not_run_and_gets_a_1002_close, .timeout = 30)
+{
+	char reply[1024];
 	int port = start((struct agent_server_opts){ 0 });
 	int fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
 	cr_assert_geq(fd, 0, "%s", reply);
-	wire_ws_send(fd, 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, false);
-	cr_assert_eq(wire_ws_read(fd, &f, 5000), 1, "no answer to the unmasked frame");
-	cr_expect_eq(f.opcode, 1, "opcode %d (8 would be a close)", f.opcode);
+	/* a second client, open before and after: the server keeps serving */
+	int other = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+	cr_assert_geq(other, 0, "%s", reply);
+	wire_ws_send(fd, 1, UNMASKED_RUN, strlen(UNMASKED_RUN), false);
+	expect_1002_and_no_run(fd);
+	close(fd);
+	expect_masked_run_completes(port);
+	struct wire_frame f;
+	wire_ws_send(other, 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, true);
+	cr_assert_eq(wire_ws_read(other, &f, 5000), 1, "the other client lost its session");
 	cr_expect(strstr((const char *)f.data, "unknown agent") != NULL, "%s", f.data);
 	wire_frame_free(&f);
+	close(other);
+	char *stats = wire_http_get(port, "/stats", 5000);
+	cr_expect(stats && strstr(stats, "\"closed_unmasked\":1"), "%s", stats ? stats : "");
+	free(stats);
+	stop();
+}
+
+Test(http, an_unmasked_frame_in_the_upgrade_requests_own_segment_gets_a_1002_close,
+     .timeout = 30)
+{
+	char reply[1024];
+	size_t n;
+	int port = start((struct agent_server_opts){ 0 });
+	unsigned char *frame = wire_ws_frame_unmasked(1, UNMASKED_RUN, strlen(UNMASKED_RUN), &n);
+	int fd = wire_ws_open_with(port, NULL, 0, frame, n, reply, sizeof(reply));
+	free(frame);
+	cr_assert_geq(fd, 0, "%s", reply);
+	expect_1002_and_no_run(fd);
+	close(fd);
+	expect_masked_run_completes(port);
+	stop();
+}
+
+/* masked frames before it in the same write are valid and are served */
+Test(http, masked_frames_before_an_unmasked_one_are_served_up_to_it, .timeout = 30)
+{
+	char reply[1024];
+	size_t n1, n2;
+	struct wire_frame f;
+	int port = start((struct agent_server_opts){ 0 });
+	const char *bad = "{\"run\":\"nope\",\"input\":\"\"}";
+	unsigned char *ok = wire_ws_frame(1, bad, strlen(bad), &n1);
+	unsigned char *un = wire_ws_frame_unmasked(1, UNMASKED_RUN, strlen(UNMASKED_RUN), &n2);
+	unsigned char *both = malloc(n1 + n2);
+	cr_assert_not_null(both);
+	memcpy(both, ok, n1);
+	memcpy(both + n1, un, n2);
+	int fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+	cr_assert_geq(fd, 0, "%s", reply);
+	wire_write_all(fd, both, n1 + n2, 5000);
+	free(ok);
+	free(un);
+	free(both);
+	/* the masked request's error may or may not beat the close (the
+	 * queue of a closing connection is dropped); the close must come */
+	int rc;
+	while ((rc = wire_ws_read(fd, &f, 8000)) == 1 && f.opcode != 8) {
+		cr_expect(strstr((const char *)f.data, "unknown agent") != NULL,
+			  "only the masked request is answered: %s", f.data);
+		wire_frame_free(&f);
+	}
+	cr_assert_eq(rc, 1, "no close frame");
+	cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_PROTOCOL);
+	wire_frame_free(&f);
+	struct agent_server_stats st;
+	agent_server_stats(srv, &st);
+	cr_expect_leq(st.runs, 1, "%llu runs: the unknown agent's is one, the unmasked echo "
+		      "ran too", (unsigned long long)st.runs);
+	close(fd);
+	stop();
+}
+
+/* the guard knows where frames start only on a connection whose first
+ * request is the upgrade (every browser and lws client does that) */
+Test(http, a_websocket_upgrade_after_an_http_request_on_one_connection_gets_400, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	char req[1024];
+	snprintf(req, sizeof(req),
+		 "HEAD /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+		 "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+		 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+		 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ureg-agents\r\n\r\n", port);
+	int fd = wire_connect(port, 0);
+	/* one request at a time: the second after the first answer */
+	const char *second = strstr(req, "\r\n\r\n") + 4;
+	wire_write_all(fd, req, (size_t)(second - req), 5000);
+	wire_read_reply(fd, buf, sizeof(buf), "\r\n\r\n", 5000);
+	cr_expect(!strncmp(buf, "HTTP/1.1 200", 12), "%.200s", buf);
+	wire_write_all(fd, second, strlen(second), 5000);
+	wire_read_reply(fd, buf, sizeof(buf), NULL, 8000);
+	cr_expect(strstr(buf, "HTTP/1.1 101") == NULL, "upgraded: %.300s", buf);
+	cr_expect(strstr(buf, "first request") != NULL, "%.300s", buf);
 	close(fd);
 	stop();
 }

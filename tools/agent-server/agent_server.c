@@ -82,12 +82,28 @@ static void session_begin_close(struct agent_server *srv, struct session *s, int
 	lws_set_timer_usecs(s->wsi, 1);
 }
 
+/* rx_guard.c saw an unmasked frame from @arg's client (service thread,
+ * inside lws's read): nothing of it reached lws; the wake-up closes it. */
+static void session_unmasked(void *arg)
+{
+	struct session *s = arg;
+
+	s->unmasked = true;
+	if (!__atomic_exchange_n(&s->wake, 1, __ATOMIC_ACQ_REL))
+		lws_cancel_service(s->srv->lws);
+}
+
 /* The service thread was woken for @s: a frame to write, a run slot free,
- * or the hard cap hit. */
+ * an unmasked frame, or the hard cap hit. */
 static void session_service(struct agent_server *srv, struct session *s)
 {
 	if (s->close_code)
 		return;
+	if (s->unmasked) {
+		__atomic_store_n(&srv->closed_unmasked, srv->closed_unmasked + 1, __ATOMIC_RELAXED);
+		session_begin_close(srv, s, AGENT_SERVER_CLOSE_PROTOCOL, "%s", RX_GUARD_UNMASKED_WHY);
+		return;
+	}
 	if (__atomic_load_n(&s->dropping, __ATOMIC_ACQUIRE)) {
 		__atomic_store_n(&srv->closed_slow, srv->closed_slow + 1, __ATOMIC_RELAXED);
 		session_begin_close(srv, s, AGENT_SERVER_CLOSE_SLOW,
@@ -285,8 +301,13 @@ static void adopt_handed(struct agent_server *srv)
 		if (n)
 			memcpy(fds, srv->adopt_fds + srv->nadopt, n * sizeof(*fds));
 		pthread_mutex_unlock(&srv->adopt_lock);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			if (rx_guard_adopt(fds[i])) {
+				close(fds[i]); /* past the guard's table */
+				continue;
+			}
 			lws_adopt_socket_vhost(srv->vhost, fds[i]);
+		}
 	} while (n == 256);
 }
 
@@ -327,6 +348,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		break;
 
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (!rx_guard_upgrade_ok(lws_get_socket_fd(wsi))) {
+			lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, "a WebSocket upgrade "
+					       "must be the first request of its connection");
+			return -1;
+		}
 		if (!origin_allowed(srv, wsi)) {
 			lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
 					       "origin not allowed (see --allow-origin)");
@@ -347,6 +373,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return -1; /* refuse: no context for this user */
 		c->s = s;
 		socket_caps(srv, wsi);
+		rx_guard_websocket(lws_get_socket_fd(wsi), s);
 		return 0;
 
 	case LWS_CALLBACK_RECEIVE:
@@ -367,6 +394,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_CLOSED:
 		if ((s = c->s)) {
 			c->s = NULL;
+			rx_guard_forget(lws_get_socket_fd(wsi));
 			if (s->close_code)
 				discard_input(wsi);
 			srv_session_close(srv, s);
@@ -399,15 +427,19 @@ static void *service_main(void *arg)
 {
 	struct agent_server *srv = arg;
 
+	rx_guard_enter_thread();
 	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE))
 		if (lws_service(srv->lws, 0) < 0)
 			break;
 	/* every client gets a close frame, 1001 "going away", not a bare
-	 * TCP close (1006 in a browser); 3 s for them, then lws closes what
-	 * is left (a client that does not read its socket) */
+	 * TCP close (1006 in a browser); the grace period for them, then lws
+	 * closes what is left: a client that does not read its socket has no
+	 * room for a close frame (lws would wait 5 s, PENDING_TIMEOUT_CLOSE_SEND,
+	 * then give up) and is cut without one */
 	for (struct session *s = srv->open; s; s = s->next)
 		session_begin_close(srv, s, AGENT_SERVER_CLOSE_GOING_AWAY, "server shutting down");
-	uint64_t deadline = agent_server_now_ns() + 3000000000ull;
+	uint64_t deadline = agent_server_now_ns() +
+			    AGENT_SERVER_SHUTDOWN_GRACE_MS * 1000000ull;
 	while (srv->open && agent_server_now_ns() < deadline)
 		if (lws_service(srv->lws, 0) < 0)
 			break;
@@ -439,6 +471,8 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 
 	if (!o || !out || o->port < 0 || o->port > 65535)
 		return -EINVAL;
+	if ((rc = rx_guard_init(session_unmasked)))
+		return rc;
 	if (!(srv = calloc(1, sizeof(*srv))))
 		return -ENOMEM;
 	srv->verbose = o->verbose;

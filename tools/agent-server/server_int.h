@@ -7,6 +7,9 @@
  *  - agents.c       the demo agents (echo, fail);
  *  - session.c      sessions, the bridge, the live report, workers;
  *  - http.c         the lws service thread's sessions, and HTTP;
+ *  - rx_guard.c     recv() as lws calls it: unmasked frames, and the
+ *                   header limit of later requests on a kept-alive
+ *                   connection (what lws 4.1.6 does not check);
  *  - agent_server.c WebSocket, and the lifecycle (agent_server.h).
  */
 #ifndef UREG_AGENT_SERVER_INT_H
@@ -39,6 +42,7 @@
 
 #include "agent_server.h"
 #include "http_front.h"
+#include "rx_guard.h"
 
 #define ECHO_STEPS 3
 #define PROTOCOL_NAME "ureg-agents"
@@ -94,6 +98,8 @@ struct session {
 	int watch;                       /* 1: gets the live report; written by
 					  * the service thread, read (atomic)
 					  * by the reporter */
+	bool unmasked;                   /* sent an unmasked frame (rx_guard.c):
+					  * closing with 1002; service thread */
 	int close_code;                  /* != 0: closing with this code */
 	char close_why[100];
 	struct session *prev, *next;     /* open list, service thread only */
@@ -160,6 +166,7 @@ struct agent_server {
 	/* limits at work: written by the service thread (relaxed), except
 	 * queue_peak and dropped_slow, folded in under idle_lock at teardown */
 	uint64_t closed_slow, closed_stalled, refused_conns, rx_pauses;
+	uint64_t closed_unmasked;
 	uint64_t queue_peak, dropped_slow;
 	/* the live report (report.c-style JSON of ureg_report, reshaped):
 	 * one thread builds it every report_ms while a session watches */
