@@ -467,6 +467,87 @@ Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
 	}
 }
 
+/* bytes the server holds for its WebSocket clients (/stats) */
+static json_int_t queued_bytes(int port)
+{
+	char *body = wire_http_get(port, "/stats", 5000);
+	json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+	json_int_t q = json_integer_value(json_object_get(j, "queued_bytes"));
+
+	json_decref(j);
+	free(body);
+	return q;
+}
+
+/*
+ * A client that never reads: its socket is full, so it cannot take a close
+ * frame.  Shutdown must not wait on it past the grace period
+ * (AGENT_SERVER_SHUTDOWN_GRACE_MS; lws alone would wait 5 s to send the
+ * close frame), and the clients that read still get their 1001.
+ */
+Test(http, shutdown_is_bounded_by_a_client_whose_socket_is_full_and_others_still_get_1001,
+     .timeout = 40)
+{
+	char reply[1024];
+	struct wire_frame f;
+	int port = start((struct agent_server_opts){ 0 });
+	int full = wire_ws_open(port, NULL, 4096, reply, sizeof(reply));
+	cr_assert_geq(full, 0, "%s", reply);
+	/* echo repeats its 60 KB input in its events: ~300 KB per run, far
+	 * more than the socket (a 4 KiB receive buffer, --sock-buf 32K) */
+	size_t n = 60000;
+	char *run = malloc(n + 64);
+	cr_assert_not_null(run);
+	int h = sprintf(run, "{\"run\":\"echo\",\"input\":\"");
+	memset(run + h, 'x', n);
+	strcpy(run + h + n, "\"}");
+	for (int i = 0; i < 2; i++)
+		wire_ws_send(full, 1, run, strlen(run), true);
+	free(run);
+	uint64_t deadline = wire_now_ms() + 15000;
+	json_int_t q;
+	while ((q = queued_bytes(port)) < (64 << 10) && wire_now_ms() < deadline)
+		;
+	cr_assert_geq(q, 64 << 10, "the output never piled up (%lld bytes queued)", (long long)q);
+
+	int fds[2];
+	for (int i = 0; i < 2; i++) {
+		fds[i] = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+		cr_assert_geq(fds[i], 0, "%s", reply);
+		wire_ws_send(fds[i], 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, true);
+		cr_assert_eq(wire_ws_read(fds[i], &f, 5000), 1);
+		wire_frame_free(&f);
+	}
+	pthread_t th;
+	struct closer cl = { .fds = fds, .n = 2 };
+	cr_assert_eq(pthread_create(&th, NULL, answer_close, &cl), 0);
+	uint64_t t0 = wire_now_ms();
+	agent_server_stop(srv);
+	srv = NULL;
+	uint64_t took = wire_now_ms() - t0;
+	pthread_join(th, NULL);
+	cr_log_info("shutdown with a full client took %llu ms", (unsigned long long)took);
+	/* the grace period, plus 2 s for a loaded machine; unbounded (the
+	 * bug this guards against) is lws's 5 s and more */
+	cr_expect_lt(took, AGENT_SERVER_SHUTDOWN_GRACE_MS + 2000, "shutdown took %llu ms",
+		     (unsigned long long)took);
+	for (int i = 0; i < 2; i++) {
+		f = cl.frames[i];
+		cr_assert_eq(cl.rc[i], 1, "client %d: no close frame", i);
+		cr_expect_eq(f.opcode, 8);
+		cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_GOING_AWAY);
+		wire_frame_free(&f);
+		close(fds[i]);
+	}
+	/* the full one: what was in its socket, then the end - not a hang */
+	size_t frames = 0;
+	int rc = wire_ws_read_until_close(full, &f, &frames, 10000);
+	cr_expect_neq(rc, -2, "the connection of the client that did not read stayed open");
+	if (rc == 1)
+		wire_frame_free(&f);
+	close(full);
+}
+
 Test(http, a_websocket_from_a_foreign_origin_is_refused_and_the_same_host_is_not, .timeout = 20)
 {
 	char reply[1024], same[64];

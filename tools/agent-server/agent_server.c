@@ -423,6 +423,12 @@ static const struct lws_protocols protocols[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
+/* the shutdown grace period is over: waking lws_service is all it does */
+static void grace_over(lws_sorted_usec_list_t *sul)
+{
+	(void)sul;
+}
+
 static void *service_main(void *arg)
 {
 	struct agent_server *srv = arg;
@@ -440,9 +446,18 @@ static void *service_main(void *arg)
 		session_begin_close(srv, s, AGENT_SERVER_CLOSE_GOING_AWAY, "server shutting down");
 	uint64_t deadline = agent_server_now_ns() +
 			    AGENT_SERVER_SHUTDOWN_GRACE_MS * 1000000ull;
+	/* lws_service() sleeps until lws's next timer, whatever its timeout
+	 * argument (lib/plat/unix/unix-service.c); a close frame stuck behind
+	 * a full socket has a 5 s one.  A timer of ours at the deadline ends
+	 * the wait in time (measured before it: 5.0 s, not 3) */
+	lws_sorted_usec_list_t grace;
+	memset(&grace, 0, sizeof(grace));
+	lws_sul_schedule(srv->lws, 0, &grace, grace_over,
+			 (lws_usec_t)AGENT_SERVER_SHUTDOWN_GRACE_MS * 1000);
 	while (srv->open && agent_server_now_ns() < deadline)
 		if (lws_service(srv->lws, 0) < 0)
 			break;
+	lws_sul_cancel(&grace);
 	/* closes every connection left: CLOSED for each, on this thread */
 	lws_context_destroy(srv->lws);
 	srv->lws = NULL;
