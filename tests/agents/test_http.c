@@ -5,9 +5,10 @@
  * HEAD has no body, other methods get 405, request bodies are read (no
  * hang, the connection stays usable), 414 and 431 for oversized requests
  * (a 1 MB header included: the front door answers before lws sees it),
- * 1001 close frames on shutdown, the Origin allowlist, clear errors for
- * valid JSON of the wrong shape, and what happens to an unmasked client
- * frame (lws 4.1.6 accepts it: see that test).
+ * a later request on a kept-alive connection too, 1001 close frames on
+ * shutdown (bounded when a client's socket is full), the Origin allowlist,
+ * clear errors for valid JSON of the wrong shape, and unmasked client
+ * frames closed with 1002 (rx_guard.c: lws 4.1.6 accepts them).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>

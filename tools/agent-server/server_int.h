@@ -197,11 +197,11 @@ struct conn {
 };
 
 /* HTTP limits.  The front door (http_front.c) answers 414 and 431 for the
- * first request of every connection, whatever its size; lws holds at most
- * HTTP_HEADER_TABLE bytes of a request's headers (it drops the connection
- * past that, with no status), twice the limit, so a later request on a
- * kept-alive connection still gets its 414/431 from srv_serve_http up to
- * there */
+ * first request of every connection, whatever its size; a later request on
+ * a kept-alive connection gets its 431 from rx_guard.c (a header block over
+ * HTTP_MAX_HEADERS: lws holds at most HTTP_HEADER_TABLE bytes of headers
+ * and drops the connection past that, with no status) and its 414 from
+ * srv_serve_http */
 #define HTTP_CHUNK 16384
 #define HTTP_MAX_URI 4096
 #define HTTP_MAX_URI_TEXT "4096"
