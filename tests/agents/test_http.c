@@ -327,9 +327,11 @@ Test(http, an_unmasked_client_frame_is_not_run_and_gets_a_1002_close, .timeout =
 	cr_expect(strstr((const char *)f.data, "unknown agent") != NULL, "%s", f.data);
 	wire_frame_free(&f);
 	close(other);
+#if RX_GUARD_CHECKS_MASK /* lws >= 5.0.0 closes them itself, uncounted */
 	char *stats = wire_http_get(port, "/stats", 5000);
 	cr_expect(stats && strstr(stats, "\"closed_unmasked\":1"), "%s", stats ? stats : "");
 	free(stats);
+#endif
 	stop();
 }
 
@@ -389,8 +391,10 @@ Test(http, masked_frames_before_an_unmasked_one_are_served_up_to_it, .timeout = 
 }
 
 /* the guard knows where frames start only on a connection whose first
- * request is the upgrade (every browser and lws client does that) */
-Test(http, a_websocket_upgrade_after_an_http_request_on_one_connection_gets_400, .timeout = 20)
+ * request is the upgrade (every browser and lws client does that); with
+ * lws >= 5.0.0 there is no guard on frames and no such rule */
+Test(http, a_websocket_upgrade_after_an_http_request_on_one_connection_gets_400, .timeout = 20,
+     .disabled = !RX_GUARD_CHECKS_MASK)
 {
 	int port = start((struct agent_server_opts){ 0 });
 	char req[1024];
