@@ -222,44 +222,6 @@ static void socket_caps(struct agent_server *srv, struct lws *wsi)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
-/*
- * Cross-site WebSocket hijacking: a browser sends the page's Origin with
- * every WebSocket, so a page of another site could open sessions here.
- * Allowed: no Origin (not a browser), an Origin in --allow-origin (exact,
- * comma-separated), or, without that list, an Origin whose host[:port]
- * is the request's Host (the page this server served).
- */
-static bool origin_allowed(struct agent_server *srv, struct lws *wsi)
-{
-	char origin[256], host[256];
-	const char *o = origin;
-
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
-		return true;
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) >= (int)sizeof(origin) ||
-	    lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-		return false;
-	if (srv->allow_origin) {
-		size_t n = strlen(origin);
-		for (const char *p = srv->allow_origin; *p; ) {
-			size_t k = strcspn(p, ",");
-			if (k == n && !strncmp(p, origin, n))
-				return true;
-			p += k + (p[k] == ',');
-		}
-		return false;
-	}
-	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
-		return false;
-	if (!strncmp(o, "http://", 7))
-		o += 7;
-	else if (!strncmp(o, "https://", 8))
-		o += 8;
-	else
-		return false;
-	return !strcmp(o, host);
-}
-
 /* The front door passed @fd on (front thread): the service thread adopts
  * it at its next wake-up. */
 static void front_handoff(int fd, void *arg)
@@ -353,7 +315,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 					       "must be the first request of its connection");
 			return -1;
 		}
-		if (!origin_allowed(srv, wsi)) {
+		if (!srv_origin_allowed(srv, wsi)) {
 			lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
 					       "origin not allowed (see --allow-origin)");
 			return -1;

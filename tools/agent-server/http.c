@@ -434,6 +434,44 @@ out:
 }
 
 /*
+ * Cross-site WebSocket hijacking: a browser sends the page's Origin with
+ * every WebSocket, so a page of another site could open sessions here.
+ * Allowed: no Origin (not a browser), an Origin in --allow-origin (exact,
+ * comma-separated), or, without that list, an Origin whose host[:port]
+ * is the request's Host (the page this server served).
+ */
+bool srv_origin_allowed(struct agent_server *srv, struct lws *wsi)
+{
+	char origin[256], host[256];
+	const char *o = origin;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+		return true;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) >= (int)sizeof(origin) ||
+	    lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+		return false;
+	if (srv->allow_origin) {
+		size_t n = strlen(origin);
+		for (const char *p = srv->allow_origin; *p; ) {
+			size_t k = strcspn(p, ",");
+			if (k == n && !strncmp(p, origin, n))
+				return true;
+			p += k + (p[k] == ',');
+		}
+		return false;
+	}
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+		return false;
+	if (!strncmp(o, "http://", 7))
+		o += 7;
+	else if (!strncmp(o, "https://", 8))
+		o += 8;
+	else
+		return false;
+	return !strcmp(o, host);
+}
+
+/*
  * An answer is complete (HTTP callbacks): lws keeps the connection for the
  * next request (or closes it: -1).  That request's header block gets the
  * same limit as a first request's (rx_guard.c answers 431 past it; lws

@@ -6,7 +6,7 @@
  *
  *  - agents.c       the demo agents (echo, fail);
  *  - session.c      sessions, the bridge, the live report, workers;
- *  - http.c         the lws service thread's sessions, and HTTP;
+ *  - http.c         the lws service thread's sessions, HTTP, the Origin check;
  *  - rx_guard.c     recv() as lws calls it: unmasked frames, and the
  *                   header limit of later requests on a kept-alive
  *                   connection (what lws 4.1.6 does not check);
@@ -245,5 +245,6 @@ void srv_session_close(struct agent_server *srv, struct session *s);
 int srv_http_answer(struct agent_server *srv, struct lws *wsi, struct conn *c);
 int srv_serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, const char *uri);
 int srv_http_writeable(struct lws *wsi, struct conn *c);
+bool srv_origin_allowed(struct agent_server *srv, struct lws *wsi);
 
 #endif
