@@ -33,7 +33,10 @@
  *   HEADERS  the first request: each read is cut at the end of its header
  *            block (a peek first), so lws has handled it - as HTTP or as a
  *            WebSocket upgrade - before it reads a byte after it;
- *   WAIT     between that and the server's verdict: passed through;
+ *   WAIT     between that and the server's verdict: reads are still cut
+ *            at header-block ends (a request lws answers by itself gives
+ *            no verdict; a later upgrade is then handled before its frames
+ *            are read);
  *   FRAMES   a WebSocket (rx_guard_websocket): RFC 6455 frame headers are
  *            followed (2-14 bytes: mask bit, 7/16/64-bit length), payloads
  *            skipped.  An unmasked frame: the read is cut where that frame
@@ -163,7 +166,7 @@ void rx_guard_http(int fd)
 	struct slot *s = slot_of(fd);
 
 	if (s && (s->state == ST_WAIT || s->state == ST_HEADERS))
-		s->state = ST_OFF;
+		memset(s, 0, sizeof(*s)); /* ST_OFF */
 }
 
 void rx_guard_next_request(int fd, size_t max_headers)
@@ -253,7 +256,7 @@ static ssize_t refuse_431(struct slot *s, int fd, void *buf, size_t len)
 	return drain(s, fd, buf, len);
 }
 
-/* HEADERS, NEXT: hand lws at most the rest of the header block */
+/* HEADERS, WAIT, NEXT: hand lws at most the rest of a header block */
 static ssize_t read_headers(struct slot *s, int fd, uint8_t *buf, size_t len, int flags)
 {
 	uint8_t m = s->crlf;
@@ -270,8 +273,9 @@ static ssize_t read_headers(struct slot *s, int fd, uint8_t *buf, size_t len, in
 	if (n <= 0)
 		return n;
 	if (headers_end(&s->crlf, buf, (size_t)n)) {
-		s->state = s->state == ST_HEADERS ? ST_WAIT : ST_OFF;
+		s->state = s->state == ST_NEXT ? ST_OFF : ST_WAIT;
 		s->crlf = 0;
+		s->seen = 0;
 	} else {
 		s->seen += (uint32_t)n;
 	}
@@ -343,11 +347,11 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 {
 	struct slot *s;
 
-	if (!guard_thread || (flags & MSG_PEEK) || !(s = slot_of(fd)) ||
-	    s->state == ST_OFF || s->state == ST_WAIT)
+	if (!guard_thread || (flags & MSG_PEEK) || !(s = slot_of(fd)) || s->state == ST_OFF)
 		return real_recv(fd, buf, len, flags);
 	switch (s->state) {
 	case ST_HEADERS:
+	case ST_WAIT:
 	case ST_NEXT:
 		return read_headers(s, fd, buf, len, flags);
 	case ST_FRAMES:
