@@ -290,6 +290,23 @@ static void expect_1002_and_no_run(int fd)
 		     (unsigned long long)st.runs);
 }
 
+/* the client answers the close frame as RFC 6455 5.5.1 says: the server
+ * closes the TCP connection then, not after lws's 5 s close-ack timeout */
+static void expect_close_after_our_close_frame(int fd)
+{
+	struct wire_frame f;
+	static const unsigned char code[2] = { 0x03, 0xea }; /* 1002 */
+
+	wire_ws_send(fd, 8, code, 2, true);
+	uint64_t t0 = wire_now_ms();
+	int rc = wire_ws_read(fd, &f, 8000);
+	if (rc == 1)
+		wire_frame_free(&f);
+	cr_expect(rc == 0 || rc == -1, "the server did not close (%d: 1 a frame, -2 timeout)", rc);
+	cr_expect_lt(wire_now_ms() - t0, 4000, "closed after %llu ms (lws's timeout is 5 s)",
+		     (unsigned long long)(wire_now_ms() - t0));
+}
+
 /* a fresh connection with a masked request: the run completes */
 static void expect_masked_run_completes(int port)
 {
@@ -319,6 +336,7 @@ Test(http, an_unmasked_client_frame_is_not_run_and_gets_a_1002_close, .timeout =
 	cr_assert_geq(other, 0, "%s", reply);
 	wire_ws_send(fd, 1, UNMASKED_RUN, strlen(UNMASKED_RUN), false);
 	expect_1002_and_no_run(fd);
+	expect_close_after_our_close_frame(fd);
 	close(fd);
 	expect_masked_run_completes(port);
 	struct wire_frame f;

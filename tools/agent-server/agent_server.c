@@ -177,6 +177,8 @@ static int ws_timer(struct agent_server *srv, struct lws *wsi, struct session *s
 	}
 	if (!s->close_code)
 		return 0;
+	if (s->unmasked) /* the client's answer to the close frame ends it */
+		rx_guard_closing(lws_get_socket_fd(wsi));
 	lws_close_reason(wsi, (enum lws_close_status)s->close_code,
 			 (unsigned char *)s->close_why, strlen(s->close_why));
 	return -1;

@@ -43,10 +43,13 @@
  *            starts (earlier frames go to lws), on_unmasked() tells the
  *            server, which closes with 1002; -> DEAD;
  *   DEAD     input is read and dropped (lws would misparse a cut stream),
- *            end of file and errors are passed on.  lws waits for the
- *            client's close frame, which it never gets from here: the
- *            connection goes when the client closes or after lws's
- *            close-ack timeout (5 s);
+ *            end of file and errors are passed on;
+ *   CLOSING  the server's 1002 close frame is on its way
+ *            (rx_guard_closing): the next input - the client's own close
+ *            frame - reads as end of file and lws closes the connection
+ *            (lws writes before it reads when both are ready, so the close
+ *            frame goes first).  A client that sends nothing keeps it
+ *            until it closes or lws's close-ack timeout (5 s);
  *   NEXT     the next request of a kept-alive HTTP connection: cut at the
  *            end of its header block like HEADERS; past max_headers
  *            without one: a 431 written here (the previous answer is
@@ -77,7 +80,7 @@
 #define DRAIN_BYTES (4u << 20)
 #define MAX_SLOTS (1u << 20)
 
-enum { ST_OFF, ST_HEADERS, ST_WAIT, ST_NEXT, ST_FRAMES, ST_DEAD, ST_DRAIN };
+enum { ST_OFF, ST_HEADERS, ST_WAIT, ST_NEXT, ST_FRAMES, ST_DEAD, ST_CLOSING, ST_DRAIN };
 
 struct slot {
 	uint8_t state;
@@ -198,6 +201,14 @@ void rx_guard_websocket(int fd, void *arg)
 	memset(s, 0, sizeof(*s));
 	s->state = ST_FRAMES;
 	s->arg = arg;
+}
+
+void rx_guard_closing(int fd)
+{
+	struct slot *s = slot_of(fd);
+
+	if (s && s->state == ST_DEAD)
+		s->state = ST_CLOSING;
 }
 
 void rx_guard_forget(int fd)
@@ -356,10 +367,13 @@ ssize_t recv(int fd, void *buf, size_t len, int flags)
 		return read_headers(s, fd, buf, len, flags);
 	case ST_FRAMES:
 		return read_frames(s, fd, buf, len, flags);
-	case ST_DEAD: {
+	case ST_DEAD:
+	case ST_CLOSING: {
 		ssize_t r = real_recv(fd, buf, len, flags);
 		if (r <= 0)
 			return r;
+		if (s->state == ST_CLOSING)
+			return 0;
 		errno = EAGAIN;
 		return -1;
 	}

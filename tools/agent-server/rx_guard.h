@@ -69,6 +69,13 @@ bool rx_guard_upgrade_ok(int fd);
  * nor anything after it reaches lws */
 void rx_guard_websocket(int fd, void *arg);
 
+/* the server is sending its 1002 close frame to a connection that sent an
+ * unmasked frame: whatever the client sends next (its closing handshake;
+ * lws would not understand it in a cut stream) reads as end of file, so
+ * lws closes the connection at once instead of waiting 5 s for a close
+ * frame it cannot get */
+void rx_guard_closing(int fd);
+
 /* the connection is closing: stop looking (on_unmasked is not called for
  * it any more) */
 void rx_guard_forget(int fd);
