@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <time.h>
 #include <urcu/urcu-memb.h>
-#include "config_test.h"
+#include "torn_readers.h"
 
 static const char v1[] =
 	"registries:\n"
@@ -125,82 +125,25 @@ Test(config_reload, a_replaced_item_pinned_by_a_reference_lives_until_released)
 
 /* ---- 8 readers, two keys changed together, never torn ---- */
 
-#define READERS 8
 #define RELOADS 40
-
-static ureg_registry *torn_reg;
-static atomic_bool torn_stop;
-static atomic_long torn_seen, torn_reads, torn_errors;
-static pthread_barrier_t torn_start;
-
-static void *reader(void *arg)
-{
-	pthread_barrier_wait(&torn_start);
-	while (!atomic_load_explicit(&torn_stop, memory_order_relaxed)) {
-		void *a, *b;
-		ureg_read_lock();
-		int ra = ureg_lookup(torn_reg, "left", &a);
-		int rb = ureg_lookup(torn_reg, "right", &b);
-		if (ra || rb) {
-			atomic_fetch_add(&torn_errors, 1);
-		} else {
-			struct titem *l = a, *r = b;
-			if (l->magic != TITEM_MAGIC || r->magic != TITEM_MAGIC)
-				atomic_fetch_add(&torn_errors, 1);
-			else if (l->tag != r->tag)
-				atomic_fetch_add(&torn_seen, 1);
-		}
-		ureg_read_unlock();
-		atomic_fetch_add_explicit(&torn_reads, 1, memory_order_relaxed);
-	}
-	return NULL;
-}
-
-static char *tagged(int tag)
-{
-	char *y;
-	cr_assert(asprintf(&y,
-		"registries:\n"
-		"  - name: pair\n"
-		"    type: base\n"
-		"    entries:\n"
-		"      - {key: left, kind: singleton, provider: test.item, params: {tag: %d}}\n"
-		"      - {key: other, kind: singleton, provider: test.item}\n"
-		"      - {key: right, kind: singleton, provider: test.item, params: {tag: %d}}\n",
-		tag, tag) > 0);
-	return y;
-}
 
 Test(config_reload, readers_never_see_a_reload_half_applied)
 {
-	pthread_t th[READERS];
+	struct torn t;
 	ureg_config *cfg = ct_config();
-	char *y = tagged(0);
+	char *y = torn_doc(0);
 	ct_load(cfg, y);
 	free(y);
-	torn_reg = ureg_config_registry(cfg, "pair");
-	pthread_barrier_init(&torn_start, NULL, READERS + 1);
-	for (int i = 0; i < READERS; i++)
-		cr_assert_eq(pthread_create(&th[i], NULL, reader, NULL), 0);
-	pthread_barrier_wait(&torn_start);
+	torn_start(&t, ureg_config_registry(cfg, "pair"), false);
 	for (int i = 1; i <= RELOADS; i++) {
-		/* wait for progress without sleeping: each reload overlaps reads */
-		long before = atomic_load(&torn_reads);
-		while (atomic_load(&torn_reads) < before + READERS)
-			sched_yield();
-		y = tagged(i);
+		torn_wait_progress(&t); /* each reload overlaps reads */
+		y = torn_doc(i);
 		ct_load(cfg, y);
 		free(y);
 	}
-	atomic_store(&torn_stop, true);
-	for (int i = 0; i < READERS; i++)
-		pthread_join(th[i], NULL);
-	pthread_barrier_destroy(&torn_start);
-	cr_assert_eq(atomic_load(&torn_errors), 0);
-	cr_assert_eq(atomic_load(&torn_seen), 0, "a reader saw left and right of different reloads");
-	cr_assert_geq(atomic_load(&torn_reads), RELOADS * READERS);
+	torn_finish(&t, RELOADS);
 	cr_assert_eq(ct_item(cfg, "pair", "left").tag, RELOADS);
-	cr_assert_eq(ureg_generation(torn_reg), RELOADS + 1);
+	cr_assert_eq(ureg_generation(t.reg), RELOADS + 1);
 	ureg_config_destroy(cfg);
 	cr_assert_eq(atomic_load(&titems_made), atomic_load(&titems_destroyed));
 }

@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "../config/config_test.h"
+#include "../config/torn_readers.h"
 #include <ureg/config_etcd.h>
 
 #define WAIT_MS 20000
@@ -323,91 +323,30 @@ Test(etcd_source, a_forked_child_can_destroy_the_config_without_the_thread)
 }
 
 /* ---- readers never see a partial generation during etcd-driven reloads ----
- * The reader test of tests/config/test_config_reload.c, the reloads put
+ * The readers of tests/config/torn_readers.h, the reloads put
  * into etcd and applied by the source's thread. */
 
-#define READERS 8
 #define RELOADS 20
-
-static ureg_registry *torn_reg;
-static atomic_bool torn_stop;
-static atomic_long torn_seen, torn_reads, torn_errors;
-static pthread_barrier_t torn_start;
-
-static void *reader(void *arg)
-{
-	pthread_barrier_wait(&torn_start);
-	while (!atomic_load_explicit(&torn_stop, memory_order_relaxed)) {
-		void *a, *b;
-		struct ureg_entry_info ia, ib;
-		ureg_read_lock();
-		int ra = ureg_lookup(torn_reg, "left", &a);
-		int rb = ureg_lookup(torn_reg, "right", &b);
-		int ea = ureg_entry_info(torn_reg, "left", &ia);
-		int eb = ureg_entry_info(torn_reg, "right", &ib);
-		if (ra || rb || ea || eb) {
-			atomic_fetch_add(&torn_errors, 1);
-		} else {
-			struct titem *l = a, *r = b;
-			if (l->magic != TITEM_MAGIC || r->magic != TITEM_MAGIC)
-				atomic_fetch_add(&torn_errors, 1);
-			else if (l->tag != r->tag || ia.generation != ib.generation)
-				atomic_fetch_add(&torn_seen, 1);
-		}
-		ureg_read_unlock();
-		atomic_fetch_add_explicit(&torn_reads, 1, memory_order_relaxed);
-	}
-	return NULL;
-}
-
-static char *tagged(int tag)
-{
-	char *y;
-	cr_assert(asprintf(&y,
-		"registries:\n"
-		"  - name: pair\n"
-		"    type: base\n"
-		"    entries:\n"
-		"      - {key: left, kind: singleton, provider: test.item, params: {tag: %d}}\n"
-		"      - {key: other, kind: singleton, provider: test.item}\n"
-		"      - {key: right, kind: singleton, provider: test.item, params: {tag: %d}}\n",
-		tag, tag) > 0);
-	return y;
-}
 
 Test(etcd_source, readers_never_see_an_etcd_driven_reload_half_applied, .timeout = 120)
 {
-	pthread_t th[READERS];
+	struct torn t;
 	ureg_config *cfg = ct_config();
-	char *pfx = prefix("readers"), *y = tagged(0);
+	char *pfx = prefix("readers"), *y = torn_doc(0);
 	uint64_t rev = put_doc(pfx, y, 0);
 	free(y);
 
 	start(cfg, url(), pfx);
 	cr_assert_eq(ureg_config_etcd_wait(cfg, rev, WAIT_MS), 0);
-	torn_reg = ureg_config_registry(cfg, "pair");
-	cr_assert_not_null(torn_reg);
-	pthread_barrier_init(&torn_start, NULL, READERS + 1);
-	for (int i = 0; i < READERS; i++)
-		cr_assert_eq(pthread_create(&th[i], NULL, reader, NULL), 0);
-	pthread_barrier_wait(&torn_start);
+	torn_start(&t, ureg_config_registry(cfg, "pair"), true);
 	for (int i = 1; i <= RELOADS; i++) {
-		/* wait for progress without sleeping: each reload overlaps reads */
-		long before = atomic_load(&torn_reads);
-		while (atomic_load(&torn_reads) < before + READERS)
-			sched_yield();
-		y = tagged(i);
+		torn_wait_progress(&t); /* each reload overlaps reads */
+		y = torn_doc(i);
 		rev = put_doc(pfx, y, rev);
 		free(y);
 		cr_assert_eq(ureg_config_etcd_wait(cfg, rev, WAIT_MS), 0);
 	}
-	atomic_store(&torn_stop, true);
-	for (int i = 0; i < READERS; i++)
-		pthread_join(th[i], NULL);
-	pthread_barrier_destroy(&torn_start);
-	cr_assert_eq(atomic_load(&torn_errors), 0);
-	cr_assert_eq(atomic_load(&torn_seen), 0, "a reader saw left and right of different reloads");
-	cr_assert_geq(atomic_load(&torn_reads), RELOADS * READERS);
+	torn_finish(&t, RELOADS);
 	cr_assert_eq(ct_item(cfg, "pair", "left").tag, RELOADS);
 	cr_assert_eq(entry_generation(cfg, "pair", "left"), rev);
 	cr_assert_eq(stats(cfg).applied, RELOADS + 1);
