@@ -85,17 +85,26 @@ size_t wire_read_reply(int fd, char *buf, size_t cap, const char *until, int tim
 
 int wire_ws_open(int port, const char *origin, int rcvbuf, char *reply, size_t cap)
 {
-	char req[512], orig[160] = "";
+	return wire_ws_open_with(port, origin, rcvbuf, NULL, 0, reply, cap);
+}
+
+int wire_ws_open_with(int port, const char *origin, int rcvbuf, const void *extra,
+		      size_t extra_len, char *reply, size_t cap)
+{
+	char req[1024], orig[160] = "";
 	int fd = wire_connect(port, rcvbuf);
 
 	if (origin)
 		snprintf(orig, sizeof(orig), "Origin: %s\r\n", origin);
+	cr_assert_lt(extra_len, 512);
 	int n = snprintf(req, sizeof(req),
 			 "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
 			 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 			 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ureg-agents\r\n%s\r\n",
 			 port, orig);
-	wire_write_all(fd, req, (size_t)n, 5000);
+	if (extra_len) /* one write: one segment on 127.0.0.1 */
+		memcpy(req + n, extra, extra_len);
+	wire_write_all(fd, req, (size_t)n + extra_len, 5000);
 	/* byte by byte up to the blank line: what follows is the first frame */
 	size_t got = 0;
 	uint64_t deadline = wire_now_ms() + 5000;
@@ -140,17 +149,26 @@ unsigned char *wire_ws_frame(int opcode, const void *payload, size_t len, size_t
 	return f;
 }
 
-void wire_ws_send(int fd, int opcode, const void *payload, size_t len, bool mask)
+unsigned char *wire_ws_frame_unmasked(int opcode, const void *payload, size_t len,
+				      size_t *out_len)
 {
 	size_t n;
 	unsigned char *f = wire_ws_frame(opcode, payload, len, &n);
+	size_t hdr = n - len - 4;
 
-	if (!mask) { /* drop the mask bit and key, keep the payload clear */
-		size_t hdr = n - len - 4;
-		f[1] &= 0x7f;
-		memmove(f + hdr, payload, len);
-		n = hdr + len;
-	}
+	/* drop the mask bit and key, keep the payload clear */
+	f[1] &= 0x7f;
+	memmove(f + hdr, payload, len);
+	*out_len = hdr + len;
+	return f;
+}
+
+void wire_ws_send(int fd, int opcode, const void *payload, size_t len, bool mask)
+{
+	size_t n;
+	unsigned char *f = mask ? wire_ws_frame(opcode, payload, len, &n) :
+			   wire_ws_frame_unmasked(opcode, payload, len, &n);
+
 	wire_write_all(fd, f, n, 5000);
 	free(f);
 }

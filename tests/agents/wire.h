@@ -33,10 +33,18 @@ size_t wire_read_reply(int fd, char *buf, size_t cap, const char *until, int tim
  */
 int wire_ws_open(int port, const char *origin, int rcvbuf, char *reply, size_t cap);
 
+/* the same, with @extra_len bytes (< 512) sent in the same write as the
+ * request: frames that arrive in the upgrade's own TCP segment */
+int wire_ws_open_with(int port, const char *origin, int rcvbuf, const void *extra,
+		      size_t extra_len, char *reply, size_t cap);
+
 /* one frame, FIN set; @mask false sends it unmasked (illegal from a client) */
 void wire_ws_send(int fd, int opcode, const void *payload, size_t len, bool mask);
 /* the bytes of that frame (masked), malloc'd, for non-blocking senders */
 unsigned char *wire_ws_frame(int opcode, const void *payload, size_t len, size_t *out_len);
+/* the same frame unmasked (illegal from a client), malloc'd */
+unsigned char *wire_ws_frame_unmasked(int opcode, const void *payload, size_t len,
+				      size_t *out_len);
 
 struct wire_frame {
 	int opcode;            /* 1 text, 2 binary, 8 close, ... */

@@ -82,12 +82,28 @@ static void session_begin_close(struct agent_server *srv, struct session *s, int
 	lws_set_timer_usecs(s->wsi, 1);
 }
 
+/* rx_guard.c saw an unmasked frame from @arg's client (service thread,
+ * inside lws's read): nothing of it reached lws; the wake-up closes it. */
+static void session_unmasked(void *arg)
+{
+	struct session *s = arg;
+
+	s->unmasked = true;
+	if (!__atomic_exchange_n(&s->wake, 1, __ATOMIC_ACQ_REL))
+		lws_cancel_service(s->srv->lws);
+}
+
 /* The service thread was woken for @s: a frame to write, a run slot free,
- * or the hard cap hit. */
+ * an unmasked frame, or the hard cap hit. */
 static void session_service(struct agent_server *srv, struct session *s)
 {
 	if (s->close_code)
 		return;
+	if (s->unmasked) {
+		__atomic_store_n(&srv->closed_unmasked, srv->closed_unmasked + 1, __ATOMIC_RELAXED);
+		session_begin_close(srv, s, AGENT_SERVER_CLOSE_PROTOCOL, "%s", RX_GUARD_UNMASKED_WHY);
+		return;
+	}
 	if (__atomic_load_n(&s->dropping, __ATOMIC_ACQUIRE)) {
 		__atomic_store_n(&srv->closed_slow, srv->closed_slow + 1, __ATOMIC_RELAXED);
 		session_begin_close(srv, s, AGENT_SERVER_CLOSE_SLOW,
@@ -161,6 +177,8 @@ static int ws_timer(struct agent_server *srv, struct lws *wsi, struct session *s
 	}
 	if (!s->close_code)
 		return 0;
+	if (s->unmasked) /* the client's answer to the close frame ends it */
+		rx_guard_closing(lws_get_socket_fd(wsi));
 	lws_close_reason(wsi, (enum lws_close_status)s->close_code,
 			 (unsigned char *)s->close_why, strlen(s->close_why));
 	return -1;
@@ -206,44 +224,6 @@ static void socket_caps(struct agent_server *srv, struct lws *wsi)
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 }
 
-/*
- * Cross-site WebSocket hijacking: a browser sends the page's Origin with
- * every WebSocket, so a page of another site could open sessions here.
- * Allowed: no Origin (not a browser), an Origin in --allow-origin (exact,
- * comma-separated), or, without that list, an Origin whose host[:port]
- * is the request's Host (the page this server served).
- */
-static bool origin_allowed(struct agent_server *srv, struct lws *wsi)
-{
-	char origin[256], host[256];
-	const char *o = origin;
-
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
-		return true;
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) >= (int)sizeof(origin) ||
-	    lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
-		return false;
-	if (srv->allow_origin) {
-		size_t n = strlen(origin);
-		for (const char *p = srv->allow_origin; *p; ) {
-			size_t k = strcspn(p, ",");
-			if (k == n && !strncmp(p, origin, n))
-				return true;
-			p += k + (p[k] == ',');
-		}
-		return false;
-	}
-	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
-		return false;
-	if (!strncmp(o, "http://", 7))
-		o += 7;
-	else if (!strncmp(o, "https://", 8))
-		o += 8;
-	else
-		return false;
-	return !strcmp(o, host);
-}
-
 /* The front door passed @fd on (front thread): the service thread adopts
  * it at its next wake-up. */
 static void front_handoff(int fd, void *arg)
@@ -285,8 +265,13 @@ static void adopt_handed(struct agent_server *srv)
 		if (n)
 			memcpy(fds, srv->adopt_fds + srv->nadopt, n * sizeof(*fds));
 		pthread_mutex_unlock(&srv->adopt_lock);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			if (rx_guard_adopt(fds[i])) {
+				close(fds[i]); /* past the guard's table */
+				continue;
+			}
 			lws_adopt_socket_vhost(srv->vhost, fds[i]);
+		}
 	} while (n == 256);
 }
 
@@ -327,7 +312,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		break;
 
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		if (!origin_allowed(srv, wsi)) {
+		if (!rx_guard_upgrade_ok(lws_get_socket_fd(wsi))) {
+			lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, "a WebSocket upgrade "
+					       "must be the first request of its connection");
+			return -1;
+		}
+		if (!srv_origin_allowed(srv, wsi)) {
 			lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN,
 					       "origin not allowed (see --allow-origin)");
 			return -1;
@@ -347,6 +337,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return -1; /* refuse: no context for this user */
 		c->s = s;
 		socket_caps(srv, wsi);
+		rx_guard_websocket(lws_get_socket_fd(wsi), s);
 		return 0;
 
 	case LWS_CALLBACK_RECEIVE:
@@ -367,6 +358,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_CLOSED:
 		if ((s = c->s)) {
 			c->s = NULL;
+			rx_guard_forget(lws_get_socket_fd(wsi));
 			if (s->close_code)
 				discard_input(wsi);
 			srv_session_close(srv, s);
@@ -395,22 +387,41 @@ static const struct lws_protocols protocols[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
 
+/* the shutdown grace period is over: waking lws_service is all it does */
+static void grace_over(lws_sorted_usec_list_t *sul)
+{
+	(void)sul;
+}
+
 static void *service_main(void *arg)
 {
 	struct agent_server *srv = arg;
 
+	rx_guard_enter_thread();
 	while (!__atomic_load_n(&srv->stop, __ATOMIC_ACQUIRE))
 		if (lws_service(srv->lws, 0) < 0)
 			break;
 	/* every client gets a close frame, 1001 "going away", not a bare
-	 * TCP close (1006 in a browser); 3 s for them, then lws closes what
-	 * is left (a client that does not read its socket) */
+	 * TCP close (1006 in a browser); the grace period for them, then lws
+	 * closes what is left: a client that does not read its socket has no
+	 * room for a close frame (lws would wait 5 s, PENDING_TIMEOUT_CLOSE_SEND,
+	 * then give up) and is cut without one */
 	for (struct session *s = srv->open; s; s = s->next)
 		session_begin_close(srv, s, AGENT_SERVER_CLOSE_GOING_AWAY, "server shutting down");
-	uint64_t deadline = agent_server_now_ns() + 3000000000ull;
+	uint64_t deadline = agent_server_now_ns() +
+			    AGENT_SERVER_SHUTDOWN_GRACE_MS * 1000000ull;
+	/* lws_service() sleeps until lws's next timer, whatever its timeout
+	 * argument (lib/plat/unix/unix-service.c); a close frame stuck behind
+	 * a full socket has a 5 s one.  A timer of ours at the deadline ends
+	 * the wait in time (measured before it: 5.0 s, not 3) */
+	lws_sorted_usec_list_t grace;
+	memset(&grace, 0, sizeof(grace));
+	lws_sul_schedule(srv->lws, 0, &grace, grace_over,
+			 (lws_usec_t)AGENT_SERVER_SHUTDOWN_GRACE_MS * 1000);
 	while (srv->open && agent_server_now_ns() < deadline)
 		if (lws_service(srv->lws, 0) < 0)
 			break;
+	lws_sul_cancel(&grace);
 	/* closes every connection left: CLOSED for each, on this thread */
 	lws_context_destroy(srv->lws);
 	srv->lws = NULL;
@@ -439,6 +450,8 @@ int agent_server_start(const struct agent_server_opts *o, struct agent_server **
 
 	if (!o || !out || o->port < 0 || o->port > 65535)
 		return -EINVAL;
+	if ((rc = rx_guard_init(session_unmasked)))
+		return rc;
 	if (!(srv = calloc(1, sizeof(*srv))))
 		return -ENOMEM;
 	srv->verbose = o->verbose;

@@ -91,6 +91,7 @@
 #define AGENT_SERVER_CLOSE_SLOW 1008   /* policy: queue over its caps */
 #define AGENT_SERVER_CLOSE_FULL 1013   /* try again later: max_conns */
 #define AGENT_SERVER_CLOSE_GOING_AWAY 1001 /* the server stops */
+#define AGENT_SERVER_CLOSE_PROTOCOL 1002 /* an unmasked client frame */
 
 struct agent_server;
 
@@ -175,10 +176,19 @@ void agent_server_stats(const struct agent_server *s, struct agent_server_stats 
  */
 int agent_server_wait_idle(struct agent_server *s, int timeout_ms);
 
+/*
+ * How long agent_server_stop() lets clients take their 1001 close frames.
+ * A client whose socket is full (it does not read) cannot take one: past
+ * this its connection is cut without a close frame.
+ */
+#define AGENT_SERVER_SHUTDOWN_GRACE_MS 3000
+
 /**
  * agent_server_stop - close every connection, finish the runs, destroy the
  * contexts and registries, join the threads, free @s.  Not from a server
- * thread, not inside a read section.  NULL is a no-op.
+ * thread, not inside a read section.  Blocks until the runs in flight end
+ * and then at most AGENT_SERVER_SHUTDOWN_GRACE_MS for the close frames.
+ * NULL is a no-op.
  */
 void agent_server_stop(struct agent_server *s);
 

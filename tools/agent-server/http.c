@@ -415,6 +415,8 @@ static char *stats_json(struct agent_server *srv, size_t *len)
 	json_object_set_new(o, "frames_dropped_slow", json_integer((json_int_t)st.frames_dropped_slow));
 	json_object_set_new(o, "closed_slow", json_integer((json_int_t)st.closed_slow));
 	json_object_set_new(o, "closed_stalled", json_integer((json_int_t)st.closed_stalled));
+	json_object_set_new(o, "closed_unmasked", json_integer((json_int_t)__atomic_load_n(
+				    &srv->closed_unmasked, __ATOMIC_RELAXED)));
 	json_object_set_new(o, "refused_conns", json_integer((json_int_t)st.refused_conns));
 	json_object_set_new(o, "rx_pauses", json_integer((json_int_t)st.rx_pauses));
 	json_object_set_new(o, "queue_peak_closed", json_integer((json_int_t)st.queue_peak));
@@ -429,6 +431,59 @@ out:
 	json_decref(conns);
 	json_decref(o);
 	return txt;
+}
+
+/*
+ * Cross-site WebSocket hijacking: a browser sends the page's Origin with
+ * every WebSocket, so a page of another site could open sessions here.
+ * Allowed: no Origin (not a browser), an Origin in --allow-origin (exact,
+ * comma-separated), or, without that list, an Origin whose host[:port]
+ * is the request's Host (the page this server served).
+ */
+bool srv_origin_allowed(struct agent_server *srv, struct lws *wsi)
+{
+	char origin[256], host[256];
+	const char *o = origin;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+		return true;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) >= (int)sizeof(origin) ||
+	    lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) <= 0)
+		return false;
+	if (srv->allow_origin) {
+		size_t n = strlen(origin);
+		for (const char *p = srv->allow_origin; *p; ) {
+			size_t k = strcspn(p, ",");
+			if (k == n && !strncmp(p, origin, n))
+				return true;
+			p += k + (p[k] == ',');
+		}
+		return false;
+	}
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+		return false;
+	if (!strncmp(o, "http://", 7))
+		o += 7;
+	else if (!strncmp(o, "https://", 8))
+		o += 8;
+	else
+		return false;
+	return !strcmp(o, host);
+}
+
+/*
+ * An answer is complete (HTTP callbacks): lws keeps the connection for the
+ * next request (or closes it: -1).  That request's header block gets the
+ * same limit as a first request's (rx_guard.c answers 431 past it; lws
+ * alone would drop it past its table, without a status) - if nothing of
+ * this answer is left in lws's buffer, since the guard writes its 431
+ * directly on the socket.
+ */
+static int http_transaction_done(struct lws *wsi)
+{
+	if (!lws_partial_buffered(wsi))
+		rx_guard_next_request(lws_get_socket_fd(wsi), HTTP_MAX_HEADERS);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /*
@@ -458,7 +513,7 @@ static int http_reply(struct lws *wsi, struct conn *c, unsigned status,
 		free(c->body);
 		c->body = NULL;
 		c->out = NULL;
-		return lws_http_transaction_completed(wsi) ? -1 : 0;
+		return http_transaction_done(wsi);
 	}
 	lws_callback_on_writable(wsi);
 	return 0;
@@ -519,6 +574,7 @@ int srv_serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, co
 {
 	char cl[32] = "";
 
+	rx_guard_http(lws_get_socket_fd(wsi));
 	memset(c, 0, sizeof(*c));
 	c->head = lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI) > 0;
 	snprintf(c->uri, sizeof(c->uri), "%s", uri);
@@ -586,5 +642,5 @@ int srv_http_writeable(struct lws *wsi, struct conn *c)
 	c->out = NULL;
 	if (c->close_after)
 		return -1;
-	return lws_http_transaction_completed(wsi) ? -1 : 0;
+	return http_transaction_done(wsi);
 }

@@ -16,8 +16,8 @@
  *
  * What the front sees is the first request of a connection (every
  * WebSocket handshake is one).  A later request on a kept-alive HTTP
- * connection goes to lws directly: over lws's table (twice the front's
- * limit) lws drops it.
+ * connection goes to lws directly; rx_guard.c holds it to the same header
+ * limit (431 past it) before lws's table (twice the limit) could overflow.
  */
 #ifndef UREG_HTTP_FRONT_H
 #define UREG_HTTP_FRONT_H

@@ -6,7 +6,10 @@
  *
  *  - agents.c       the demo agents (echo, fail);
  *  - session.c      sessions, the bridge, the live report, workers;
- *  - http.c         the lws service thread's sessions, and HTTP;
+ *  - http.c         the lws service thread's sessions, HTTP, the Origin check;
+ *  - rx_guard.c     recv() as lws calls it: unmasked frames, and the
+ *                   header limit of later requests on a kept-alive
+ *                   connection (what lws 4.1.6 does not check);
  *  - agent_server.c WebSocket, and the lifecycle (agent_server.h).
  */
 #ifndef UREG_AGENT_SERVER_INT_H
@@ -39,6 +42,7 @@
 
 #include "agent_server.h"
 #include "http_front.h"
+#include "rx_guard.h"
 
 #define ECHO_STEPS 3
 #define PROTOCOL_NAME "ureg-agents"
@@ -94,6 +98,8 @@ struct session {
 	int watch;                       /* 1: gets the live report; written by
 					  * the service thread, read (atomic)
 					  * by the reporter */
+	bool unmasked;                   /* sent an unmasked frame (rx_guard.c):
+					  * closing with 1002; service thread */
 	int close_code;                  /* != 0: closing with this code */
 	char close_why[100];
 	struct session *prev, *next;     /* open list, service thread only */
@@ -160,6 +166,7 @@ struct agent_server {
 	/* limits at work: written by the service thread (relaxed), except
 	 * queue_peak and dropped_slow, folded in under idle_lock at teardown */
 	uint64_t closed_slow, closed_stalled, refused_conns, rx_pauses;
+	uint64_t closed_unmasked;
 	uint64_t queue_peak, dropped_slow;
 	/* the live report (report.c-style JSON of ureg_report, reshaped):
 	 * one thread builds it every report_ms while a session watches */
@@ -190,11 +197,11 @@ struct conn {
 };
 
 /* HTTP limits.  The front door (http_front.c) answers 414 and 431 for the
- * first request of every connection, whatever its size; lws holds at most
- * HTTP_HEADER_TABLE bytes of a request's headers (it drops the connection
- * past that, with no status), twice the limit, so a later request on a
- * kept-alive connection still gets its 414/431 from srv_serve_http up to
- * there */
+ * first request of every connection, whatever its size; a later request on
+ * a kept-alive connection gets its 431 from rx_guard.c (a header block over
+ * HTTP_MAX_HEADERS: lws holds at most HTTP_HEADER_TABLE bytes of headers
+ * and drops the connection past that, with no status) and its 414 from
+ * srv_serve_http */
 #define HTTP_CHUNK 16384
 #define HTTP_MAX_URI 4096
 #define HTTP_MAX_URI_TEXT "4096"
@@ -238,5 +245,6 @@ void srv_session_close(struct agent_server *srv, struct session *s);
 int srv_http_answer(struct agent_server *srv, struct lws *wsi, struct conn *c);
 int srv_serve_http(struct agent_server *srv, struct lws *wsi, struct conn *c, const char *uri);
 int srv_http_writeable(struct lws *wsi, struct conn *c);
+bool srv_origin_allowed(struct agent_server *srv, struct lws *wsi);
 
 #endif
