@@ -452,21 +452,44 @@ static void *answer_close(void *arg)
 	return NULL;
 }
 
-Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
+/* Open @n sessions on @port; an answer on each proves it is open. */
+static void open_sessions(int port, int *fds, int n)
 {
 	char reply[1024];
 	struct wire_frame f;
-	int port = start((struct agent_server_opts){ 0 });
-	int fds[3];
 
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < n; i++) {
 		fds[i] = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
 		cr_assert_geq(fds[i], 0, "%s", reply);
-		/* an answer proves the session is open */
 		wire_ws_send(fds[i], 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, true);
 		cr_assert_eq(wire_ws_read(fds[i], &f, 5000), 1);
 		wire_frame_free(&f);
 	}
+}
+
+/* Each client of @cl got a 1001 close frame (then closes its socket). */
+static void expect_going_away(struct closer *cl, bool reason)
+{
+	for (int i = 0; i < cl->n; i++) {
+		struct wire_frame f = cl->frames[i];
+
+		cr_assert_eq(cl->rc[i], 1, "client %d: no close frame", i);
+		cr_expect_eq(f.opcode, 8);
+		cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_GOING_AWAY);
+		if (reason)
+			cr_expect(f.close_reason && !strcmp(f.close_reason, "server shutting down"),
+				  "reason: %s", f.close_reason ? f.close_reason : "(none)");
+		wire_frame_free(&f);
+		close(cl->fds[i]);
+	}
+}
+
+Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
+{
+	int port = start((struct agent_server_opts){ 0 });
+	int fds[3];
+
+	open_sessions(port, fds, 3);
 	/* stop() blocks until the connections are closed: a thread reads and
 	 * answers the close frames the way a browser does (RFC 6455 5.5.1) */
 	pthread_t th;
@@ -478,16 +501,7 @@ Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
 	pthread_join(th, NULL);
 	cr_expect_lt(wire_now_ms() - t0, 4500, "shutdown took %llu ms (a hung close waits 5 s)",
 		     (unsigned long long)(wire_now_ms() - t0));
-	for (int i = 0; i < 3; i++) {
-		f = cl.frames[i];
-		cr_assert_eq(cl.rc[i], 1, "client %d: no close frame", i);
-		cr_expect_eq(f.opcode, 8);
-		cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_GOING_AWAY);
-		cr_expect(f.close_reason && !strcmp(f.close_reason, "server shutting down"),
-			  "reason: %s", f.close_reason ? f.close_reason : "(none)");
-		wire_frame_free(&f);
-		close(fds[i]);
-	}
+	expect_going_away(&cl, true);
 }
 
 /* bytes the server holds for its WebSocket clients (/stats) */
@@ -534,13 +548,7 @@ Test(http, shutdown_is_bounded_by_a_client_whose_socket_is_full_and_others_still
 	cr_assert_geq(q, 64 << 10, "the output never piled up (%lld bytes queued)", (long long)q);
 
 	int fds[2];
-	for (int i = 0; i < 2; i++) {
-		fds[i] = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
-		cr_assert_geq(fds[i], 0, "%s", reply);
-		wire_ws_send(fds[i], 1, "{\"run\":\"nope\",\"input\":\"\"}", 25, true);
-		cr_assert_eq(wire_ws_read(fds[i], &f, 5000), 1);
-		wire_frame_free(&f);
-	}
+	open_sessions(port, fds, 2);
 	pthread_t th;
 	struct closer cl = { .fds = fds, .n = 2 };
 	cr_assert_eq(pthread_create(&th, NULL, answer_close, &cl), 0);
@@ -554,14 +562,7 @@ Test(http, shutdown_is_bounded_by_a_client_whose_socket_is_full_and_others_still
 	 * bug this guards against) is lws's 5 s and more */
 	cr_expect_lt(took, AGENT_SERVER_SHUTDOWN_GRACE_MS + 2000, "shutdown took %llu ms",
 		     (unsigned long long)took);
-	for (int i = 0; i < 2; i++) {
-		f = cl.frames[i];
-		cr_assert_eq(cl.rc[i], 1, "client %d: no close frame", i);
-		cr_expect_eq(f.opcode, 8);
-		cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_GOING_AWAY);
-		wire_frame_free(&f);
-		close(fds[i]);
-	}
+	expect_going_away(&cl, false);
 	/* the full one: what was in its socket, then the end - not a hang */
 	size_t frames = 0;
 	int rc = wire_ws_read_until_close(full, &f, &frames, 10000);
