@@ -57,8 +57,23 @@ int cli_config_option(const char *prog, struct cli_config *c, int o, const char 
 	case 't': return cli_config_add(prog, &c->types, &c->ntypes, arg) ? -1 : 1;
 	case 'D': c->demo = true; return 1;
 	case 'N': c->flags |= UREG_CONFIG_NO_PLUGINS; return 1;
+	case 'E': c->etcd = arg; return 1;
+	case 'X': c->prefix = arg; return 1;
 	default: return 0;
 	}
+}
+
+int cli_config_last_option(const char *prog, struct cli_config *c, int o,
+			   void (*help)(void))
+{
+	cli_config_free(c);
+	if (o == 'h')
+		help();
+	else if (o == 'V')
+		cli_version(prog);
+	else
+		return cli_usage_error(prog);
+	return 0;
 }
 
 static int load_plugin(const char *prog, struct cli_config *c, size_t i,

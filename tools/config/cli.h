@@ -38,6 +38,8 @@ struct cli_config {
 	const char **types;     /* --type NAME */
 	size_t ntypes;
 	bool demo;              /* --demo */
+	const char *etcd;       /* --etcd URL[,URL...], NULL if not given */
+	const char *prefix;     /* --prefix P, NULL if not given */
 	unsigned flags;         /* UREG_CONFIG_NO_PLUGINS */
 	void **handles;         /* dlopen'd --plugin objects */
 	ureg_type *typev;       /* --type descriptors */
@@ -46,11 +48,31 @@ struct cli_config {
 /* Remember a repeatable option's value; -1 (message printed) on OOM. */
 int cli_config_add(const char *prog, const char ***v, size_t *n, const char *s);
 
+/* The long options every config tool shares (put first in its table):
+ * the ones cli_config_option() takes, then --help and --version, which
+ * cli_config_last_option() handles. */
+#define CLI_CONFIG_LONG_OPTIONS                               \
+	{ "plugin", required_argument, NULL, 'p' },           \
+	{ "type", required_argument, NULL, 't' },             \
+	{ "demo", no_argument, NULL, 'D' },                   \
+	{ "no-plugins", no_argument, NULL, 'N' },             \
+	{ "etcd", required_argument, NULL, 'E' },             \
+	{ "prefix", required_argument, NULL, 'X' },           \
+	{ "help", no_argument, NULL, 'h' },                   \
+	{ "version", no_argument, NULL, 'V' }
+
 /* The options every config tool shares, as getopt_long returns them:
- * -p/--plugin, -t/--type, 'D' (--demo), 'N' (--no-plugins).  Returns 1
- * when @o was one of them (taken into @c), 0 when it was not, -1 after
- * printing why (out of memory). */
+ * -p/--plugin, -t/--type, 'D' (--demo), 'N' (--no-plugins), 'E' (--etcd),
+ * 'X' (--prefix).  Returns 1 when @o was one of them (taken into @c), 0
+ * when it was not, -1 after printing why (out of memory). */
 int cli_config_option(const char *prog, struct cli_config *c, int o, const char *arg);
+
+/* The default case of a config tool's option switch: frees @c's option
+ * lists, then for 'h' calls @help, for 'V' prints the version, and
+ * returns the tool's exit status: 0 for those two, CLI_USAGE (after the
+ * usage hint) for anything else getopt_long returned. */
+int cli_config_last_option(const char *prog, struct cli_config *c, int o,
+			   void (*help)(void));
 
 /* A loader with the demo types (--demo), the --type types and whatever
  * each --plugin's ureg_config_plugin_init registers.  Returns 0, or 1

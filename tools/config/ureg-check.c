@@ -134,21 +134,13 @@ static int check_etcd(const char *url, const char *prefix, const char *newer, bo
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "plugin", required_argument, NULL, 'p' },
-		{ "type", required_argument, NULL, 't' },
-		{ "demo", no_argument, NULL, 'D' },
-		{ "no-plugins", no_argument, NULL, 'N' },
+		CLI_CONFIG_LONG_OPTIONS,
 		{ "plan", no_argument, NULL, 'P' },
 		{ "max-errors", required_argument, NULL, 'm' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "etcd", required_argument, NULL, 'E' },
-		{ "prefix", required_argument, NULL, 'X' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	bool want_plan = false, quiet = false;
-	const char *etcd = NULL, *prefix = NULL;
 	int o, bad = 0;
 
 	while ((o = getopt_long(argc, argv, "p:t:m:qhV", opts, NULL)) != -1) {
@@ -167,26 +159,18 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'q': quiet = true; break;
-		case 'E': etcd = optarg; break;
-		case 'X': prefix = optarg; break;
-		case 'h':
-		case 'V':
-			cli_config_free(&c);
-			o == 'h' ? help() : cli_version(prog);
-			return 0;
 		default:
-			cli_config_free(&c);
-			return cli_usage_error(prog);
+			return cli_config_last_option(prog, &c, o, help);
 		}
 	}
-	if (etcd || prefix) {
-		if (!etcd || !prefix || argc - optind != (want_plan ? 1 : 0)) {
+	if (c.etcd || c.prefix) {
+		if (!c.etcd || !c.prefix || argc - optind != (want_plan ? 1 : 0)) {
 			fprintf(stderr, "%s: --etcd and --prefix go together, with one NEW "
 				"for --plan, no CONFIG otherwise\n", prog);
 			cli_config_free(&c);
 			return cli_usage_error(prog);
 		}
-		bad = check_etcd(etcd, prefix, want_plan ? argv[optind] : NULL, quiet);
+		bad = check_etcd(c.etcd, c.prefix, want_plan ? argv[optind] : NULL, quiet);
 		cli_config_free(&c);
 		return bad;
 	}

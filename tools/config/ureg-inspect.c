@@ -129,17 +129,10 @@ static int inspect(struct cli_config *c, const char *path, bool json, long nctx)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "plugin", required_argument, NULL, 'p' },
-		{ "type", required_argument, NULL, 't' },
-		{ "demo", no_argument, NULL, 'D' },
-		{ "no-plugins", no_argument, NULL, 'N' },
+		CLI_CONFIG_LONG_OPTIONS,
 		{ "json", no_argument, NULL, 'j' },
 		{ "contexts", required_argument, NULL, 'c' },
 		{ "no-instances", no_argument, NULL, 'I' },
-		{ "etcd", required_argument, NULL, 'E' },
-		{ "prefix", required_argument, NULL, 'X' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct cli_config c = { 0 };
@@ -162,18 +155,12 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'I': nctx = 0; break;
-		case 'E': etcd = optarg; break;
-		case 'X': prefix = optarg; break;
-		case 'h':
-		case 'V':
-			cli_config_free(&c);
-			o == 'h' ? help() : cli_version(prog);
-			return 0;
 		default:
-			cli_config_free(&c);
-			return cli_usage_error(prog);
+			return cli_config_last_option(prog, &c, o, help);
 		}
 	}
+	etcd = c.etcd;
+	prefix = c.prefix;
 	if (etcd || prefix) {
 		if (!etcd || !prefix || optind != argc) {
 			fprintf(stderr, "%s: --etcd and --prefix go together, without CONFIG\n", prog);

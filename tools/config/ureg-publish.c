@@ -99,20 +99,13 @@ static char *slurp(const char *path, size_t *len)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "plugin", required_argument, NULL, 'p' },
-		{ "type", required_argument, NULL, 't' },
-		{ "demo", no_argument, NULL, 'D' },
-		{ "no-plugins", no_argument, NULL, 'N' },
-		{ "etcd", required_argument, NULL, 'E' },
-		{ "prefix", required_argument, NULL, 'X' },
+		CLI_CONFIG_LONG_OPTIONS,
 		{ "revision", required_argument, NULL, 'r' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct cli_config c = { 0 };
-	const char *file = NULL, *etcd = NULL, *prefix = NULL;
+	const char *file = NULL, *etcd, *prefix;
 	bool have_rev = false, quiet = false;
 	unsigned long long want = 0;
 	char name[512];
@@ -126,8 +119,6 @@ int main(int argc, char **argv)
 		if (shared)
 			continue;
 		switch (o) {
-		case 'E': etcd = optarg; break;
-		case 'X': prefix = optarg; break;
 		case 'r': {
 			long v;
 			if (cli_long(prog, "--revision", optarg, 0, 0x7fffffffffffffffL, &v)) {
@@ -139,22 +130,18 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'q': quiet = true; break;
-		case 'h':
-		case 'V':
-			cli_config_free(&c);
-			o == 'h' ? help() : cli_version(prog);
-			return 0;
 		default:
-			cli_config_free(&c);
-			return cli_usage_error(prog);
+			return cli_config_last_option(prog, &c, o, help);
 		}
 	}
-	if (argc - optind != 1 || !etcd || !prefix) {
+	if (argc - optind != 1 || !c.etcd || !c.prefix) {
 		fprintf(stderr, "%s: one FILE, --etcd and --prefix are needed\n", prog);
 		cli_config_free(&c);
 		return cli_usage_error(prog);
 	}
 	file = argv[optind];
+	etcd = c.etcd;
+	prefix = c.prefix;
 
 	size_t len;
 	char *text = slurp(file, &len);
