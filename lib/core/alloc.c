@@ -85,17 +85,37 @@ void *ureg__aligned_alloc(size_t align, size_t n)
 #endif
 #endif
 
+/*
+ * The rest of an entry's bookkeeping - its cold part, its item and
+ * factory boxes - in a second arena of libureg's own (same reasons, same
+ * rules as the hot one: no thread cache, freed by any thread, made on
+ * first use, malloc under AddressSanitizer).  From the application's
+ * malloc they would land between the application's own objects: in a
+ * benchmark that allocates an item and registers it, 100,000 items then
+ * lay ~200 bytes apart instead of 32 (three times the pages, and the TLB
+ * entries, that reading them spans), where an intrusive table's nodes lie
+ * side by side.  Both arenas are made together, on first use of either.
+ */
 #ifndef UREG_HOT_MALLOC
-static int hot_flags = MALLOCX_TCACHE_NONE; /* written once, under hot_once */
-static pthread_once_t hot_once = PTHREAD_ONCE_INIT;
+/* written once, under arenas_once */
+static int hot_flags = MALLOCX_TCACHE_NONE, meta_flags = MALLOCX_TCACHE_NONE;
+static pthread_once_t arenas_once = PTHREAD_ONCE_INIT;
 
-static void hot_arena_init(void)
+/* A new arena's flags, or the default arenas' if jemalloc cannot make one. */
+static int own_arena(void)
 {
 	unsigned ind;
 	size_t sz = sizeof(ind);
 
 	if (mallctl("arenas.create", &ind, &sz, NULL, 0) == 0)
-		hot_flags = MALLOCX_ARENA(ind) | MALLOCX_TCACHE_NONE;
+		return MALLOCX_ARENA(ind) | MALLOCX_TCACHE_NONE;
+	return MALLOCX_TCACHE_NONE;
+}
+
+static void arenas_init(void)
+{
+	hot_flags = own_arena();
+	meta_flags = own_arena();
 }
 #endif
 
@@ -107,45 +127,10 @@ void *ureg__hot_alloc(size_t n)
 #ifdef UREG_HOT_MALLOC
 	return aligned_alloc(64, n);
 #else
-	pthread_once(&hot_once, hot_arena_init);
+	pthread_once(&arenas_once, arenas_init);
 	return mallocx(n, hot_flags | MALLOCX_ALIGN(64));
 #endif
 }
-
-void ureg__hot_free(void *p)
-{
-#ifdef UREG_HOT_MALLOC
-	free(p);
-#else
-	if (p)
-		dallocx(p, hot_flags);
-#endif
-}
-
-/*
- * The rest of an entry's bookkeeping - its cold part, its item and
- * factory boxes - in a second arena of libureg's own (same reasons, same
- * rules as the hot one: no thread cache, freed by any thread, made on
- * first use, malloc under AddressSanitizer).  From the application's
- * malloc they would land between the application's own objects: in a
- * benchmark that allocates an item and registers it, 100,000 items then
- * lay ~200 bytes apart instead of 32 (three times the pages, and the TLB
- * entries, that reading them spans), where an intrusive table's nodes lie
- * side by side.
- */
-#ifndef UREG_HOT_MALLOC
-static int meta_flags = MALLOCX_TCACHE_NONE; /* written once, under meta_once */
-static pthread_once_t meta_once = PTHREAD_ONCE_INIT;
-
-static void meta_arena_init(void)
-{
-	unsigned ind;
-	size_t sz = sizeof(ind);
-
-	if (mallctl("arenas.create", &ind, &sz, NULL, 0) == 0)
-		meta_flags = MALLOCX_ARENA(ind) | MALLOCX_TCACHE_NONE;
-}
-#endif
 
 void *ureg__meta_alloc(size_t n)
 {
@@ -154,20 +139,27 @@ void *ureg__meta_alloc(size_t n)
 #ifdef UREG_HOT_MALLOC
 	return malloc(n);
 #else
-	pthread_once(&meta_once, meta_arena_init);
+	pthread_once(&arenas_once, arenas_init);
 	return mallocx(n, meta_flags);
 #endif
 }
 
+#ifdef UREG_HOT_MALLOC
+void ureg__hot_free(void *p) { free(p); }
+void ureg__meta_free(void *p) { free(p); }
+#else
+void ureg__hot_free(void *p)
+{
+	if (p)
+		dallocx(p, hot_flags);
+}
+
 void ureg__meta_free(void *p)
 {
-#ifdef UREG_HOT_MALLOC
-	free(p);
-#else
 	if (p)
 		dallocx(p, meta_flags);
-#endif
 }
+#endif
 
 void *ureg__realloc(void *p, size_t n)
 {
