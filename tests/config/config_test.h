@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,30 @@ CT_UNUSED static void ct_load(ureg_config *cfg, const char *yaml)
 		ureg_config_errors_print(&errs, stderr);
 	ureg_config_errors_free(&errs);
 	cr_assert_eq(rc, 0, "load failed: %s", ureg_last_error());
+}
+
+/* One tool registry with one singleton (label v1): the live state a
+ * rejected reload must leave as it was. */
+CT_UNUSED static const char ct_base_yaml[] =
+	"registries:\n"
+	"  - name: tools\n"
+	"    type: tool\n"
+	"    entries:\n"
+	"      - key: calculator\n"
+	"        kind: singleton\n"
+	"        provider: test.item\n"
+	"        params: {label: v1}\n";
+
+/* Whether @errs holds an error at @line:@col (@line 0: anywhere) whose
+ * reason contains @reason. */
+CT_UNUSED static bool ct_has_error(const struct ureg_config_errors *errs,
+				   unsigned line, unsigned col, const char *reason)
+{
+	for (size_t i = 0; i < errs->count; i++)
+		if ((!line || (errs->v[i].line == line && errs->v[i].column == col)) &&
+		    strstr(errs->v[i].reason, reason))
+			return true;
+	return false;
 }
 
 /* The singleton under reg/key, copied out of a read section. */

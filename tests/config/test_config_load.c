@@ -6,23 +6,13 @@
  */
 #include "config_test.h"
 
-static const char base_yaml[] =
-	"registries:\n"
-	"  - name: tools\n"
-	"    type: tool\n"
-	"    entries:\n"
-	"      - key: calculator\n"
-	"        kind: singleton\n"
-	"        provider: test.item\n"
-	"        params: {label: v1}\n";
-
 /* Load base, then the fixture; check the error and that nothing changed. */
 static void expect_invalid(const char *fixture, unsigned line, unsigned col,
 			   const char *reason)
 {
 	char *path;
 	ureg_config *cfg = ct_config();
-	ct_load(cfg, base_yaml);
+	ct_load(cfg, ct_base_yaml);
 	ureg_registry *tools = ureg_config_registry(cfg, "tools");
 	uint64_t gen = ureg_generation(tools);
 	int made = atomic_load(&titems_made);
@@ -33,14 +23,10 @@ static void expect_invalid(const char *fixture, unsigned line, unsigned col,
 	ureg_config_errors_print(&errs, stderr);
 	cr_assert_eq(rc, -EBADMSG, "%s: rc %d", fixture, rc);
 	cr_assert_geq(errs.count, 1);
-	bool found = false;
-	for (size_t i = 0; i < errs.count; i++) {
+	for (size_t i = 0; i < errs.count; i++)
 		cr_assert_str_eq(errs.v[i].file, path);
-		if ((!line || (errs.v[i].line == line && errs.v[i].column == col)) &&
-		    strstr(errs.v[i].reason, reason))
-			found = true;
-	}
-	cr_assert(found, "%s: no error '%s' at %u:%u", fixture, reason, line, col);
+	cr_assert(ct_has_error(&errs, line, col, reason), "%s: no error '%s' at %u:%u",
+		  fixture, reason, line, col);
 	ureg_config_errors_free(&errs);
 
 	/* the live state is untouched */
@@ -57,7 +43,7 @@ static void expect_invalid(const char *fixture, unsigned line, unsigned col,
 Test(config_load, a_valid_config_populates_its_registries_in_one_generation)
 {
 	ureg_config *cfg = ct_config();
-	ct_load(cfg, base_yaml);
+	ct_load(cfg, ct_base_yaml);
 	ureg_registry *tools = ureg_config_registry(cfg, "tools");
 	cr_assert_not_null(tools);
 	cr_assert_eq(ureg_generation(tools), 1);
@@ -181,7 +167,7 @@ Test(config_load, every_error_of_a_file_is_reported_not_only_the_first)
 Test(config_load, a_reload_cannot_change_a_registry_type)
 {
 	ureg_config *cfg = ct_config();
-	ct_load(cfg, base_yaml);
+	ct_load(cfg, ct_base_yaml);
 	struct ureg_config_errors errs = { 0 };
 	const char *y = "registries:\n  - name: tools\n    type: agent\n";
 	cr_assert_eq(ureg_config_reload_buffer(cfg, y, strlen(y), "t2.yaml", 0,
@@ -197,7 +183,7 @@ Test(config_load, a_reload_cannot_change_a_registry_type)
 Test(config_load, a_failing_constructor_aborts_the_whole_load_and_destroys_what_was_built)
 {
 	ureg_config *cfg = ct_config();
-	ct_load(cfg, base_yaml);
+	ct_load(cfg, ct_base_yaml);
 	const char *y =
 		"registries:\n"
 		"  - name: tools\n"

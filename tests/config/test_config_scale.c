@@ -9,23 +9,13 @@
  */
 #include "config_test.h"
 
-static const char base_yaml[] =
-	"registries:\n"
-	"  - name: tools\n"
-	"    type: tool\n"
-	"    entries:\n"
-	"      - key: calculator\n"
-	"        kind: singleton\n"
-	"        provider: test.item\n"
-	"        params: {label: v1}\n";
-
-/* Reload @text into a config holding base_yaml; expect -EBADMSG with an
+/* Reload @text into a config holding ct_base_yaml; expect -EBADMSG with an
  * error containing @reason at @line:@col, and nothing changed. */
 static void expect_error_at(const char *text, unsigned line, unsigned col,
 			    const char *reason)
 {
 	ureg_config *cfg = ct_config();
-	ct_load(cfg, base_yaml);
+	ct_load(cfg, ct_base_yaml);
 	ureg_registry *tools = ureg_config_registry(cfg, "tools");
 	uint64_t gen = ureg_generation(tools);
 	struct ureg_config_errors errs = { 0 };
@@ -34,12 +24,8 @@ static void expect_error_at(const char *text, unsigned line, unsigned col,
 					   NULL, &errs);
 	ureg_config_errors_print(&errs, stderr);
 	cr_assert_eq(rc, -EBADMSG, "rc %d", rc);
-	bool found = false;
-	for (size_t i = 0; i < errs.count; i++)
-		if (errs.v[i].line == line && errs.v[i].column == col &&
-		    strstr(errs.v[i].reason, reason))
-			found = true;
-	cr_assert(found, "no error '%s' at %u:%u", reason, line, col);
+	cr_assert(ct_has_error(&errs, line, col, reason), "no error '%s' at %u:%u",
+		  reason, line, col);
 	ureg_config_errors_free(&errs);
 	cr_assert_eq(ureg_generation(tools), gen);
 	cr_assert_str_eq(ct_item(cfg, "tools", "calculator").label, "v1");
@@ -87,7 +73,7 @@ Test(config_scale, nesting_of_exactly_64_levels_is_not_a_depth_error)
 Test(config_scale, a_second_yaml_document_is_an_error_at_its_separator)
 {
 	char text[512];
-	snprintf(text, sizeof(text), "%s---\nregistries: []\n", base_yaml);
+	snprintf(text, sizeof(text), "%s---\nregistries: []\n", ct_base_yaml);
 	expect_error_at(text, 9, 1, "a second YAML document");
 }
 
