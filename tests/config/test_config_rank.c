@@ -92,15 +92,11 @@ static void expect_error(const char *fixture, unsigned line, unsigned col,
 {
 	ureg_config *cfg = ct_config();
 	struct ureg_config_errors errs = { 0 };
-	bool found = false;
 	char *path;
 
 	cr_assert(asprintf(&path, "%s/%s", getenv("UREG_TEST_FIXTURES"), fixture) > 0);
 	cr_assert_eq(ureg_config_load(cfg, path, &errs), -EBADMSG);
-	for (size_t i = 0; i < errs.count; i++)
-		if (errs.v[i].line == line && errs.v[i].column == col &&
-		    strstr(errs.v[i].reason, reason))
-			found = true;
+	bool found = ct_has_error(&errs, line, col, reason);
 	if (!found)
 		ureg_config_errors_print(&errs, stderr);
 	cr_assert(found, "%s: no error '%s' at %u:%u", fixture, reason, line, col);

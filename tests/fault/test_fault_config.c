@@ -252,6 +252,17 @@ static void teardown(void)
 
 TestSuite(fault_config, .init = setup, .fini = teardown, .timeout = 280);
 
+/* After a failed first load (fault at allocation @n): no registry at all. */
+static void expect_no_registry(ureg_config *cfg, long n)
+{
+	char **names;
+	size_t nn;
+
+	cr_assert_eq(ureg_config_registry_names(cfg, &names, &nn), 0);
+	cr_assert_eq(nn, 0, "N=%ld: a registry was left behind", n);
+	ureg_keys_free(names);
+}
+
 Test(fault_config, a_first_load_that_runs_out_of_memory_creates_nothing)
 {
 	long n, failed = 0, survived = 0;
@@ -265,12 +276,8 @@ Test(fault_config, a_first_load_that_runs_out_of_memory_creates_nothing)
 			check_v1(cfg); /* all of it, even when the fault was hit */
 			survived += a.seen >= n;
 		} else {
-			char **names;
-			size_t nn;
 			failed++;
-			cr_assert_eq(ureg_config_registry_names(cfg, &names, &nn), 0);
-			cr_assert_eq(nn, 0, "N=%ld: a registry was left behind", n);
-			ureg_keys_free(names);
+			expect_no_registry(cfg, n);
 		}
 		ureg_config_destroy(cfg);
 		if (a.rc == 0 && a.seen < n)
@@ -516,12 +523,8 @@ Test(fault_config, a_load_with_aliases_large_mappings_and_ranked_keys_out_of_mem
 			cr_assert_str_eq(ct_item(cfg, "model", "r").label, "r5");
 			cr_assert_str_eq(ct_item(cfg, "model", "wide").label, "w");
 		} else {
-			char **names;
-			size_t nn;
 			failed++;
-			cr_assert_eq(ureg_config_registry_names(cfg, &names, &nn), 0);
-			cr_assert_eq(nn, 0, "N=%ld: a registry was left behind", n);
-			ureg_keys_free(names);
+			expect_no_registry(cfg, n);
 		}
 		ureg_config_destroy(cfg);
 		if (a.rc == 0) {
