@@ -467,6 +467,25 @@ static void open_sessions(int port, int *fds, int n)
 	}
 }
 
+/*
+ * Stop the server while a thread reads and answers @cl's close frames the
+ * way a browser does (RFC 6455 5.5.1): stop() blocks until the
+ * connections are closed.  Returns how long stop() took, in ms.
+ */
+static uint64_t stop_answering_close(struct closer *cl)
+{
+	pthread_t th;
+	uint64_t t0, took;
+
+	cr_assert_eq(pthread_create(&th, NULL, answer_close, cl), 0);
+	t0 = wire_now_ms();
+	agent_server_stop(srv);
+	srv = NULL;
+	took = wire_now_ms() - t0;
+	pthread_join(th, NULL);
+	return took;
+}
+
 /* Each client of @cl got a 1001 close frame (then closes its socket). */
 static void expect_going_away(struct closer *cl, bool reason)
 {
@@ -490,17 +509,10 @@ Test(http, shutdown_sends_every_client_a_1001_close_frame, .timeout = 20)
 	int fds[3];
 
 	open_sessions(port, fds, 3);
-	/* stop() blocks until the connections are closed: a thread reads and
-	 * answers the close frames the way a browser does (RFC 6455 5.5.1) */
-	pthread_t th;
 	struct closer cl = { .fds = fds, .n = 3 };
-	cr_assert_eq(pthread_create(&th, NULL, answer_close, &cl), 0);
-	uint64_t t0 = wire_now_ms();
-	agent_server_stop(srv);
-	srv = NULL;
-	pthread_join(th, NULL);
-	cr_expect_lt(wire_now_ms() - t0, 4500, "shutdown took %llu ms (a hung close waits 5 s)",
-		     (unsigned long long)(wire_now_ms() - t0));
+	uint64_t took = stop_answering_close(&cl);
+	cr_expect_lt(took, 4500, "shutdown took %llu ms (a hung close waits 5 s)",
+		     (unsigned long long)took);
 	expect_going_away(&cl, true);
 }
 
@@ -549,14 +561,8 @@ Test(http, shutdown_is_bounded_by_a_client_whose_socket_is_full_and_others_still
 
 	int fds[2];
 	open_sessions(port, fds, 2);
-	pthread_t th;
 	struct closer cl = { .fds = fds, .n = 2 };
-	cr_assert_eq(pthread_create(&th, NULL, answer_close, &cl), 0);
-	uint64_t t0 = wire_now_ms();
-	agent_server_stop(srv);
-	srv = NULL;
-	uint64_t took = wire_now_ms() - t0;
-	pthread_join(th, NULL);
+	uint64_t took = stop_answering_close(&cl);
 	cr_log_info("shutdown with a full client took %llu ms", (unsigned long long)took);
 	/* the grace period, plus 2 s for a loaded machine; unbounded (the
 	 * bug this guards against) is lws's 5 s and more */
