@@ -408,6 +408,56 @@ Test(http, masked_frames_before_an_unmasked_one_are_served_up_to_it, .timeout = 
 	stop();
 }
 
+/*
+ * The same, the two frames written one byte at a time with TCP_NODELAY:
+ * however the server's reads cut them, the frame headers (here a 16-bit
+ * length: the masked request is over 125 bytes) are followed across reads:
+ * the masked request is answered, the unmasked one is not run and gets a
+ * 1002 close.
+ */
+Test(http, frames_sent_a_byte_at_a_time_are_followed_across_reads, .timeout = 30)
+{
+	char reply[1024], bad[300];
+	size_t n1, n2;
+	struct wire_frame f;
+	int one = 1, rc, answered = 0;
+	int port = start((struct agent_server_opts){ 0 });
+	int len = snprintf(bad, sizeof(bad), "{\"run\":\"nope\",\"input\":\"%0200d\"}", 0);
+	unsigned char *ok = wire_ws_frame(1, bad, (size_t)len, &n1);
+	unsigned char *un = wire_ws_frame_unmasked(1, UNMASKED_RUN, strlen(UNMASKED_RUN), &n2);
+	int fd = wire_ws_open(port, NULL, 0, reply, sizeof(reply));
+
+	cr_assert_geq(fd, 0, "%s", reply);
+	cr_assert_eq(ok[1] & 0x7f, 126, "the masked frame has a 16-bit length");
+	cr_assert_eq(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+	for (size_t i = 0; i < n1; i++)
+		wire_write_all(fd, ok + i, 1, 5000);
+	/* its answer first: a closing connection's queue is dropped */
+	cr_assert_eq(wire_ws_read(fd, &f, 8000), 1, "the masked request was not answered");
+	cr_expect(strstr((const char *)f.data, "unknown agent") != NULL, "%s", f.data);
+	wire_frame_free(&f);
+	/* the server may close as soon as it has seen the mask bit: stop
+	 * writing then */
+	for (size_t i = 0; i < n2; i++)
+		if (send(fd, un + i, 1, MSG_NOSIGNAL) != 1)
+			break;
+	free(ok);
+	free(un);
+	while ((rc = wire_ws_read(fd, &f, 8000)) == 1 && f.opcode != 8) {
+		answered++;
+		wire_frame_free(&f);
+	}
+	cr_expect_eq(answered, 0, "the unmasked frame was answered");
+	cr_assert_eq(rc, 1, "no close frame");
+	cr_expect_eq(f.close_code, AGENT_SERVER_CLOSE_PROTOCOL);
+	wire_frame_free(&f);
+	struct agent_server_stats st;
+	agent_server_stats(srv, &st);
+	cr_expect_leq(st.runs, 1, "%llu runs: the unmasked echo ran", (unsigned long long)st.runs);
+	close(fd);
+	stop();
+}
+
 /* the guard knows where frames start only on a connection whose first
  * request is the upgrade (every browser and lws client does that); with
  * lws >= 5.0.0 there is no guard on frames and no such rule */
