@@ -144,6 +144,19 @@ void *ureg__meta_alloc(size_t n)
 #endif
 }
 
+void *ureg__meta_alloc_lines(size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+	n = (n + 63) & ~(size_t)63;
+#ifdef UREG_HOT_MALLOC
+	return aligned_alloc(64, n);
+#else
+	pthread_once(&arenas_once, arenas_init);
+	return mallocx(n, meta_flags | MALLOCX_ALIGN(64));
+#endif
+}
+
 #ifdef UREG_HOT_MALLOC
 void ureg__hot_free(void *p) { free(p); }
 void ureg__meta_free(void *p) { free(p); }

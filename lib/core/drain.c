@@ -44,10 +44,17 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Only once the factory box is folded (ureg__fbox_kill): before, its
+ * holds are spread over per-CPU slots and @refs carries a bias. */
 static bool drain_held(const struct ureg__drain_grab *g)
 {
 	return (g->ib && __atomic_load_n(&g->ib->refs, __ATOMIC_SEQ_CST) > 1) ||
 	       (g->fb && __atomic_load_n(&g->fb->refs, __ATOMIC_SEQ_CST) > 1);
+}
+
+static bool drain_folded(const struct ureg__drain_grab *g)
+{
+	return !g->fb || __atomic_load_n(&g->fb->folded, __ATOMIC_SEQ_CST);
 }
 
 struct holders_walk {
@@ -97,6 +104,7 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 {
 	struct ureg__drain_grab g = { NULL, NULL };
 	struct drain_marker m = { .fired = 0 };
+	bool killed = false;
 	struct ureg_drain_report local;
 	uint64_t deadline;
 	int rc;
@@ -109,7 +117,7 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 	if (ureg__thread.read_depth || urcu_memb_read_ongoing())
 		return ureg__err(-EPERM, "registry '%s': drain of '%s' inside a read section "
 				 "(it waits for a grace period)", reg->name, key ? key : "(null)");
-	deadline = 0; /* set once the grace period is over */
+	deadline = 0; /* set once the grace period (and the fold) is over */
 
 	/* raised before the unregister: every later put wakes us */
 	__atomic_add_fetch(&ureg__drain_active, 1, __ATOMIC_SEQ_CST);
@@ -130,9 +138,16 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 		struct timespec ts, *tsp = NULL;
 		uint64_t now;
 
-		if (fired && !drain_held(&g))
+		if (fired && g.fb && !killed) {
+			/* past the grace period no reader can reach the box:
+			 * fold its holds into one count (one more grace
+			 * period, no deadline either; the fold wakes us) */
+			ureg__fbox_kill(g.fb);
+			killed = true;
+		}
+		if (fired && drain_folded(&g) && !drain_held(&g))
 			break;
-		if (fired) {
+		if (fired && drain_folded(&g)) {
 			if (!deadline)
 				deadline = timeout_ms == UREG_WAIT_FOREVER ? UINT64_MAX :
 					now_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -145,7 +160,7 @@ int ureg_drain(ureg_registry *reg, const char *key, unsigned what,
 				tsp = &ts;
 			}
 		}
-		/* not fired yet: the grace period, no deadline (see above) */
+		/* not fired or not folded yet: grace periods, no deadline */
 		syscall(SYS_futex, &ureg__drain_seq, FUTEX_WAIT_PRIVATE, seq, tsp, NULL, 0);
 	}
 

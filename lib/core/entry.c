@@ -6,6 +6,7 @@
  * new one (rank.c).
  */
 #include <limits.h>
+#include <sched.h>
 #include <unistd.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -71,22 +72,80 @@ void ureg__ibox_put(struct ureg_item_box *ib)
 	ureg__meta_free(ib);
 }
 
+/*
+ * Factory boxes: @refs and the per-CPU holds (internal.h).
+ *
+ * @refs carries FBOX_BIAS until the box is killed, so that holds dropped
+ * into it before the fold can never take it to 0 (Linux's
+ * PERCPU_COUNT_BIAS).  The protocol:
+ *
+ *  - a hold adds 1 to the slot of the CPU it runs on, inside a read
+ *    section (the caller's) that found the box through a published entry;
+ *  - a dropped hold, inside a read section of its own, subtracts 1 from
+ *    its CPU's slot while @dying is 0, else from @refs (and frees the box
+ *    if that was the last reference);
+ *  - when a put takes @refs to FBOX_BIAS (no entry holds the box: no hold
+ *    can begin) or ureg_drain asks, the killer sets @dying and, after a
+ *    grace period - every section that saw @dying == 0 has finished its
+ *    slot update - fbox_fold adds the slots' sum minus FBOX_BIAS to @refs
+ *    in one step.  From then on @refs is the exact count.
+ *
+ * Slots are summed, not matched: a hold taken on one CPU and dropped on
+ * another leaves +1 and -1, which add up.  A slot is a line of its own, so
+ * threads on different CPUs never write the same line.
+ */
+#define FBOX_BIAS (1L << 48)
+#define SHARD_STRIDE (128 / sizeof(long)) /* a line pair: the adjacent-line prefetcher */
+
+static unsigned fbox_nshards; /* a power of two, set once by ureg__fbox_new */
+
+static unsigned shards_wanted(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_CONF);
+	unsigned n = 1;
+
+	while ((long)n < cpus && n < 64)
+		n <<= 1;
+	return n;
+}
+
+static inline long *fbox_slot(struct ureg_factory_box *fb)
+{
+	int cpu = sched_getcpu();
+
+	return fb->shards + (size_t)((unsigned)(cpu > 0 ? cpu : 0) &
+				     (__atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED) - 1)) *
+		SHARD_STRIDE;
+}
+
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 					const char *key,
 					const struct ureg_factory *f)
 {
 	static uint64_t next_serial = 1;
 	size_t n = strlen(key) + 1;
-	struct ureg_factory_box *fb = ureg__meta_alloc(sizeof(*fb));
+	struct ureg_factory_box *fb;
+	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
 
-	if (!fb)
+	if (!ns) {
+		ns = shards_wanted();
+		__atomic_store_n(&fbox_nshards, ns, __ATOMIC_RELAXED); /* same value on every thread */
+	}
+	if (!(fb = ureg__meta_alloc(sizeof(*fb))))
 		return NULL;
-	if (!(fb->key = ureg__meta_alloc(n))) {
+	fb->key = ureg__meta_alloc(n);
+	fb->shards = ureg__meta_alloc_lines(ns * SHARD_STRIDE * sizeof(long));
+	if (!fb->key || !fb->shards) {
+		ureg__meta_free(fb->key);
+		ureg__meta_free(fb->shards);
 		ureg__meta_free(fb);
 		return NULL;
 	}
+	memset(fb->shards, 0, ns * SHARD_STRIDE * sizeof(long));
 	memcpy(fb->key, key, n);
-	fb->refs = 1;
+	fb->refs = FBOX_BIAS + 1;
+	fb->dying = 0;
+	fb->folded = 0;
 	fb->f = *f;
 	fb->type = reg->type;
 	fb->reg = reg;
@@ -102,8 +161,63 @@ void ureg__fbox_free_unused(struct ureg_factory_box *fb)
 	if (fb->f.anchor)
 		ureg_anchor_put(fb->f.anchor);
 	ureg__registry_put(fb->reg);
+	ureg__meta_free(fb->shards);
 	ureg__meta_free(fb->key);
 	ureg__meta_free(fb);
+}
+
+static void fbox_destroy(struct ureg_factory_box *fb)
+{
+	if (fb->f.arg_free)
+		fb->f.arg_free(fb->f.arg);
+	ureg__fbox_free_unused(fb);
+}
+
+/* A grace period after the kill: every slot update that saw dying == 0
+ * is done.  One atomic add moves @refs from biased to exact. */
+static void fbox_fold(struct rcu_head *head)
+{
+	struct ureg_factory_box *fb = caa_container_of(head, struct ureg_factory_box, rcu);
+	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
+	long sum = 0;
+
+	for (unsigned i = 0; i < ns; i++)
+		sum += __atomic_load_n(&fb->shards[i * SHARD_STRIDE], __ATOMIC_RELAXED);
+	__atomic_store_n(&fb->folded, 1, __ATOMIC_SEQ_CST); /* before: the drain reads it after @refs */
+	if (__atomic_add_fetch(&fb->refs, sum - FBOX_BIAS, __ATOMIC_SEQ_CST) == 0) {
+		fbox_destroy(fb);
+		return;
+	}
+	drain_wake(); /* a drain may wait for the fold; @fb not touched again */
+}
+
+void ureg__fbox_kill(struct ureg_factory_box *fb)
+{
+	if (__atomic_exchange_n(&fb->dying, 1, __ATOMIC_SEQ_CST))
+		return; /* killed already (by a drain, then its last put) */
+	ureg__call_rcu(&fb->rcu, fbox_fold);
+}
+
+/*
+ * No entry holds @fb any more, and none of its holds can begin: the last
+ * entry went a grace period ago, so every hold ever taken is in the
+ * slots, and they can only go down from here.  Then a sum of 0 read now
+ * means no hold is live and no drop is still in flight (a drop in flight
+ * belongs to a live hold, whose +1 the sum would include): the box goes
+ * at once, as a box without holds always did.  Otherwise it is killed.
+ */
+static void fbox_last_entry(struct ureg_factory_box *fb)
+{
+	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
+	long sum = 0;
+
+	for (unsigned i = 0; i < ns; i++)
+		sum += __atomic_load_n(&fb->shards[i * SHARD_STRIDE], __ATOMIC_SEQ_CST);
+	if (sum == 0) {
+		fbox_destroy(fb);
+		return;
+	}
+	ureg__fbox_kill(fb);
 }
 
 void ureg__fbox_get(struct ureg_factory_box *fb)
@@ -113,15 +227,42 @@ void ureg__fbox_get(struct ureg_factory_box *fb)
 
 void ureg__fbox_put(struct ureg_factory_box *fb)
 {
+	long r;
+
 	if (!fb)
 		return;
-	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) != 0) {
-		drain_wake(); /* @fb may be freed by now: not touched again */
+	r = __atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST);
+	if (r == 0) {
+		fbox_destroy(fb); /* folded, and nothing holds it */
 		return;
 	}
-	if (fb->f.arg_free)
-		fb->f.arg_free(fb->f.arg);
-	ureg__fbox_free_unused(fb);
+	if (r == FBOX_BIAS)
+		fbox_last_entry(fb);
+	else
+		drain_wake(); /* @fb may be freed by now: not touched again */
+}
+
+void ureg__fbox_hold(struct ureg_factory_box *fb)
+{
+	__atomic_add_fetch(fbox_slot(fb), 1, __ATOMIC_RELAXED);
+}
+
+void ureg__fbox_unhold(struct ureg_factory_box *fb)
+{
+	ureg__rcu_ensure();
+	urcu_memb_read_lock();
+	if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED))) {
+		__atomic_sub_fetch(fbox_slot(fb), 1, __ATOMIC_RELAXED);
+		urcu_memb_read_unlock();
+		return;
+	}
+	urcu_memb_read_unlock();
+	/* killed: the fold counts what the slots held; this one goes to
+	 * @refs, which holds FBOX_BIAS until the fold (never 0 before) */
+	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) == 0)
+		fbox_destroy(fb);
+	else
+		drain_wake();
 }
 /* -------------------------------------------------------------- anchors */
 

@@ -108,6 +108,8 @@ void ureg__hot_free(void *p);
  * the application's allocations (its items); malloc under sanitizers.
  * Any thread; ureg__meta_free also from a call_rcu callback. */
 void *ureg__meta_alloc(size_t n);
+/* The same, 64-byte aligned, @n rounded up to whole lines. */
+void *ureg__meta_alloc_lines(size_t n);
 void ureg__meta_free(void *p);
 void *ureg__calloc(size_t n, size_t size);
 void *ureg__realloc(void *p, size_t n);
@@ -134,8 +136,34 @@ struct ureg_item_box {
 			    * for ureg_drain's report only */
 };
 
+/*
+ * A factory box has two kinds of reference (entry.c has the protocol):
+ *
+ *  - @refs, one shared count: the entries (and their ranked copies) that
+ *    hold the box, ureg_drain's grab, and - once the box is killed - the
+ *    holds folded into it;
+ *  - holds, one per live instance and per creation in flight: taken and
+ *    dropped in @shards, a per-thread slot on a cache line of its own, so
+ *    that two threads creating and releasing instances of the same
+ *    factories do not bounce one line between them (a shared count cost a
+ *    remote read-modify-write per instance; measured in the factory
+ *    benchmark, README).  A hold is only taken where no kill can have
+ *    begun: inside a read section that found the box through a published
+ *    entry, so that the entry's reference is still in @refs.
+ *
+ * When @refs reaches 0 no new hold can begin (every entry is past its
+ * grace period), and the box is killed: the shards are summed into @refs
+ * (percpu_ref-style, cf. Linux lib/percpu-refcount.c), after which a
+ * dropped hold goes to @refs and the last one frees the box.  ureg_drain
+ * kills the box it waits for itself, once its grace period has passed.
+ */
 struct ureg_factory_box {
 	long refs;
+	uint32_t dying;    /* set once, by the killer */
+	uint32_t folded;   /* holds now go to @refs */
+	long *shards;      /* one slot per CPU (rounded up to a power of two,
+			    * at most 64), each on a 64-byte line of its own */
+	struct rcu_head rcu; /* the fold, a grace period after the kill */
 	struct ureg_factory f;
 	const ureg_type *type;
 	uint64_t serial;   /* unique per factory registration: context cache key */
@@ -342,8 +370,17 @@ static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
 	node = cds_lfht_iter_get_node(&iter);
 	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
 }
+/* A reference in @refs (entries, drain grabs): writers, any thread. */
 void ureg__fbox_get(struct ureg_factory_box *fb);
 void ureg__fbox_put(struct ureg_factory_box *fb);
+/* A hold (a live instance, a creation in flight).  ureg__fbox_hold only
+ * inside a read section that reached @fb through a published entry (or
+ * while the caller has a hold already); ureg__fbox_unhold anywhere. */
+void ureg__fbox_hold(struct ureg_factory_box *fb);
+void ureg__fbox_unhold(struct ureg_factory_box *fb);
+/* ureg_drain, once its grace period is over: fold the holds into @refs
+ * (the caller has a reference in @refs). */
+void ureg__fbox_kill(struct ureg_factory_box *fb);
 void ureg__registry_get(ureg_registry *reg);
 void ureg__registry_put(ureg_registry *reg);
 struct ureg_entry *ureg__entry_alloc(const struct ureg_key *k);
@@ -415,8 +452,8 @@ void ureg__events_unlock(void);
 /* ---- contexts (ctx.c) ---- */
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_entry *e, void **out);
-/* Like ureg__ctx_create (not cached), consuming the caller's reference
- * on @fb: the instance keeps it, a failure drops it. */
+/* Like ureg__ctx_create (not cached), consuming the caller's hold on
+ * @fb (ureg__fbox_hold): the instance keeps it, a failure drops it. */
 int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
 			 struct ureg_factory_box *fb, void **out);
 int ureg__ctx_create(ureg_ctx *ctx, ureg_registry *reg,

@@ -100,7 +100,7 @@ int ureg__get_own_section(ureg_registry *reg, ureg_ctx *ctx, void **out,
 		return rc;
 	}
 	fb = e->fbox;
-	ureg__fbox_get(fb);
+	ureg__fbox_hold(fb);
 	ureg_read_unlock();
 	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
 }
@@ -146,7 +146,7 @@ int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
 	rc = ureg__find_handle(reg, k, &e);
 	if (e && e->fbox) {
 		fb = e->fbox;
-		ureg__fbox_get(fb);
+		ureg__fbox_hold(fb);
 	}
 	ureg_read_unlock();
 	if (rc)
@@ -174,7 +174,7 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
-		ureg__fbox_get(fb);
+		ureg__fbox_hold(fb);
 	}
 	ureg_read_unlock();
 	if (!fb)

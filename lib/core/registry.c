@@ -173,7 +173,11 @@ void ureg_registry_destroy(ureg_registry *reg)
 
 	ureg__events_detach_registry(reg);
 	/* every retired entry's callback has run (or is pinned by a counted
-	 * reference) once the barrier returns; then the table is empty */
+	 * reference) once the barrier returns; then the table is empty.  The
+	 * second barrier: the folds those callbacks queued for factory boxes
+	 * that still had live instances (entry.c), so that from here on each
+	 * box's last instance frees it at once */
+	urcu_memb_barrier();
 	urcu_memb_barrier();
 	pthread_mutex_lock(&reg->resize_lock); /* no resize still running */
 	pthread_mutex_unlock(&reg->resize_lock);

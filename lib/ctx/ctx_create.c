@@ -51,7 +51,7 @@ void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g)
 	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, g->obj);
 	if (destroy)
 		destroy(g->obj, ctx);
-	ureg__fbox_put(fb);
+	ureg__fbox_unhold(fb);
 }
 
 /* Under ctx->lock: out of the creation-order list (not the map); what
@@ -256,9 +256,10 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 /*
  * Run @fb's factory in @ctx inside the creation frame @c and record the
  * instance (creation order, object map, its entry's use record).  @cached
- * marks a CONTEXT-scope instance.  @ref: the caller hands over a
- * reference on @fb that the instance keeps (dropped on failure); without
- * it the instance takes one.  The context lock is taken before the
+ * marks a CONTEXT-scope instance.  @ref: the caller hands over a hold
+ * on @fb (ureg__fbox_hold) that the instance keeps (dropped on failure);
+ * without it the instance takes one (the caller is in the read section
+ * that found @fb).  The context lock is taken before the
  * factory (to reserve what recording needs) and after it; none is held
  * while the factory and the on_create hook run.  On failure everything
  * the creation allocated in @ctx is freed again.
@@ -275,7 +276,7 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	ctx_unlock(ctx);
 	if (rc) {
 		if (ref)
-			ureg__fbox_put(fb);
+			ureg__fbox_unhold(fb);
 		return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
 				 reg->name, fb->key);
 	}
@@ -304,7 +305,7 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 		book_unprepare_locked(ctx, c);
 		ctx_unlock(ctx);
 		if (ref)
-			ureg__fbox_put(fb);
+			ureg__fbox_unhold(fb);
 		if (!*ureg_last_error())
 			ureg__err(rc, "registry '%s': factory '%s' failed: %s",
 				  reg->name, fb->key, ureg_strerror(rc));
@@ -314,7 +315,7 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	book_keep_locked(ctx, c, obj, fb, cached);
 	ctx_unlock(ctx);
 	if (!ref)
-		ureg__fbox_get(fb);
+		ureg__fbox_hold(fb); /* still in the caller's read section */
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;

@@ -704,3 +704,151 @@ Test(concurrency, instances_made_and_released_by_eight_threads_in_one_context_ar
 	ureg_registry_destroy(reg);
 	pthread_barrier_destroy(&go);
 }
+
+/*
+ * Factory boxes under churn: while four threads create and release
+ * instances of one key (each in its own context, so the holds of the
+ * same box land on every CPU's slot and are dropped on others), the test
+ * thread replaces the factory 300 times and drains it every 10th time.
+ * Every box must be freed exactly once, never while one of its instances
+ * lives or its factory runs, and every one must be freed by the time the
+ * instances are gone and the registry destroyed (lib/core/entry.c: the
+ * per-CPU holds, the kill and the fold).
+ */
+#define BOXCHURN_BOXES 300
+
+struct boxchurn_arg {
+	atomic_int live;  /* instances alive, and factories running */
+	atomic_int freed; /* arg_free calls */
+};
+
+static struct boxchurn_arg boxchurn_args[BOXCHURN_BOXES];
+static atomic_int boxchurn_violations;
+static atomic_int boxchurn_stop;
+static ureg_registry *boxchurn_reg;
+
+static int boxchurn_create(ureg_ctx *ctx, void *arg, void **out)
+{
+	struct boxchurn_arg *a = arg;
+	struct boxchurn_arg **inst;
+
+	atomic_fetch_add(&a->live, 1);
+	if (atomic_load(&a->freed))
+		atomic_fetch_add(&boxchurn_violations, 1); /* ran after arg_free */
+	inst = ureg_ctx_alloc(ctx, sizeof(*inst));
+	if (!inst) {
+		atomic_fetch_sub(&a->live, 1);
+		return -ENOMEM;
+	}
+	*inst = a;
+	*out = inst; /* still counted in live: until its destructor */
+	return 0;
+}
+
+static void boxchurn_destroy(void *instance, ureg_ctx *ctx)
+{
+	struct boxchurn_arg *a = *(struct boxchurn_arg **)instance;
+
+	if (atomic_load(&a->freed))
+		atomic_fetch_add(&boxchurn_violations, 1); /* outlived its factory */
+	atomic_fetch_sub(&a->live, 1);
+	ureg_ctx_free(ctx, instance);
+}
+
+static void boxchurn_arg_free(void *arg)
+{
+	struct boxchurn_arg *a = arg;
+
+	if (atomic_load(&a->live) != 0)
+		atomic_fetch_add(&boxchurn_violations, 1); /* freed under an instance */
+	if (atomic_fetch_add(&a->freed, 1) != 0)
+		atomic_fetch_add(&boxchurn_violations, 1); /* freed twice */
+}
+
+static struct ureg_factory boxchurn_factory(int i)
+{
+	struct ureg_factory f = {
+		.create = boxchurn_create,
+		.scope = UREG_SCOPE_TRANSIENT,
+		.arg = &boxchurn_args[i],
+		.arg_free = boxchurn_arg_free,
+		.instance_destroy = boxchurn_destroy,
+	};
+	return f;
+}
+
+static void *boxchurn_worker(void *arg)
+{
+	void *held[8] = { NULL }, *kept[64];
+	unsigned n = 0, nkept = 0;
+	ureg_ctx *ctx = NULL;
+	char name[32];
+
+	snprintf(name, sizeof(name), "churn-%d", *(int *)arg);
+	if (ureg_ctx_new(name, UREG_CTX_SHARED, &ctx) != 0)
+		return (void *)1;
+	while (!atomic_load(&boxchurn_stop)) {
+		void *inst;
+		unsigned slot = n++ % 8;
+
+		if (held[slot]) {
+			if (ureg_instance_release(ctx, held[slot]) != 0)
+				atomic_fetch_add(&boxchurn_violations, 1);
+			held[slot] = NULL;
+		}
+		if (ureg_create_instance(boxchurn_reg, "k", ctx, &inst) != 0)
+			continue;
+		if (n % 97 == 0 && nkept < 64)
+			kept[nkept++] = inst; /* outlives many boxes' entries */
+		else
+			held[slot] = inst;
+	}
+	/* some released one by one, the rest by the context's destroy */
+	for (unsigned i = 0; i < 4; i++)
+		if (held[i] && ureg_instance_release(ctx, held[i]) != 0)
+			atomic_fetch_add(&boxchurn_violations, 1);
+	for (unsigned i = 0; i < nkept; i += 2)
+		if (ureg_instance_release(ctx, kept[i]) != 0)
+			atomic_fetch_add(&boxchurn_violations, 1);
+	ureg_ctx_destroy(ctx);
+	return NULL;
+}
+
+Test(concurrency, factory_boxes_replaced_under_creating_threads_are_freed_once_after_their_last_instance,
+     .timeout = 120)
+{
+	pthread_t t[4];
+	int ids[4] = { 0, 1, 2, 3 };
+	struct ureg_factory f = boxchurn_factory(0);
+
+	memset(boxchurn_args, 0, sizeof(boxchurn_args));
+	atomic_store(&boxchurn_violations, 0);
+	atomic_store(&boxchurn_stop, 0);
+	boxchurn_reg = new_reg();
+	cr_assert_eq(ureg_register_factory(boxchurn_reg, "k", &f), 0);
+	start_all(t, 4, boxchurn_worker, ids, sizeof(ids[0]));
+	for (int i = 1; i < BOXCHURN_BOXES; i++) {
+		f = boxchurn_factory(i);
+		if (i % 10 == 0) {
+			/* a drain that gives up at once on the live instances,
+			 * then a fresh registration */
+			int rc = ureg_drain(boxchurn_reg, "k", UREG_FACTORY, 0, NULL);
+			cr_assert(rc == 0 || rc == -ETIMEDOUT, "drain: %d", rc);
+			cr_assert_eq(ureg_register_factory(boxchurn_reg, "k", &f), 0);
+		} else {
+			cr_assert_eq(ureg_replace_factory(boxchurn_reg, "k", &f), 0);
+		}
+	}
+	atomic_store(&boxchurn_stop, 1);
+	join_all(t, 4);
+	cr_assert_eq(atomic_load(&boxchurn_violations), 0);
+	/* no instance is left; once the registry is destroyed (its barrier:
+	 * every deferred free has run) no box may be left either */
+	ureg_registry_destroy(boxchurn_reg);
+	for (int i = 0; i < BOXCHURN_BOXES; i++) {
+		cr_assert_eq(atomic_load(&boxchurn_args[i].freed), 1,
+			     "box %d freed %d times", i, atomic_load(&boxchurn_args[i].freed));
+		cr_assert_eq(atomic_load(&boxchurn_args[i].live), 0);
+	}
+	cr_assert_eq(atomic_load(&boxchurn_violations), 0);
+}
