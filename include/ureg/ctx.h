@@ -116,6 +116,20 @@ UREG_API int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out);
  */
 UREG_API void ureg_ctx_destroy(ureg_ctx *ctx);
 
+/**
+ * ureg_ctx_thread_cache_flush - give the calling thread's cache of freed
+ * shared-context blocks back to jemalloc.
+ *
+ * Shared contexts keep small freed blocks (up to 512 bytes with the block
+ * header) in a per-thread cache for the thread's next allocations, at most
+ * 128 KiB per size class and 256 KiB per thread; the cache belongs to no
+ * context, and a thread's exit empties it.  Call this on a thread that
+ * will allocate in no context for a long time (a worker going idle).  Any
+ * thread, any time but inside a fork handler; blocks on nothing but
+ * jemalloc.
+ */
+UREG_API void ureg_ctx_thread_cache_flush(void);
+
 /** ureg_ctx_name - the context's name ("" when none); valid as long as @ctx. */
 UREG_API const char *ureg_ctx_name(const ureg_ctx *ctx);
 

@@ -144,6 +144,16 @@ void *ureg__meta_alloc(size_t n)
 #endif
 }
 
+void *ureg__meta_alloc_unfaulted(size_t n)
+{
+#ifdef UREG_HOT_MALLOC
+	return malloc(n);
+#else
+	pthread_once(&arenas_once, arenas_init);
+	return mallocx(n, meta_flags);
+#endif
+}
+
 void *ureg__meta_alloc_lines(size_t n)
 {
 	if (ureg__fault_hit())

@@ -108,6 +108,9 @@ void ureg__hot_free(void *p);
  * the application's allocations (its items); malloc under sanitizers.
  * Any thread; ureg__meta_free also from a call_rcu callback. */
 void *ureg__meta_alloc(size_t n);
+/* The same, never failed by fault injection: only for an allocation
+ * whose failure changes nothing but speed (the block cache). */
+void *ureg__meta_alloc_unfaulted(size_t n);
 /* The same, 64-byte aligned, @n rounded up to whole lines. */
 void *ureg__meta_alloc_lines(size_t n);
 void ureg__meta_free(void *p);

@@ -400,7 +400,8 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 		struct alloc_hdr *h = hdr_next(&ctx->allocs), *next;
 		for (; h != &ctx->allocs; h = next) {
 			next = hdr_next(h);
-			sdallocx(h, hdr_size(h), 0);
+			if (!bc_push(h, hdr_size(h)))
+				sdallocx(h, hdr_size(h), 0);
 		}
 	}
 	/* no other thread may use ctx now (contract), so no reader can be
@@ -549,7 +550,14 @@ static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj
 		errno = EDQUOT;
 		return NULL;
 	}
-	b = ureg__fault_hit() ? NULL : mallocx(total, flags);
+	if (ureg__fault_hit()) {
+		b = NULL;
+	} else if (!ctx->dedicated && (b = bc_pop(usable))) {
+		if (zero)
+			memset(b + 1, 0, size);
+	} else {
+		b = mallocx(total, flags);
+	}
 	if (!b) {
 		ctx_unlock(ctx);
 		errno = ENOMEM;
@@ -649,7 +657,8 @@ void ureg_ctx_free(ureg_ctx *ctx, void *p)
 	CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
 	CTR_SET(ctx->allocations, ctx->allocations - 1);
 	ctx_unlock(ctx);
-	sdallocx(b, usable, free_flags(ctx));
+	if (ctx->dedicated || !bc_push(b, usable))
+		sdallocx(b, usable, free_flags(ctx));
 }
 
 int ureg_ctx_entries(ureg_ctx *ctx,

@@ -105,7 +105,8 @@ static void frame_rollback_locked(struct creation *c)
 		next = hdr_next(h);
 		CTR_SET(ctx->live_bytes, ctx->live_bytes - usable);
 		CTR_SET(ctx->allocations, ctx->allocations - 1);
-		sdallocx(h, usable, free_flags(ctx));
+		if (ctx->dedicated || !bc_push(h, usable))
+			sdallocx(h, usable, free_flags(ctx));
 	}
 	CTR_SET(ctx->total_allocations, ctx->total_allocations - c->allocated);
 	/* the failed creation's own high-water mark does not count */

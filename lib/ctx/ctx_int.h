@@ -374,6 +374,96 @@ static inline void ctx_unlock(ureg_ctx *ctx)
 	lock_drop(&ctx->lock);
 }
 
+/* ------------------------------------------------- the block cache */
+
+/*
+ * The thread's cache of freed shared-context blocks (blkcache.c has the
+ * why and the bounds): per size class a free list, for usable sizes (the
+ * 32-byte block header included) up to BC_MAX_USABLE.
+ */
+#define BC_MAX_USABLE 512
+#define BC_NCLASSES 16
+#define BC_BIN_BYTES ((size_t)128 << 10)
+#define BC_THREAD_BYTES ((size_t)256 << 10)
+#define BC_OFF ((struct bc_thread *)1) /* exiting, or no cache possible */
+
+struct bc_block {
+	struct bc_block *next;
+};
+
+struct bc_thread {
+	struct {
+		struct bc_block *head;
+		size_t n;
+	} bin[BC_NCLASSES];
+	size_t bytes;
+};
+
+extern UREG_TLS struct bc_thread *ureg__bc;
+struct bc_thread *ureg__bc_init(void);
+
+/* jemalloc's classes with a 16-byte quantum: 16..128 by 16, then four
+ * per doubling (160 ... 512) */
+static inline unsigned bc_class(size_t usable)
+{
+	if (usable <= 128)
+		return (unsigned)(usable >> 4) - 1;
+	unsigned lg = 63u - (unsigned)__builtin_clzl(usable - 1);
+	return 8 + (lg - 7) * 4 + (unsigned)(((usable - 1) >> (lg - 2)) & 3);
+}
+
+static inline size_t bc_class_size(unsigned c)
+{
+	if (c < 8)
+		return ((size_t)c + 1) << 4;
+	unsigned lg = 7 + (c - 8) / 4;
+	return ((size_t)1 << lg) + ((size_t)((c - 8) % 4 + 1) << (lg - 2));
+}
+
+/* A cached block of @usable bytes, or NULL. */
+static inline void *bc_pop(size_t usable)
+{
+	struct bc_thread *t = ureg__bc;
+	struct bc_block *b;
+	unsigned c;
+
+	if (usable > BC_MAX_USABLE || t == BC_OFF)
+		return NULL;
+	if (UREG_UNLIKELY(!t)) {
+		ureg__bc_init(); /* the thread's first allocation: empty yet */
+		return NULL;
+	}
+	c = bc_class(usable);
+	if (!(b = t->bin[c].head))
+		return NULL;
+	t->bin[c].head = b->next;
+	t->bin[c].n--;
+	t->bytes -= usable;
+	return b;
+}
+
+/* Keep @p (a freed shared-context block of @usable bytes) for this
+ * thread's next allocation of its class; false: the caller frees it. */
+static inline bool bc_push(void *p, size_t usable)
+{
+	struct bc_thread *t = ureg__bc;
+	struct bc_block *b = p;
+	unsigned c;
+
+	/* no cache before the thread's first allocation in a context: a
+	 * free (a destroy) never needs memory */
+	if (usable > BC_MAX_USABLE || !t || t == BC_OFF)
+		return false;
+	c = bc_class(usable);
+	if ((t->bin[c].n + 1) * usable > BC_BIN_BYTES || t->bytes + usable > BC_THREAD_BYTES)
+		return false;
+	b->next = t->bin[c].head;
+	t->bin[c].head = b;
+	t->bin[c].n++;
+	t->bytes += usable;
+	return true;
+}
+
 /* Counters that ureg_ctx_stats and ureg_ctx_entries read without the
  * lock: written (under it) with relaxed atomic stores - plain moves. */
 #define CTR_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)

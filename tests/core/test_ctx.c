@@ -771,3 +771,94 @@ Test(ctx, a_context_that_changes_threads_keeps_exact_accounting_through_every_ch
 	for (int i = 0; i < 5; i++)
 		bias_check(5000); /* ownership moves three times, then the bias is off */
 }
+
+/* ------------------------------------------------ the thread's block cache */
+
+static uint64_t thread_deallocated(void)
+{
+	uint64_t v = 0;
+	size_t sz = sizeof(v);
+
+	cr_assert_eq(mallctl("thread.deallocated", &v, &sz, NULL, 0), 0);
+	return v;
+}
+
+static unsigned arena_of(void *p)
+{
+	unsigned a = 0;
+	size_t sz = sizeof(a);
+
+	cr_assert_eq(mallctl("arenas.lookup", &a, &sz, &p, sizeof(p)), 0);
+	return a;
+}
+
+Test(ctx, a_block_freed_in_one_shared_context_and_reused_by_another_counts_for_the_second_only)
+{
+	ureg_ctx *a = new_ctx("cache-a", UREG_CTX_SHARED);
+	ureg_ctx *b = new_ctx("cache-b", UREG_CTX_SHARED);
+	void *p, *q;
+
+	ureg_ctx_thread_cache_flush();
+	p = ureg_ctx_alloc(a, 100);
+	cr_assert_not_null(p);
+	ureg_ctx_free(a, p);
+	q = ureg_ctx_alloc(b, 100); /* the same class, on the same thread */
+	cr_assert_eq(q, p, "the thread's cache hands the freed block back");
+	cr_assert_eq(ctx_live(a), 0);
+	cr_assert_eq(ctx_stats(a).allocations, 0);
+	cr_assert_eq(ctx_live(b), charge_of(b, 100));
+	cr_assert_eq(ctx_stats(b).allocations, 1);
+	ureg_ctx_destroy(a);
+	ureg_ctx_destroy(b);
+}
+
+Test(ctx, the_thread_cache_keeps_at_most_128_kib_of_a_size_class_and_a_flush_gives_back_the_rest)
+{
+	enum { N = 4000 };
+	ureg_ctx *ctx = new_ctx("cache-bound", UREG_CTX_SHARED);
+	size_t usable = charge_of(ctx, 64); /* 96: 64 bytes + the 32-byte header */
+	static void *blk[N];
+	uint64_t before, after_free, after_flush;
+
+	ureg_ctx_thread_cache_flush();
+	for (int i = 0; i < N; i++)
+		cr_assert_not_null(blk[i] = ureg_ctx_alloc(ctx, 64));
+	before = thread_deallocated();
+	for (int i = 0; i < N; i++)
+		ureg_ctx_free(ctx, blk[i]);
+	after_free = thread_deallocated();
+	/* what the cache may keep went nowhere; everything else to jemalloc */
+	cr_assert_geq(after_free - before, (uint64_t)N * usable - ((uint64_t)128 << 10),
+		      "freed %llu of %llu bytes", (unsigned long long)(after_free - before),
+		      (unsigned long long)N * usable);
+	cr_assert_lt(after_free - before, (uint64_t)N * usable, "the cache kept some");
+	ureg_ctx_thread_cache_flush();
+	after_flush = thread_deallocated();
+	cr_assert_eq(after_flush - before, (uint64_t)N * usable, "flushed: all of it is back");
+	cr_assert_eq(ctx_live(ctx), 0);
+	ureg_ctx_destroy(ctx);
+}
+
+Test(ctx, a_dedicated_context_never_takes_or_lends_cached_blocks)
+{
+	ureg_ctx *sh = new_ctx("cache-shared", UREG_CTX_SHARED);
+	ureg_ctx *de = new_ctx("cache-dedicated", UREG_CTX_DEDICATED);
+	unsigned arena = ctx_stats(de).arena;
+	void *p, *q;
+
+	ureg_ctx_thread_cache_flush();
+	p = ureg_ctx_alloc(sh, 64);
+	cr_assert_not_null(p);
+	ureg_ctx_free(sh, p); /* cached */
+	q = ureg_ctx_alloc(de, 64);
+	cr_assert_not_null(q);
+	cr_assert_neq(q, p);
+	cr_assert_eq(arena_of((char *)q - 32), arena, "from the context's own arena");
+	ureg_ctx_free(de, q); /* back to its arena, not to the cache */
+	p = ureg_ctx_alloc(sh, 64);
+	cr_assert_not_null(p);
+	cr_assert_neq(p, q);
+	ureg_ctx_free(sh, p);
+	ureg_ctx_destroy(de);
+	ureg_ctx_destroy(sh);
+}
