@@ -324,7 +324,7 @@ static void unbuilt_table_free(struct cds_lfht *ht, bool keep_op_boxes,
 			if (ureg__cold(e)->ibox)
 				__atomic_sub_fetch(&ureg__cold(e)->ibox->refs, 1, __ATOMIC_RELAXED);
 			if (e->fbox)
-				__atomic_sub_fetch(&e->fbox->refs, 1, __ATOMIC_RELAXED);
+				__atomic_sub_fetch(&e->fbox->trefs, 1, __ATOMIC_RELAXED);
 			ureg__entry_unshare_more(e);
 		}
 		ureg__entry_retire_unused(e);

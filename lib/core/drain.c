@@ -48,8 +48,11 @@ static uint64_t now_ns(void)
  * holds are spread over per-CPU slots and @refs carries a bias. */
 static bool drain_held(const struct ureg__drain_grab *g)
 {
+	/* the box: entries still holding it besides the drain's grab
+	 * (@trefs), or live holds (@refs: the holds, +1 for the trefs) */
 	return (g->ib && __atomic_load_n(&g->ib->refs, __ATOMIC_SEQ_CST) > 1) ||
-	       (g->fb && __atomic_load_n(&g->fb->refs, __ATOMIC_SEQ_CST) > 1);
+	       (g->fb && (__atomic_load_n(&g->fb->trefs, __ATOMIC_SEQ_CST) > 1 ||
+			  __atomic_load_n(&g->fb->refs, __ATOMIC_SEQ_CST) > 1));
 }
 
 static bool drain_folded(const struct ureg__drain_grab *g)
@@ -91,11 +94,14 @@ static void drain_report(const struct ureg__drain_grab *g, struct ureg_drain_rep
 		r->refs = (size_t)__atomic_load_n(&g->ib->counted, __ATOMIC_RELAXED);
 	if (g->fb) {
 		struct holders_walk w = { .fb = g->fb, .rep = r };
-		long held = __atomic_load_n(&g->fb->refs, __ATOMIC_RELAXED) - 1;
+		long holds = __atomic_load_n(&g->fb->refs, __ATOMIC_RELAXED) - 1;
+		long entries = __atomic_load_n(&g->fb->trefs, __ATOMIC_RELAXED) - 1;
 
 		(void)ureg_ctx_foreach(count_holder, &w);
-		if (held > (long)r->instances)
-			r->other = (size_t)held - r->instances;
+		/* creations in flight, and removed entries still pinned */
+		r->other = (size_t)(entries > 0 ? entries : 0);
+		if (holds > (long)r->instances)
+			r->other += (size_t)holds - r->instances;
 	}
 }
 

@@ -6,7 +6,6 @@
  * new one (rank.c).
  */
 #include <limits.h>
-#include <sched.h>
 #include <unistd.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -73,49 +72,231 @@ void ureg__ibox_put(struct ureg_item_box *ib)
 }
 
 /*
- * Factory boxes: @refs and the per-CPU holds (internal.h).
+ * Factory boxes: @trefs, @refs and the per-thread holds (internal.h).
  *
- * @refs carries FBOX_BIAS until the box is killed, so that holds dropped
- * into it before the fold can never take it to 0 (Linux's
- * PERCPU_COUNT_BIAS).  The protocol:
+ * A hold (a live instance, a creation in flight) is +1 in the holding
+ * thread's own counter for the box, a plain add to a slot of a per-thread
+ * array indexed by the box's @hid: no atomic instruction, no line another
+ * thread writes, and with 1,000 factories the array is 8 KiB.  A hold
+ * dropped on another thread is -1 in that thread's slot: the counters are
+ * summed, not matched.
  *
- *  - a hold adds 1 to the slot of the CPU it runs on, inside a read
- *    section (the caller's) that found the box through a published entry;
- *  - a dropped hold, inside a read section of its own, subtracts 1 from
- *    its CPU's slot while @dying is 0, else from @refs (and frees the box
- *    if that was the last reference);
- *  - when a put takes @refs to FBOX_BIAS (no entry holds the box: no hold
- *    can begin) or ureg_drain asks, the killer sets @dying and, after a
- *    grace period - every section that saw @dying == 0 has finished its
- *    slot update - fbox_fold adds the slots' sum minus FBOX_BIAS to @refs
- *    in one step.  From then on @refs is the exact count.
+ * @refs carries FBOX_BIAS + 1 until the box is folded (Linux's
+ * PERCPU_COUNT_BIAS: holds that go to @refs before the fold never take it
+ * to 0; the +1 is the entries', @trefs, together).  The protocol:
  *
- * Slots are summed, not matched: a hold taken on one CPU and dropped on
- * another leaves +1 and -1, which add up.  A slot is a line of its own, so
- * threads on different CPUs never write the same line.
+ *  - a hold is taken inside a read section (the caller's) that found the
+ *    box through a published entry: the box cannot be dying;
+ *  - a dropped hold, inside a read section of its own, goes to the
+ *    thread's slot while @dying is 0, else to @refs (and frees the box if
+ *    that was the last reference);
+ *  - when @trefs reaches 0 (no entry holds the box: no hold can begin) or
+ *    ureg_drain asks, the box is killed: @dying is set and, a grace period
+ *    later - every section that saw @dying == 0 has finished its slot
+ *    update - fbox_fold sums the box's slots of every thread (and of the
+ *    threads that exited, holds_orphan) into @refs in one step, minus the
+ *    bias.  From then on @refs is the exact count.
+ *
+ * holds_lock guards the list of threads' arrays, their growth, the
+ * orphans and the ids: never taken on a hold or a drop once the thread's
+ * array is big enough.  It is a leaf (nothing is locked under it; fork.c
+ * takes it last).  A thread's array grows (under the lock, so that a fold
+ * never reads one being replaced) when it meets a box with a larger @hid.
  */
 #define FBOX_BIAS (1L << 48)
-#define SHARD_STRIDE (128 / sizeof(long)) /* a line pair: the adjacent-line prefetcher */
 
-static unsigned fbox_nshards; /* a power of two, set once by ureg__fbox_new */
+struct hold_area {
+	struct cds_list_head node;   /* hold_areas */
+	long *slot;                  /* [cap], by box hid */
+	uint32_t cap;
+};
 
-static unsigned shards_wanted(void)
+static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
+static CDS_LIST_HEAD(hold_areas);
+static long *holds_orphan;       /* [orphan_cap]: slots of threads gone */
+static uint32_t orphan_cap;
+static uint32_t *free_hids, nfree_hids, free_hids_cap, next_hid;
+static UREG_TLS struct hold_area *my_holds;
+static pthread_key_t holds_key;
+static pthread_once_t holds_once = PTHREAD_ONCE_INIT;
+static bool holds_key_ok;
+
+/* Under holds_lock: @slot[0..n) grown to hold index @hid (zeroed).  */
+static long *slots_grow(long *slot, uint32_t *cap, uint32_t hid)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_CONF);
-	unsigned n = 1;
+	uint32_t n = *cap ? *cap : 64;
+	long *ns;
 
-	while ((long)n < cpus && n < 64)
-		n <<= 1;
-	return n;
+	while (n <= hid)
+		n *= 2;
+	if (!(ns = ureg__meta_alloc(n * sizeof(long))))
+		return NULL;
+	memset(ns, 0, n * sizeof(long));
+	if (*cap)
+		memcpy(ns, slot, *cap * sizeof(long));
+	ureg__meta_free(slot);
+	*cap = n;
+	return ns;
 }
 
-static inline long *fbox_slot(struct ureg_factory_box *fb)
+/* The thread's exit: what it holds (and dropped) moves to the orphans. */
+static void holds_thread_exit(void *arg)
 {
-	int cpu = sched_getcpu();
+	struct hold_area *a = arg;
 
-	return fb->shards + (size_t)((unsigned)(cpu > 0 ? cpu : 0) &
-				     (__atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED) - 1)) *
-		SHARD_STRIDE;
+	pthread_mutex_lock(&holds_lock);
+	for (uint32_t i = 0; i < a->cap; i++) {
+		if (!a->slot[i])
+			continue;
+		if (i >= orphan_cap) { /* cannot grow: keep the area, listed */
+			long *no = slots_grow(holds_orphan, &orphan_cap, i);
+			if (!no) {
+				pthread_mutex_unlock(&holds_lock);
+				my_holds = NULL;
+				return;
+			}
+			holds_orphan = no;
+		}
+		holds_orphan[i] += a->slot[i];
+	}
+	cds_list_del(&a->node);
+	pthread_mutex_unlock(&holds_lock);
+	ureg__meta_free(a->slot);
+	ureg__meta_free(a);
+	my_holds = NULL;
+}
+
+static void holds_key_init(void)
+{
+	holds_key_ok = pthread_key_create(&holds_key, holds_thread_exit) == 0;
+}
+
+/* This thread's array, able to count box @hid; NULL: out of memory. */
+static struct hold_area *holds_slow(uint32_t hid)
+{
+	struct hold_area *a = my_holds;
+	long *ns;
+
+	pthread_once(&holds_once, holds_key_init);
+	if (!holds_key_ok)
+		return NULL;
+	pthread_mutex_lock(&holds_lock);
+	if (!a) {
+		if (!(a = ureg__meta_alloc(sizeof(*a)))) {
+			pthread_mutex_unlock(&holds_lock);
+			return NULL;
+		}
+		a->slot = NULL;
+		a->cap = 0;
+		if (pthread_setspecific(holds_key, a) != 0) {
+			pthread_mutex_unlock(&holds_lock);
+			ureg__meta_free(a);
+			return NULL;
+		}
+		cds_list_add(&a->node, &hold_areas);
+		my_holds = a;
+	}
+	if (hid >= a->cap) {
+		if (!(ns = slots_grow(a->slot, &a->cap, hid))) {
+			pthread_mutex_unlock(&holds_lock);
+			return NULL;
+		}
+		a->slot = ns;
+	}
+	pthread_mutex_unlock(&holds_lock);
+	return a;
+}
+
+static inline long *hold_slot(uint32_t hid)
+{
+	struct hold_area *a = my_holds;
+
+	if (UREG_UNLIKELY(!a || hid >= a->cap) && !(a = holds_slow(hid)))
+		return NULL;
+	return &a->slot[hid];
+}
+
+/* Under holds_lock: the sum of box @hid's slots, which are then zeroed
+ * for the id's next box.  Every thread's slot for it is frozen: the box is
+ * folded a grace period after it began dying, or it never had a hold. */
+static long holds_collect(uint32_t hid)
+{
+	struct hold_area *a;
+	long sum = 0;
+
+	cds_list_for_each_entry(a, &hold_areas, node) {
+		if (hid < a->cap) {
+			sum += __atomic_load_n(&a->slot[hid], __ATOMIC_RELAXED);
+			__atomic_store_n(&a->slot[hid], 0, __ATOMIC_RELAXED);
+		}
+	}
+	if (hid < orphan_cap) {
+		sum += holds_orphan[hid];
+		holds_orphan[hid] = 0;
+	}
+	return sum;
+}
+
+static int hid_alloc(uint32_t *hid)
+{
+	pthread_mutex_lock(&holds_lock);
+	if (nfree_hids) {
+		*hid = free_hids[--nfree_hids];
+	} else {
+		if (next_hid == UINT32_MAX) {
+			pthread_mutex_unlock(&holds_lock);
+			return -ENOMEM;
+		}
+		*hid = next_hid++;
+	}
+	pthread_mutex_unlock(&holds_lock);
+	return 0;
+}
+
+/* Under holds_lock, the box's slots collected: the id for the next box.
+ * Cannot fail: room for every id ever handed out is made at hid_reserve. */
+static void hid_free_locked(uint32_t hid)
+{
+	free_hids[nfree_hids++] = hid;
+}
+
+/* Room on the free list for every id handed out, made before an id is
+ * taken (so that freeing one needs no memory). */
+static int hid_reserve(void)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&holds_lock);
+	if (next_hid + 1 > free_hids_cap) {
+		uint32_t n = free_hids_cap ? free_hids_cap * 2 : 256;
+		uint32_t *nf = ureg__meta_alloc(n * sizeof(*nf));
+
+		if (!nf) {
+			rc = -ENOMEM;
+		} else {
+			if (nfree_hids)
+				memcpy(nf, free_hids, nfree_hids * sizeof(*nf));
+			ureg__meta_free(free_hids);
+			free_hids = nf;
+			free_hids_cap = n;
+		}
+	}
+	pthread_mutex_unlock(&holds_lock);
+	return rc;
+}
+
+/* fork.c: holds_lock is a leaf, taken last */
+void ureg__holds_lock(void)
+{
+	pthread_mutex_lock(&holds_lock);
+}
+
+void ureg__holds_unlock(bool child)
+{
+	if (child)
+		pthread_mutex_init(&holds_lock, NULL);
+	else
+		pthread_mutex_unlock(&holds_lock);
 }
 
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
@@ -125,25 +306,19 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	static uint64_t next_serial = 1;
 	size_t n = strlen(key) + 1;
 	struct ureg_factory_box *fb;
-	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
 
-	if (!ns) {
-		ns = shards_wanted();
-		__atomic_store_n(&fbox_nshards, ns, __ATOMIC_RELAXED); /* same value on every thread */
-	}
+	if (hid_reserve())
+		return NULL;
 	if (!(fb = ureg__meta_alloc(sizeof(*fb))))
 		return NULL;
-	fb->key = ureg__meta_alloc(n);
-	fb->shards = ureg__meta_alloc_lines(ns * SHARD_STRIDE * sizeof(long));
-	if (!fb->key || !fb->shards) {
+	if (!(fb->key = ureg__meta_alloc(n)) || hid_alloc(&fb->hid)) {
 		ureg__meta_free(fb->key);
-		ureg__meta_free(fb->shards);
 		ureg__meta_free(fb);
 		return NULL;
 	}
-	memset(fb->shards, 0, ns * SHARD_STRIDE * sizeof(long));
 	memcpy(fb->key, key, n);
 	fb->refs = FBOX_BIAS + 1;
+	fb->trefs = 1;
 	fb->dying = 0;
 	fb->folded = 0;
 	fb->f = *f;
@@ -156,12 +331,15 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	return fb;
 }
 
+/* Never shared (a failed registration): its slots are all 0. */
 void ureg__fbox_free_unused(struct ureg_factory_box *fb)
 {
+	pthread_mutex_lock(&holds_lock);
+	hid_free_locked(fb->hid);
+	pthread_mutex_unlock(&holds_lock);
 	if (fb->f.anchor)
 		ureg_anchor_put(fb->f.anchor);
 	ureg__registry_put(fb->reg);
-	ureg__meta_free(fb->shards);
 	ureg__meta_free(fb->key);
 	ureg__meta_free(fb);
 }
@@ -178,11 +356,11 @@ static void fbox_destroy(struct ureg_factory_box *fb)
 static void fbox_fold(struct rcu_head *head)
 {
 	struct ureg_factory_box *fb = caa_container_of(head, struct ureg_factory_box, rcu);
-	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
-	long sum = 0;
+	long sum;
 
-	for (unsigned i = 0; i < ns; i++)
-		sum += __atomic_load_n(&fb->shards[i * SHARD_STRIDE], __ATOMIC_RELAXED);
+	pthread_mutex_lock(&holds_lock);
+	sum = holds_collect(fb->hid);
+	pthread_mutex_unlock(&holds_lock);
 	__atomic_store_n(&fb->folded, 1, __ATOMIC_SEQ_CST); /* before: the drain reads it after @refs */
 	if (__atomic_add_fetch(&fb->refs, sum - FBOX_BIAS, __ATOMIC_SEQ_CST) == 0) {
 		fbox_destroy(fb);
@@ -201,64 +379,79 @@ void ureg__fbox_kill(struct ureg_factory_box *fb)
 /*
  * No entry holds @fb any more, and none of its holds can begin: the last
  * entry went a grace period ago, so every hold ever taken is in the
- * slots, and they can only go down from here.  Then a sum of 0 read now
- * means no hold is live and no drop is still in flight (a drop in flight
- * belongs to a live hold, whose +1 the sum would include): the box goes
- * at once, as a box without holds always did.  Otherwise it is killed.
+ * slots (or in @refs), and they can only go down from here.  Then a total
+ * of 0 read now means no hold is live and no drop is still in flight (a
+ * drop in flight belongs to a live hold, whose +1 the total would
+ * include): the box goes at once, as a box without holds always did.
+ * Otherwise the entries' +1 goes and the box is killed.
  */
 static void fbox_last_entry(struct ureg_factory_box *fb)
 {
-	unsigned ns = __atomic_load_n(&fbox_nshards, __ATOMIC_RELAXED);
-	long sum = 0;
+	long slots;
 
-	for (unsigned i = 0; i < ns; i++)
-		sum += __atomic_load_n(&fb->shards[i * SHARD_STRIDE], __ATOMIC_SEQ_CST);
-	if (sum == 0) {
+	pthread_mutex_lock(&holds_lock);
+	slots = holds_collect(fb->hid); /* zeroed: only drops can follow */
+	pthread_mutex_unlock(&holds_lock);
+	/* @refs is FBOX_BIAS + 1 + the drops that went to it for want of a
+	 * slot (out of memory) */
+	if (slots + __atomic_load_n(&fb->refs, __ATOMIC_SEQ_CST) - FBOX_BIAS - 1 == 0) {
 		fbox_destroy(fb);
 		return;
 	}
+	/* the live holds move to @refs and the entries' +1 goes; the fold
+	 * adds what is dropped into the slots in the meantime */
+	__atomic_add_fetch(&fb->refs, slots - 1, __ATOMIC_SEQ_CST);
 	ureg__fbox_kill(fb);
 }
 
 void ureg__fbox_get(struct ureg_factory_box *fb)
 {
-	__atomic_add_fetch(&fb->refs, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&fb->trefs, 1, __ATOMIC_RELAXED);
 }
 
 void ureg__fbox_put(struct ureg_factory_box *fb)
 {
-	long r;
-
 	if (!fb)
 		return;
-	r = __atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST);
-	if (r == 0) {
-		fbox_destroy(fb); /* folded, and nothing holds it */
+	if (__atomic_sub_fetch(&fb->trefs, 1, __ATOMIC_SEQ_CST) != 0) {
+		drain_wake(); /* @fb may be freed by now: not touched again */
 		return;
 	}
-	if (r == FBOX_BIAS)
-		fbox_last_entry(fb);
-	else
-		drain_wake(); /* @fb may be freed by now: not touched again */
+	if (!__atomic_load_n(&fb->dying, __ATOMIC_SEQ_CST)) {
+		fbox_last_entry(fb); /* no entry holds it: no new hold can begin */
+		return;
+	}
+	/* a drain killed it (and held a reference until now): the
+	 * entries' +1 goes; 0 only once folded */
+	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) == 0)
+		fbox_destroy(fb);
 }
 
-void ureg__fbox_hold(struct ureg_factory_box *fb)
+int ureg__fbox_hold(struct ureg_factory_box *fb)
 {
-	__atomic_add_fetch(fbox_slot(fb), 1, __ATOMIC_RELAXED);
+	long *slot = hold_slot(fb->hid);
+
+	if (UREG_UNLIKELY(!slot))
+		return -ENOMEM;
+	*slot += 1; /* this thread's own: only it writes while the box lives */
+	return 0;
 }
 
 void ureg__fbox_unhold(struct ureg_factory_box *fb)
 {
+	long *slot;
+
 	ureg__rcu_ensure();
 	urcu_memb_read_lock();
-	if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED))) {
-		__atomic_sub_fetch(fbox_slot(fb), 1, __ATOMIC_RELAXED);
+	if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED)) &&
+	    UREG_LIKELY((slot = hold_slot(fb->hid)) != NULL)) {
+		*slot -= 1;
 		urcu_memb_read_unlock();
 		return;
 	}
 	urcu_memb_read_unlock();
-	/* killed: the fold counts what the slots held; this one goes to
-	 * @refs, which holds FBOX_BIAS until the fold (never 0 before) */
+	/* killed, or no slot (out of memory): to @refs, which holds
+	 * FBOX_BIAS until the fold (never 0 before) */
 	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) == 0)
 		fbox_destroy(fb);
 	else
@@ -379,7 +572,7 @@ void ureg__entry_unshare_more(struct ureg_entry *e)
 		if (c->more[i].ib)
 			__atomic_sub_fetch(&c->more[i].ib->refs, 1, __ATOMIC_RELAXED);
 		else
-			__atomic_sub_fetch(&c->more[i].fb->refs, 1, __ATOMIC_RELAXED);
+			__atomic_sub_fetch(&c->more[i].fb->trefs, 1, __ATOMIC_RELAXED);
 	}
 }
 

@@ -52,8 +52,11 @@
  *      child hang first suspected turned out to be ASan's allocator: see
  *      stress/stress/fork_storm.h).  Library code calls
  *      call_rcu only through ureg__call_rcu, read-locking this gate, often
- *      under a writer or context lock; so it is taken last, when every
+ *      under a writer or context lock; so it is taken late, when every
  *      such lock is already held here and nobody can be waiting for one.
+ *  10. entry.c's holds_lock (the factory boxes' per-thread hold counters:
+ *      a thread's first hold, its counters' growth and exit, a box's id
+ *      and fold).  A leaf: nothing is locked or called back under it.
  *
  * In the child the threads that did not survive the fork are still in
  * liburcu's reader list; rcu_thread.c unlinks them before liburcu restarts
@@ -178,12 +181,14 @@ static void prepare(void)
 	ureg__arena_lock();
 	ureg__ctx_lock_all();
 	pthread_rwlock_wrlock(&enqueue_gate);
+	ureg__holds_lock();
 }
 
 static void unlock_core(bool child)
 {
 	ureg_registry *reg;
 
+	ureg__holds_unlock(child);
 	if (child)
 		enqueue_gate = (pthread_rwlock_t)PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 	else

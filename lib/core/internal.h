@@ -142,30 +142,29 @@ struct ureg_item_box {
 /*
  * A factory box has two kinds of reference (entry.c has the protocol):
  *
- *  - @refs, one shared count: the entries (and their ranked copies) that
- *    hold the box, ureg_drain's grab, and - once the box is killed - the
- *    holds folded into it;
- *  - holds, one per live instance and per creation in flight: taken and
- *    dropped in @shards, a per-thread slot on a cache line of its own, so
- *    that two threads creating and releasing instances of the same
- *    factories do not bounce one line between them (a shared count cost a
- *    remote read-modify-write per instance; measured in the factory
- *    benchmark, README).  A hold is only taken where no kill can have
- *    begun: inside a read section that found the box through a published
- *    entry, so that the entry's reference is still in @refs.
+ *  - @trefs: the entries (and their ranked copies) that hold the box, and
+ *    ureg_drain's grab - taken and dropped by writers;
+ *  - holds, one per live instance and per creation in flight: +1 / -1 in
+ *    a per-thread counter of the box (by @hid), a plain add, so that
+ *    threads creating and releasing instances of the same factories never
+ *    write one line between them (a shared count cost a remote
+ *    read-modify-write per instance; README, factory benchmark).  A hold
+ *    is only taken where no kill can have begun: inside a read section
+ *    that found the box through a published entry.
  *
- * When @refs reaches 0 no new hold can begin (every entry is past its
- * grace period), and the box is killed: the shards are summed into @refs
- * (percpu_ref-style, cf. Linux lib/percpu-refcount.c), after which a
- * dropped hold goes to @refs and the last one frees the box.  ureg_drain
- * kills the box it waits for itself, once its grace period has passed.
+ * When @trefs reaches 0 no new hold can begin, and the holds are summed
+ * into @refs (percpu_ref-style, cf. Linux lib/percpu-refcount.c); after
+ * that a dropped hold goes to @refs and the last one frees the box.
+ * ureg_drain folds the box it waits for itself, once its grace period has
+ * passed.
  */
 struct ureg_factory_box {
-	long refs;
+	long refs;         /* FBOX_BIAS + 1 until folded, then the holds
+			    * (+1 while @trefs > 0) */
+	long trefs;
 	uint32_t dying;    /* set once, by the killer */
 	uint32_t folded;   /* holds now go to @refs */
-	long *shards;      /* one slot per CPU (rounded up to a power of two,
-			    * at most 64), each on a 64-byte line of its own */
+	uint32_t hid;      /* the box's index in every thread's hold counters */
 	struct rcu_head rcu; /* the fold, a grace period after the kill */
 	struct ureg_factory f;
 	const ureg_type *type;
@@ -377,10 +376,14 @@ static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
 void ureg__fbox_get(struct ureg_factory_box *fb);
 void ureg__fbox_put(struct ureg_factory_box *fb);
 /* A hold (a live instance, a creation in flight).  ureg__fbox_hold only
- * inside a read section that reached @fb through a published entry (or
- * while the caller has a hold already); ureg__fbox_unhold anywhere. */
-void ureg__fbox_hold(struct ureg_factory_box *fb);
+ * inside a read section that reached @fb through a published entry;
+ * 0, or -ENOMEM (the thread's counters could not grow: nothing taken).
+ * ureg__fbox_unhold anywhere; cannot fail. */
+int ureg__fbox_hold(struct ureg_factory_box *fb);
 void ureg__fbox_unhold(struct ureg_factory_box *fb);
+/* fork.c: the holds' lock, a leaf */
+void ureg__holds_lock(void);
+void ureg__holds_unlock(bool child);
 /* ureg_drain, once its grace period is over: fold the holds into @refs
  * (the caller has a reference in @refs). */
 void ureg__fbox_kill(struct ureg_factory_box *fb);

@@ -100,9 +100,11 @@ int ureg__get_own_section(ureg_registry *reg, ureg_ctx *ctx, void **out,
 		return rc;
 	}
 	fb = e->fbox;
-	ureg__fbox_hold(fb);
+	rc = ureg__fbox_hold(fb);
 	ureg_read_unlock();
-	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
+	if (rc)
+		return ureg__err(rc, "registry '%s': out of memory creating '%s'", reg->name, key);
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the hold */
 }
 
 int ureg__find_str(ureg_registry *reg, const void *karg, struct ureg_entry **e)
@@ -137,24 +139,27 @@ int ureg_create_instance_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx,
 {
 	struct ureg_entry *e = NULL;
 	struct ureg_factory_box *fb = NULL;
-	int rc;
+	int rc, hrc = 0;
 
 	ureg__rcu_ensure();
 	if (!reg || !k || !ctx || !out)
 		return ureg__err(-EINVAL, "create_instance_key: NULL registry, key handle, context or out");
 	ureg_read_lock();
 	rc = ureg__find_handle(reg, k, &e);
-	if (e && e->fbox) {
+	if (e && e->fbox && !rc) {
 		fb = e->fbox;
-		ureg__fbox_hold(fb);
+		if ((hrc = ureg__fbox_hold(fb)))
+			fb = NULL;
 	}
 	ureg_read_unlock();
 	if (rc)
 		return rc;
+	if (hrc)
+		return ureg__err(hrc, "registry '%s': out of memory creating '%s'", reg->name, k->str);
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, k->str);
-	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the hold */
 }
 
 int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
@@ -174,13 +179,17 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
-		ureg__fbox_hold(fb);
+		if ((rc = ureg__fbox_hold(fb))) {
+			ureg_read_unlock();
+			return ureg__err(rc, "registry '%s': out of memory creating '%s'",
+					 reg->name, key);
+		}
 	}
 	ureg_read_unlock();
 	if (!fb)
 		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
 				 reg->name, key);
-	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the ref */
+	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the hold */
 }
 
 int ureg_contains(ureg_registry *reg, const char *key)

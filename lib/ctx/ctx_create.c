@@ -259,8 +259,8 @@ static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
  * instance (creation order, object map, its entry's use record).  @cached
  * marks a CONTEXT-scope instance.  @ref: the caller hands over a hold
  * on @fb (ureg__fbox_hold) that the instance keeps (dropped on failure);
- * without it the instance takes one (the caller is in the read section
- * that found @fb).  The context lock is taken before the
+ * without it one is taken first (the caller is in the read section that
+ * found @fb).  The context lock is taken before the
  * factory (to reserve what recording needs) and after it; none is held
  * while the factory and the on_create hook run.  On failure everything
  * the creation allocated in @ctx is freed again.
@@ -272,6 +272,15 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	void *obj = NULL;
 	int rc;
 
+	if (!ref) {
+		/* the caller is in the read section that found @fb: hold it
+		 * now, before the factory runs, so that nothing can fail
+		 * after it */
+		if (ureg__fbox_hold(fb))
+			return ureg__err(-ENOMEM, "registry '%s': out of memory creating '%s'",
+					 reg->name, fb->key);
+		ref = true;
+	}
 	ctx_lock(ctx);
 	rc = book_prepare_locked(ctx, fb, c);
 	ctx_unlock(ctx);
@@ -315,8 +324,6 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	ctx_lock(ctx);
 	book_keep_locked(ctx, c, obj, fb, cached);
 	ctx_unlock(ctx);
-	if (!ref)
-		ureg__fbox_hold(fb); /* still in the caller's read section */
 	ureg__event_instance(reg, UREG_EV_INSTANCE_CREATED, fb->key, ctx, obj);
 	*out = obj;
 	return 0;
