@@ -8,11 +8,15 @@
  * dedicated contexts created, filled and destroyed (context list, context
  * locks, arena pool lock, jemalloc's arena locks), lookups and
  * registrations (registry writer, resize and event locks), config reloads
- * (config reload/table/item-record locks, batch commit), and listeners
- * added and removed (listener lock).  The main thread forks; each child,
- * with only the forking thread left, must do a lookup, a context
- * create/alloc/destroy of both kinds, a registration and a config reload,
- * and exit 0.  A child that deadlocks on a lock inherited held is killed by
+ * (config reload/table/item-record locks, batch commit), listeners added
+ * and removed (listener lock), factory instances made and released in a
+ * shared context, also by short-lived threads of their own, and the
+ * factory replaced (the thread's block cache; the factory boxes' hold
+ * counters and their lock: a thread's first hold, its exit, a box's id
+ * and fold).  The main thread forks; each child, with only the forking
+ * thread left, must do a lookup, a context create/alloc/destroy of both
+ * kinds, a registration, a config reload, instances made and released (on
+ * its thread and on a new one) and a factory replaced, and exit 0.  A child that deadlocks on a lock inherited held is killed by
  * its alarm (counted as a hang); any other signal is a crash.
  *
  * No sleeps: the busy threads run flat out; the parent waits for each child.
@@ -24,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +138,59 @@ static int fork_storm_reload(ureg_config *cfg, int which)
 	return ureg_config_reload_buffer(cfg, y, strlen(y), "storm.yaml", 0, NULL, NULL);
 }
 
+/* The factory "fac": a 64-byte instance in the context (the thread's
+ * block cache, the factory box's per-thread holds and their lock). */
+static int fork_storm_fac_create(ureg_ctx *ctx, void *arg, void **out)
+{
+	(void)arg;
+	*out = ureg_ctx_alloc(ctx, 64);
+	return *out ? 0 : -ENOMEM;
+}
+
+static void fork_storm_fac_destroy(void *obj, ureg_ctx *ctx)
+{
+	ureg_ctx_free(ctx, obj);
+}
+
+static const struct ureg_factory fork_storm_fac = {
+	.create = fork_storm_fac_create,
+	.scope = UREG_SCOPE_TRANSIENT,
+	.instance_destroy = fork_storm_fac_destroy,
+};
+
+/* Instances made and released in a shared context, on the calling thread. */
+static int fork_storm_instances(ureg_registry *reg)
+{
+	ureg_ctx *ctx = NULL;
+	void *inst[3];
+	int rc = ureg_ctx_new("storm-fac", UREG_CTX_SHARED, &ctx);
+
+	for (int i = 0; i < 3 && rc == 0; i++)
+		rc = ureg_create_instance(reg, "fac", ctx, &inst[i]);
+	if (rc == 0)
+		rc = ureg_instance_release(ctx, inst[1]);
+	ureg_ctx_destroy(ctx);
+	return rc;
+}
+
+/* A thread of its own: its first hold grows its counters, and its exit
+ * moves them to the orphans - both under the holds' lock. */
+static void *fork_storm_short_thread(void *arg)
+{
+	return (void *)(intptr_t)fork_storm_instances(arg);
+}
+
+static int fork_storm_short_lived(ureg_registry *reg)
+{
+	pthread_t t;
+	void *ret = NULL;
+	int rc = -pthread_create(&t, NULL, fork_storm_short_thread, reg);
+
+	if (rc == 0 && (rc = -pthread_join(t, &ret)) == 0)
+		rc = (int)(intptr_t)ret;
+	return rc;
+}
+
 static void fork_storm_listener(const struct ureg_event *ev, void *arg)
 {
 	(void)ev;
@@ -169,7 +227,12 @@ static void *fork_storm_busy(void *arg)
 		void *p;
 
 		FORK_STORM_WORK_BEGIN();
-		switch (n % 6) {
+		switch (n % 9) {
+		case 6: rc = fork_storm_instances(fs->reg); break;
+		case 7: rc = fork_storm_short_lived(fs->reg); break;
+		case 8: /* a new factory box: its id; the old one folded */
+			rc = ureg_replace_factory(fs->reg, "fac", &fork_storm_fac);
+			break;
 		case 0: rc = fork_storm_ctx_cycle(UREG_CTX_SHARED); break;
 		case 1: rc = fork_storm_ctx_cycle(UREG_CTX_DEDICATED); break;
 		case 2:
@@ -187,8 +250,8 @@ static void *fork_storm_busy(void *arg)
 				free(it);
 			break;
 		}
-		case 4: rc = fork_storm_reload(fs->cfg, (int)(n / 6)); break;
-		default: {
+		case 4: rc = fork_storm_reload(fs->cfg, (int)(n / 9)); break;
+		case 5: {
 			ureg_listener *l = NULL;
 			rc = ureg_listen(fs->reg, UREG_EV_ALL, fork_storm_listener, NULL, &l);
 			if (rc == 0)
@@ -199,7 +262,7 @@ static void *fork_storm_busy(void *arg)
 		FORK_STORM_WORK_END();
 		if (rc) {
 			if (atomic_fetch_add(&fs->errors, 1) < 3)
-				fprintf(stderr, "fork_storm: busy op %ld: %s (%s)\n", n % 6,
+				fprintf(stderr, "fork_storm: busy op %ld: %s (%s)\n", n % 9,
 					ureg_strerror(rc), ureg_last_error());
 		}
 		n++;
@@ -230,6 +293,12 @@ static int fork_storm_child(struct fork_storm *fs)
 		return 25;
 	if (fork_storm_reload(fs->cfg, 1) != 0)
 		return 26;
+	if (fork_storm_instances(fs->reg) != 0)
+		return 27;
+	if (ureg_replace_factory(fs->reg, "fac", &fork_storm_fac) != 0)
+		return 28;
+	if (fork_storm_short_lived(fs->reg) != 0)
+		return 29;
 	ureg_synchronize(); /* grace periods work in the child */
 	return 0;
 }
@@ -251,6 +320,7 @@ static int fork_storm_run(long forks, struct fork_storm_result *res)
 	memset(res, 0, sizeof(*res));
 	if ((rc = ureg_registry_new(&fork_storm_type, "storm", &fs.reg)) ||
 	    (rc = ureg_register(fs.reg, "stable", malloc(16))) ||
+	    (rc = ureg_register_factory(fs.reg, "fac", &fork_storm_fac)) ||
 	    (rc = ureg_config_new(&fs.cfg)) ||
 	    (rc = ureg_config_type_register(fs.cfg, &fork_storm_type)) ||
 	    (rc = ureg_config_provider_register(fs.cfg, "storm.item", &prov)) ||
