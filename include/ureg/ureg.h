@@ -493,8 +493,10 @@ UREG_API int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void *
 /**
  * ureg_create_instance - always make a new instance with @key's factory.
  *
- * Any thread, inside or outside a read section; blocks in the factory and
- * on @ctx's allocation lock.  The instance belongs to @ctx (valid until
+ * Any thread, inside or outside a read section; blocks in the factory, on
+ * @ctx's allocation lock and, when the thread's per-factory counters must
+ * grow (its first instance of a newer factory), on a short internal lock.
+ * The instance belongs to @ctx (valid until
  * ureg_instance_release or ureg_ctx_destroy).  Returns 0, -EINVAL, -ENOENT
  * (no factory under @key), -ENOMEM, -EDQUOT, or the factory's error.
  */

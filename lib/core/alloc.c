@@ -132,18 +132,6 @@ void *ureg__hot_alloc(size_t n)
 #endif
 }
 
-void *ureg__meta_alloc(size_t n)
-{
-	if (ureg__fault_hit())
-		return NULL;
-#ifdef UREG_HOT_MALLOC
-	return malloc(n);
-#else
-	pthread_once(&arenas_once, arenas_init);
-	return mallocx(n, meta_flags);
-#endif
-}
-
 void *ureg__meta_alloc_unfaulted(size_t n)
 {
 #ifdef UREG_HOT_MALLOC
@@ -154,17 +142,11 @@ void *ureg__meta_alloc_unfaulted(size_t n)
 #endif
 }
 
-void *ureg__meta_alloc_lines(size_t n)
+void *ureg__meta_alloc(size_t n)
 {
 	if (ureg__fault_hit())
 		return NULL;
-	n = (n + 63) & ~(size_t)63;
-#ifdef UREG_HOT_MALLOC
-	return aligned_alloc(64, n);
-#else
-	pthread_once(&arenas_once, arenas_init);
-	return mallocx(n, meta_flags | MALLOCX_ALIGN(64));
-#endif
+	return ureg__meta_alloc_unfaulted(n);
 }
 
 #ifdef UREG_HOT_MALLOC

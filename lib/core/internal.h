@@ -111,8 +111,6 @@ void *ureg__meta_alloc(size_t n);
 /* The same, never failed by fault injection: only for an allocation
  * whose failure changes nothing but speed (the block cache). */
 void *ureg__meta_alloc_unfaulted(size_t n);
-/* The same, 64-byte aligned, @n rounded up to whole lines. */
-void *ureg__meta_alloc_lines(size_t n);
 void ureg__meta_free(void *p);
 void *ureg__calloc(size_t n, size_t size);
 void *ureg__realloc(void *p, size_t n);
