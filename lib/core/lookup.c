@@ -173,8 +173,10 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	ureg__rcu_ensure();
 	if (!reg || !ctx || !out)
 		return ureg__err(-EINVAL, "create_instance: NULL registry, context or out");
-	if ((rc = ureg__key_prepare(key, &k)))
-		return rc;
+	/* measured and hashed only, as on the read path: a key found was
+	 * validated when registered; one not found is validated below */
+	if (UREG_UNLIKELY(!ureg__key_hash(key, &k)))
+		return ureg__key_prepare(key, &k); /* NULL or too long: its error */
 	ureg_read_lock();
 	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
@@ -187,8 +189,8 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	}
 	ureg_read_unlock();
 	if (!fb)
-		return ureg__err(-ENOENT, "registry '%s': no factory under '%s'",
-				 reg->name, key);
+		return (rc = ureg__key_prepare(key, &k)) ? rc :
+			ureg__err(-ENOENT, "registry '%s': no factory under '%s'", reg->name, key);
 	return ureg__ctx_create_ref(ctx, reg, fb, out); /* the instance keeps the hold */
 }
 
