@@ -216,10 +216,11 @@ static inline long *hold_slot(uint32_t hid)
 	return &a->slot[hid];
 }
 
-/* Under holds_lock: the sum of box @hid's slots, which are then zeroed
- * for the id's next box.  Every thread's slot for it is frozen: the box is
- * folded a grace period after it began dying, or it never had a hold. */
-static long holds_collect(uint32_t hid)
+/* Under holds_lock: the sum of box @hid's slots (the orphans' included),
+ * with @zero then zeroed for the id's next box - only once no drop can
+ * still land in them: the box was killed a grace period ago, or its total
+ * is 0 (fbox_last_entry). */
+static long holds_sum(uint32_t hid, bool zero)
 {
 	struct hold_area *a;
 	long sum = 0;
@@ -227,12 +228,14 @@ static long holds_collect(uint32_t hid)
 	cds_list_for_each_entry(a, &hold_areas, node) {
 		if (hid < a->cap) {
 			sum += __atomic_load_n(&a->slot[hid], __ATOMIC_RELAXED);
-			__atomic_store_n(&a->slot[hid], 0, __ATOMIC_RELAXED);
+			if (zero)
+				__atomic_store_n(&a->slot[hid], 0, __ATOMIC_RELAXED);
 		}
 	}
 	if (hid < orphan_cap) {
 		sum += holds_orphan[hid];
-		holds_orphan[hid] = 0;
+		if (zero)
+			holds_orphan[hid] = 0;
 	}
 	return sum;
 }
@@ -359,7 +362,7 @@ static void fbox_fold(struct rcu_head *head)
 	long sum;
 
 	pthread_mutex_lock(&holds_lock);
-	sum = holds_collect(fb->hid);
+	sum = holds_sum(fb->hid, true); /* frozen: a grace period since the kill */
 	pthread_mutex_unlock(&holds_lock);
 	__atomic_store_n(&fb->folded, 1, __ATOMIC_SEQ_CST); /* before: the drain reads it after @refs */
 	if (__atomic_add_fetch(&fb->refs, sum - FBOX_BIAS, __ATOMIC_SEQ_CST) == 0) {
@@ -387,20 +390,24 @@ void ureg__fbox_kill(struct ureg_factory_box *fb)
  */
 static void fbox_last_entry(struct ureg_factory_box *fb)
 {
-	long slots;
+	long total;
 
+	/* summed, not zeroed: a drop may still be landing in a slot (it is
+	 * then counted by the fold, a grace period later) */
 	pthread_mutex_lock(&holds_lock);
-	slots = holds_collect(fb->hid); /* zeroed: only drops can follow */
-	pthread_mutex_unlock(&holds_lock);
+	total = holds_sum(fb->hid, false);
 	/* @refs is FBOX_BIAS + 1 + the drops that went to it for want of a
 	 * slot (out of memory) */
-	if (slots + __atomic_load_n(&fb->refs, __ATOMIC_SEQ_CST) - FBOX_BIAS - 1 == 0) {
+	total += __atomic_load_n(&fb->refs, __ATOMIC_SEQ_CST) - FBOX_BIAS - 1;
+	if (total == 0) {
+		(void)holds_sum(fb->hid, true); /* nothing in flight: zero them */
+		pthread_mutex_unlock(&holds_lock);
 		fbox_destroy(fb);
 		return;
 	}
-	/* the live holds move to @refs and the entries' +1 goes; the fold
-	 * adds what is dropped into the slots in the meantime */
-	__atomic_add_fetch(&fb->refs, slots - 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&holds_lock);
+	/* the entries' +1 goes; the fold moves the holds to @refs */
+	__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST);
 	ureg__fbox_kill(fb);
 }
 
@@ -433,7 +440,9 @@ int ureg__fbox_hold(struct ureg_factory_box *fb)
 
 	if (UREG_UNLIKELY(!slot))
 		return -ENOMEM;
-	*slot += 1; /* this thread's own: only it writes while the box lives */
+	/* this thread's own: only it writes (a plain load and store; a
+	 * fold reads it concurrently only for a box past its grace period) */
+	__atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -445,7 +454,8 @@ void ureg__fbox_unhold(struct ureg_factory_box *fb)
 	urcu_memb_read_lock();
 	if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED)) &&
 	    UREG_LIKELY((slot = hold_slot(fb->hid)) != NULL)) {
-		*slot -= 1;
+		__atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) - 1,
+				 __ATOMIC_RELAXED);
 		urcu_memb_read_unlock();
 		return;
 	}
