@@ -45,7 +45,7 @@ static uint64_t now_ns(void)
 }
 
 /* Only once the factory box is folded (ureg__fbox_kill): before, its
- * holds are spread over per-CPU slots and @refs carries a bias. */
+ * holds are spread over per-thread counters and @refs carries a bias. */
 static bool drain_held(const struct ureg__drain_grab *g)
 {
 	/* the box: entries still holding it besides the drain's grab
