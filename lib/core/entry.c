@@ -240,50 +240,38 @@ static long holds_sum(uint32_t hid, bool zero)
 	return sum;
 }
 
-static int hid_alloc(uint32_t *hid)
-{
-	pthread_mutex_lock(&holds_lock);
-	if (nfree_hids) {
-		*hid = free_hids[--nfree_hids];
-	} else {
-		if (next_hid == UINT32_MAX) {
-			pthread_mutex_unlock(&holds_lock);
-			return -ENOMEM;
-		}
-		*hid = next_hid++;
-	}
-	pthread_mutex_unlock(&holds_lock);
-	return 0;
-}
-
-/* Under holds_lock, the box's slots collected: the id for the next box.
- * Cannot fail: room for every id ever handed out is made at hid_reserve. */
+/* Under holds_lock, the box's slots zeroed: the id for the next box.
+ * Cannot fail: hid_take keeps room for every id it ever handed out. */
 static void hid_free_locked(uint32_t hid)
 {
 	free_hids[nfree_hids++] = hid;
 }
 
-/* Room on the free list for every id handed out, made before an id is
- * taken (so that freeing one needs no memory). */
-static int hid_reserve(void)
+/* An id for a new box: a freed one, or the next.  The free list first
+ * gets room for every id handed out (so that freeing one needs no
+ * memory), under the same lock, so that two registrations at once cannot
+ * outgrow it.  0 or -ENOMEM. */
+static int hid_take(uint32_t *hid)
 {
 	int rc = 0;
 
 	pthread_mutex_lock(&holds_lock);
-	if (next_hid + 1 > free_hids_cap) {
+	if (!nfree_hids && next_hid == UINT32_MAX) {
+		rc = -ENOMEM;
+	} else if (!nfree_hids && next_hid + 1 > free_hids_cap) {
 		uint32_t n = free_hids_cap ? free_hids_cap * 2 : 256;
 		uint32_t *nf = ureg__meta_alloc(n * sizeof(*nf));
 
 		if (!nf) {
 			rc = -ENOMEM;
 		} else {
-			if (nfree_hids)
-				memcpy(nf, free_hids, nfree_hids * sizeof(*nf));
-			ureg__meta_free(free_hids);
+			ureg__meta_free(free_hids); /* empty: nothing to copy */
 			free_hids = nf;
 			free_hids_cap = n;
 		}
 	}
+	if (!rc)
+		*hid = nfree_hids ? free_hids[--nfree_hids] : next_hid++;
 	pthread_mutex_unlock(&holds_lock);
 	return rc;
 }
@@ -310,11 +298,9 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	size_t n = strlen(key) + 1;
 	struct ureg_factory_box *fb;
 
-	if (hid_reserve())
-		return NULL;
 	if (!(fb = ureg__meta_alloc(sizeof(*fb))))
 		return NULL;
-	if (!(fb->key = ureg__meta_alloc(n)) || hid_alloc(&fb->hid)) {
+	if (!(fb->key = ureg__meta_alloc(n)) || hid_take(&fb->hid)) {
 		ureg__meta_free(fb->key);
 		ureg__meta_free(fb);
 		return NULL;
