@@ -77,6 +77,22 @@ static inline void ureg__rcu_ensure(void)
 		ureg__rcu_register_slow();
 }
 
+/* ureg_read_lock()/ureg_read_unlock() for the library's own sections,
+ * inline (no call through the exported symbols); the caller has run
+ * ureg__rcu_ensure(). */
+static inline void ureg__section_enter(void)
+{
+	urcu_memb_read_lock();
+	ureg__thread.read_depth++;
+}
+
+static inline void ureg__section_exit(void)
+{
+	if (--ureg__thread.read_depth == 0)
+		ureg__thread.npinned = 0; /* section over: its table pins go */
+	urcu_memb_read_unlock();
+}
+
 /* ---- errors (errors.c) ---- */
 int ureg__err(int err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

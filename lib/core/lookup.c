@@ -177,17 +177,17 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	 * validated when registered; one not found is validated below */
 	if (UREG_UNLIKELY(!ureg__key_hash(key, &k)))
 		return ureg__key_prepare(key, &k); /* NULL or too long: its error */
-	ureg_read_lock();
+	ureg__section_enter();
 	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
 		if ((rc = ureg__fbox_hold(fb))) {
-			ureg_read_unlock();
+			ureg__section_exit();
 			return ureg__err(rc, "registry '%s': out of memory creating '%s'",
 					 reg->name, key);
 		}
 	}
-	ureg_read_unlock();
+	ureg__section_exit();
 	if (!fb)
 		return (rc = ureg__key_prepare(key, &k)) ? rc :
 			ureg__err(-ENOENT, "registry '%s': no factory under '%s'", reg->name, key);

@@ -84,15 +84,12 @@ void ureg__threads_forget_others_in_child(void)
 void ureg_read_lock(void)
 {
 	ureg__rcu_ensure();
-	urcu_memb_read_lock();
-	ureg__thread.read_depth++;
+	ureg__section_enter();
 }
 
 void ureg_read_unlock(void)
 {
-	if (--ureg__thread.read_depth == 0)
-		ureg__thread.npinned = 0; /* section over: its table pins go */
-	urcu_memb_read_unlock();
+	ureg__section_exit();
 }
 
 bool ureg_in_read_section(void)

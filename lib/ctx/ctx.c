@@ -96,9 +96,8 @@ void ureg__ctx_lock_all(void)
 	 * wait for owners still inside (ctx_int.h, "biased") */
 	for_each_ctx(ctx) {
 		lock_take(&ctx->lock);
-		if (ctx->owner && (ctx->revoke & BIAS_STATE) == BIAS_ON) {
-			__atomic_store_n(&ctx->revoke,
-					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_PAUSED),
+		if ((ctx->bias >> 2) && (ctx->bias & BIAS_STATE) == BIAS_ON) {
+			__atomic_store_n(&ctx->bias, (ctx->bias & ~BIAS_STATE) | BIAS_PAUSED,
 					 __ATOMIC_RELAXED);
 			paused = true;
 		}
@@ -115,9 +114,8 @@ void ureg__ctx_unlock_all(void)
 	ureg_ctx *ctx;
 
 	for_each_ctx(ctx) {
-		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
-			__atomic_store_n(&ctx->revoke,
-					 (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON),
+		if ((ctx->bias & BIAS_STATE) == BIAS_PAUSED)
+			__atomic_store_n(&ctx->bias, (ctx->bias & ~BIAS_STATE) | BIAS_ON,
 					 __ATOMIC_RELEASE);
 		lock_drop(&ctx->lock);
 	}
@@ -132,8 +130,8 @@ void ureg__ctx_unlock_all_child(void)
 	for_each_ctx(ctx) {
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
 		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELAXED);
-		if ((ctx->revoke & BIAS_STATE) == BIAS_PAUSED)
-			ctx->revoke = (uint8_t)((ctx->revoke & ~BIAS_STATE) | BIAS_ON);
+		if ((ctx->bias & BIAS_STATE) == BIAS_PAUSED)
+			ctx->bias = (ctx->bias & ~BIAS_STATE) | BIAS_ON;
 	}
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }
@@ -141,6 +139,7 @@ void ureg__ctx_unlock_all_child(void)
 /* ------------------------------------------------------------ the bias */
 
 UREG_TLS uint32_t ureg__ctx_self_id;
+UREG_TLS uint32_t ureg__ctx_bias_key;
 UREG_TLS ureg_ctx *ureg__ctx_fast;
 static uint32_t next_self_id;
 static bool bias_ok;        /* membarrier registered: contexts get owners */
@@ -163,45 +162,49 @@ uint32_t ureg__ctx_self_slow(void)
 {
 	uint32_t id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
 
-	if (!id) /* 2^32 threads later: no more owners */
+	if (!id) /* 2^32 threads later */
 		id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
+	if (bias_ok && id <= BIAS_MAX_ID) /* past it: a thread owns nothing */
+		ureg__ctx_bias_key = id << 2 | BIAS_ON;
 	return ureg__ctx_self_id = id;
 }
 
 /* ctx_lock for everyone but a biased owner (ctx_int.h, "biased"). */
 void ureg__ctx_lock_slow(ureg_ctx *ctx)
 {
-	uint32_t self = ctx_self(), owner;
-	uint8_t r, seen, moves;
+	uint32_t self = ctx_self(), key = ureg__ctx_bias_key, r, owner;
+	unsigned seen, moves;
 
 	lock_take(&ctx->lock);
-	r = __atomic_load_n(&ctx->revoke, __ATOMIC_RELAXED);
-	owner = __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED);
+	r = __atomic_load_n(&ctx->bias, __ATOMIC_RELAXED);
+	owner = r >> 2;
+	/* the state is ON or OFF here: only a holder of the futex lock
+	 * pauses, and it resumes before it lets go */
 	if ((r & BIAS_STATE) == BIAS_OFF || owner == self)
 		return;
 	if (!owner) {
 		/* the first thread in owns it; nobody can be inside biased */
-		if (bias_ok)
-			__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
+		if (key)
+			__atomic_store_n(&ctx->bias, key, __ATOMIC_RELAXED);
 		return;
 	}
-	__atomic_store_n(&ctx->revoke, (uint8_t)((r & ~BIAS_STATE) | BIAS_PAUSED),
-			 __ATOMIC_RELAXED);
+	__atomic_store_n(&ctx->bias, (r & ~BIAS_STATE) | BIAS_PAUSED, __ATOMIC_RELAXED);
 	ctx_membarrier();
 	while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
 		sched_yield();
-	seen = (uint8_t)((r >> 2) & 15);
-	moves = (uint8_t)(r >> 6);
+	seen = ctx->bias_hist & 15u;
+	moves = ctx->bias_hist >> 4;
 	if (++seen < 15) {
-		r = (uint8_t)(moves << 6 | seen << 2 | BIAS_PAUSED);
-	} else if (moves < 3) {
+		ctx->bias_hist = (uint8_t)(moves << 4 | seen);
+	} else if (moves < 3 && key) {
 		/* used elsewhere now: this thread becomes the owner */
-		__atomic_store_n(&ctx->owner, self, __ATOMIC_RELAXED);
-		r = (uint8_t)((moves + 1) << 6 | BIAS_PAUSED);
+		ctx->bias_hist = (uint8_t)((moves + 1) << 4);
+		__atomic_store_n(&ctx->bias, (key & ~BIAS_STATE) | BIAS_PAUSED,
+				 __ATOMIC_RELAXED);
 	} else {
-		r = BIAS_OFF; /* unlock leaves it off */
+		/* unlock leaves it off */
+		__atomic_store_n(&ctx->bias, (r & ~BIAS_STATE) | BIAS_OFF, __ATOMIC_RELAXED);
 	}
-	__atomic_store_n(&ctx->revoke, r, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -307,8 +310,9 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->total_allocations = 0;
 	ctx->waiting = 0;
 	ctx->owner_in = 0;
-	ctx->revoke = BIAS_ON;
-	ctx->owner = bias_ok ? ctx_self() : 0; /* the creating thread */
+	ctx->bias_hist = 0;
+	/* owned by the creating thread (key 0: no owner yet) */
+	ctx->bias = (ctx_self(), ureg__ctx_bias_key ? ureg__ctx_bias_key : BIAS_ON);
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);
@@ -563,7 +567,7 @@ static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj
 		errno = ENOMEM;
 		return NULL;
 	}
-	hdr_init(&b->link, usable);
+	b->usable = usable;
 	b->use = use;
 	if (frame) {
 		if (!frame->allocated)

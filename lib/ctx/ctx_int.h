@@ -61,82 +61,45 @@ static inline void lock_drop(uint32_t *l)
 /* ------------------------------------------------------------ structures */
 
 /*
- * The 16-byte block header: a doubly-linked list node whose pointers (to
- * 16-byte aligned headers) carry the block's jemalloc size class in their
- * low 4 bits each.  Every jemalloc usable size is 2^lg + k * 2^(lg-2),
- * k = 0..3 (checked for all sizes up to 64 MiB against nallocx()), so the
- * code lg * 4 + k fits in 8 bits; knowing the size lets free use
- * sdallocx(), jemalloc's fast path, and the accounting skip sallocx().
- * List heads (sentinels) have code 0.
+ * A doubly-linked list node, the first 16 bytes of every block (and the
+ * list heads, sentinels, of a context and of a creation frame).  Plain
+ * pointers: the block's size is a word of its own (struct ctx_blk), so
+ * linking and unlinking are four plain stores, with no tag bits to mask.
  */
 struct alloc_hdr {
-	uintptr_t prev, next;
+	struct alloc_hdr *prev, *next;
 };
 _Static_assert(sizeof(struct alloc_hdr) == 16, "header keeps 16-byte alignment");
 
-#define HDR_TAG ((uintptr_t)15)
-
 static inline struct alloc_hdr *hdr_next(const struct alloc_hdr *h)
 {
-	return (struct alloc_hdr *)(h->next & ~HDR_TAG);
-}
-
-static inline struct alloc_hdr *hdr_prev(const struct alloc_hdr *h)
-{
-	return (struct alloc_hdr *)(h->prev & ~HDR_TAG);
-}
-
-static inline void hdr_set_next(struct alloc_hdr *h, struct alloc_hdr *n)
-{
-	h->next = (uintptr_t)n | (h->next & HDR_TAG);
-}
-
-static inline void hdr_set_prev(struct alloc_hdr *h, struct alloc_hdr *p)
-{
-	h->prev = (uintptr_t)p | (h->prev & HDR_TAG);
-}
-
-static inline void hdr_init(struct alloc_hdr *h, size_t usable)
-{
-	unsigned lg = 63u - (unsigned)__builtin_clzl(usable);
-	unsigned code = lg * 4 + (unsigned)((usable - ((size_t)1 << lg)) >> (lg - 2));
-
-	h->next = code & HDR_TAG;
-	h->prev = code >> 4;
-}
-
-static inline size_t hdr_size(const struct alloc_hdr *h)
-{
-	unsigned code = (unsigned)((h->next & HDR_TAG) | (h->prev & HDR_TAG) << 4);
-	unsigned lg = code >> 2;
-
-	return ((size_t)1 << lg) + ((size_t)(code & 3) << (lg - 2));
+	return h->next;
 }
 
 static inline void hdr_list_init(struct alloc_hdr *head)
 {
-	head->prev = head->next = (uintptr_t)head;
+	head->prev = head->next = head;
 }
 
 static inline bool hdr_list_empty(const struct alloc_hdr *head)
 {
-	return hdr_next(head) == head;
+	return head->next == head;
 }
 
 static inline void hdr_unlink(struct alloc_hdr *h)
 {
-	hdr_set_next(hdr_prev(h), hdr_next(h));
-	hdr_set_prev(hdr_next(h), hdr_prev(h));
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
 }
 
 static inline void hdr_add_tail(struct alloc_hdr *head, struct alloc_hdr *h)
 {
-	struct alloc_hdr *last = hdr_prev(head);
+	struct alloc_hdr *last = head->prev;
 
-	hdr_set_next(h, head);
-	hdr_set_prev(h, last);
-	hdr_set_next(last, h);
-	hdr_set_prev(head, h);
+	h->next = head;
+	h->prev = last;
+	last->next = h;
+	head->prev = h;
 }
 
 /* Move every node of @from to the tail of @to; @from is left empty. */
@@ -144,13 +107,13 @@ static inline void hdr_splice_tail(struct alloc_hdr *to, struct alloc_hdr *from)
 {
 	if (hdr_list_empty(from))
 		return;
-	struct alloc_hdr *first = hdr_next(from), *last = hdr_prev(from);
-	struct alloc_hdr *tail = hdr_prev(to);
+	struct alloc_hdr *first = from->next, *last = from->prev;
+	struct alloc_hdr *tail = to->prev;
 
-	hdr_set_prev(first, tail);
-	hdr_set_next(tail, first);
-	hdr_set_next(last, to);
-	hdr_set_prev(to, last);
+	first->prev = tail;
+	tail->next = first;
+	last->next = to;
+	to->prev = last;
 	hdr_list_init(from);
 }
 
@@ -167,17 +130,25 @@ struct ctx_cache {
 };
 
 /*
- * A block as the context hands it out: the list link (size class in its
- * low bits), then the per-entry record the block's bytes count for (NULL:
- * the context's own, unattributed), then the caller's memory.  32 bytes,
+ * A block as the context hands it out: the list link, the per-entry record
+ * the block's bytes count for (NULL: the context's own, unattributed), and
+ * the block's usable size (its jemalloc size class, header included: free
+ * and destroy hand it to sdallocx(), jemalloc's sized fast path, and the
+ * accounting never asks sallocx()), then the caller's memory.  32 bytes,
  * so the memory stays 16-byte aligned.
  */
 struct ctx_blk {
 	struct alloc_hdr link;
 	struct ctx_use *use;
-	uintptr_t reserved;
+	size_t usable;
 };
 _Static_assert(sizeof(struct ctx_blk) == 32, "block header keeps 16-byte alignment");
+
+/* The usable size of the block whose link is @h. */
+static inline size_t hdr_size(const struct alloc_hdr *h)
+{
+	return ((const struct ctx_blk *)(const void *)h)->usable;
+}
 
 static inline struct ctx_blk *blk_of(void *p)
 {
@@ -233,7 +204,7 @@ struct inst_gone {
 #define CTX_NAME_INLINE 16               /* names up to 15 bytes: no extra room */
 
 struct ureg_ctx {
-	struct alloc_hdr allocs;          /* list head: first, so 16-byte aligned */
+	struct alloc_hdr allocs;          /* list head (the blocks) */
 	uint32_t lock;                    /* everything but the name */
 	uint16_t arena;                   /* jemalloc arena index (< 4096) */
 	uint8_t dedicated : 1;
@@ -243,8 +214,8 @@ struct ureg_ctx {
 	uint64_t total_allocations;
 	uint16_t waiting;                 /* threads waiting on a creation */
 	uint8_t owner_in;                 /* owner inside, biased (ctx_lock) */
-	uint8_t revoke;                   /* BIAS_ON / BIAS_PAUSED / BIAS_OFF */
-	uint32_t owner;                   /* ctx_self() of the owning thread, 0: none */
+	uint8_t bias_hist;                /* entries by others, owner moves */
+	uint32_t bias;                    /* owner id << 2 | BIAS_ON/PAUSED/OFF */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
 		struct ctx_book *inst;      /* NULL until the first instance */
@@ -253,10 +224,6 @@ struct ureg_ctx {
 	struct cds_list_head all_node;    /* all_contexts */
 	char name[];                      /* at least CTX_NAME_INLINE bytes */
 };
-
-/* List heads need free low bits: malloc gives 16-byte alignment to the
- * context, whose head comes first; creation frames align theirs. */
-_Static_assert(offsetof(struct ureg_ctx, allocs) == 0, "list head first");
 
 /*
  * One creation in progress on this thread: the rollback list, and for
@@ -267,7 +234,7 @@ struct creation {
 	struct creation *parent;          /* this thread's enclosing creation */
 	ureg_ctx *ctx;
 	const char *key;
-	_Alignas(16) struct alloc_hdr allocs; /* blocks made while it runs */
+	struct alloc_hdr allocs;          /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
 	struct ureg_instance *rec;        /* reserved for the instance */
 	struct ctx_use *use;              /* the entry's, if it existed */
@@ -297,7 +264,7 @@ struct creation_wait {
  * plain stores - owner_in = 1, a compiler barrier, then check that the
  * bias is on and it is still the owner - and leaves with a release store.
  * Every other thread takes the futex lock and, holding it, pauses the bias
- * (revoke = BIAS_PAUSED), runs sys_membarrier(PRIVATE_EXPEDITED) - a full
+ * (state BIAS_PAUSED), runs sys_membarrier(PRIVATE_EXPEDITED) - a full
  * barrier on every running thread of the process, which pairs with the
  * owner's compiler barrier the way liburcu's memb flavor pairs its readers
  * with synchronize_rcu - and waits until owner_in is 0.  Either the owner
@@ -316,15 +283,21 @@ struct creation_wait {
  * valgrind) contexts get no owner.  fork.c pauses every context's bias
  * with one membarrier (ureg__ctx_lock_all).
  *
- * revoke: bits 0-1 the state, 2-5 entries by others since the last change
- * of owner, 6-7 changes of owner.
+ * bias: the owner's id (ctx_self(), 0: none) << 2 | the state, in one
+ * word, so that the owner's entry compares it once with the thread's key
+ * (its id << 2 | BIAS_ON; 0 for a thread without one, which matches no
+ * context since every state is non-zero).  bias_hist (under the futex
+ * lock): bits 0-3 entries by others since the last change of owner, 4-5
+ * changes of owner.
  */
-#define BIAS_ON 0
-#define BIAS_PAUSED 1
-#define BIAS_OFF 2
+#define BIAS_ON 1u
+#define BIAS_PAUSED 2u
+#define BIAS_OFF 3u
 #define BIAS_STATE 3u
+#define BIAS_MAX_ID ((1u << 30) - 1) /* ids above it own nothing */
 
 extern UREG_TLS uint32_t ureg__ctx_self_id;     /* 0 until first asked */
+extern UREG_TLS uint32_t ureg__ctx_bias_key;    /* id << 2 | BIAS_ON, or 0 */
 /* The context this thread holds on the biased path, if any: how unlock
  * tells its own fast entry from a futex one (owner_in alone cannot: a
  * former owner may set it for an instant after the ownership moved).
@@ -342,14 +315,12 @@ static inline uint32_t ctx_self(void)
 
 static inline void ctx_lock(ureg_ctx *ctx)
 {
-	uint32_t self = ureg__ctx_self_id;
+	uint32_t key = ureg__ctx_bias_key;
 
-	if (UREG_LIKELY(self && __atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self)) {
+	if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_RELAXED) == key)) {
 		__atomic_store_n(&ctx->owner_in, 1, __ATOMIC_RELAXED);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* membarrier's pair */
-		if (UREG_LIKELY((__atomic_load_n(&ctx->revoke, __ATOMIC_ACQUIRE) & BIAS_STATE) ==
-				BIAS_ON &&
-				__atomic_load_n(&ctx->owner, __ATOMIC_RELAXED) == self)) {
+		if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_ACQUIRE) == key)) {
 			ureg__ctx_fast = ctx;
 			return;
 		}
@@ -360,17 +331,16 @@ static inline void ctx_lock(ureg_ctx *ctx)
 
 static inline void ctx_unlock(ureg_ctx *ctx)
 {
-	uint8_t r;
+	uint32_t r;
 
 	if (ureg__ctx_fast == ctx) { /* entered on the biased path */
 		ureg__ctx_fast = NULL;
 		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
 		return;
 	}
-	r = __atomic_load_n(&ctx->revoke, __ATOMIC_RELAXED);
+	r = __atomic_load_n(&ctx->bias, __ATOMIC_RELAXED);
 	if ((r & BIAS_STATE) == BIAS_PAUSED) /* we paused it: resume */
-		__atomic_store_n(&ctx->revoke, (uint8_t)((r & ~BIAS_STATE) | BIAS_ON),
-				 __ATOMIC_RELEASE);
+		__atomic_store_n(&ctx->bias, (r & ~BIAS_STATE) | BIAS_ON, __ATOMIC_RELEASE);
 	lock_drop(&ctx->lock);
 }
 
