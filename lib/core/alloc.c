@@ -142,6 +142,18 @@ void *ureg__meta_alloc_unfaulted(size_t n)
 #endif
 }
 
+void *ureg__meta_alloc_line(size_t n)
+{
+	if (ureg__fault_hit())
+		return NULL;
+#ifdef UREG_HOT_MALLOC
+	return aligned_alloc(64, (n + 63) & ~(size_t)63);
+#else
+	pthread_once(&arenas_once, arenas_init);
+	return mallocx(n, meta_flags | MALLOCX_ALIGN(64));
+#endif
+}
+
 void *ureg__meta_alloc(size_t n)
 {
 	if (ureg__fault_hit())

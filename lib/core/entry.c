@@ -298,7 +298,9 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	size_t n = strlen(key) + 1;
 	struct ureg_factory_box *fb;
 
-	if (!(fb = ureg__meta_alloc(sizeof(*fb))))
+	_Static_assert(offsetof(struct ureg_factory_box, refs) == 64,
+		       "a box's hot fields fill its first line");
+	if (!(fb = ureg__meta_alloc_line(sizeof(*fb))))
 		return NULL;
 	if (!(fb->key = ureg__meta_alloc(n)) || hid_take(&fb->hid)) {
 		ureg__meta_free(fb->key);
@@ -311,6 +313,9 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	fb->dying = 0;
 	fb->folded = 0;
 	fb->f = *f;
+	fb->create = f->create;
+	fb->arg = f->arg;
+	fb->destroy = f->instance_destroy ? f->instance_destroy : reg->type->instance_destroy;
 	fb->type = reg->type;
 	fb->reg = reg;
 	ureg__registry_get(reg);

@@ -4,7 +4,8 @@
 #include "internal.h"
 
 static UREG_TLS char last_error[512];
-static UREG_TLS const char *last_msg; /* last_error, a static string or LAZY */
+UREG_TLS const char *ureg__last_msg; /* last_error, a static string or LAZY */
+#define last_msg ureg__last_msg
 
 /*
  * Read-path failures (a lookup miss, a get outside a read section) name
@@ -71,11 +72,6 @@ int ureg__err_key(int err, const char *what, const char *reg_name,
 	lazy_what = what;
 	last_msg = LAZY;
 	return err;
-}
-
-void ureg__clear_err(void)
-{
-	last_msg = NULL;
 }
 
 const char *ureg_last_error(void)

@@ -101,7 +101,13 @@ int ureg__err_static(int err, const char *msg);
  * ureg_last_error() formats "registry 'R': @what 'K'" only when asked. */
 int ureg__err_key(int err, const char *what, const char *reg_name,
 		  const char *key, size_t keylen);
-void ureg__clear_err(void);
+extern UREG_TLS const char *ureg__last_msg; /* errors.c */
+/* Forget the thread's last error (before a factory runs: a failure that
+ * sets none gets the default message). */
+static inline void ureg__clear_err(void)
+{
+	ureg__last_msg = NULL;
+}
 
 /* ---- allocation inside the library, with fault injection (alloc.c) ---- */
 #ifdef UREG_FAULT_INJECTION
@@ -124,7 +130,9 @@ void ureg__hot_free(void *p);
  * the application's allocations (its items); malloc under sanitizers.
  * Any thread; ureg__meta_free also from a call_rcu callback. */
 void *ureg__meta_alloc(size_t n);
-/* The same, never failed by fault injection: only for an allocation
+/* The same, 64-byte aligned (a factory box: its hot fields on one line). */
+void *ureg__meta_alloc_line(size_t n);
+/* The same as ureg__meta_alloc, never failed by fault injection: only for an allocation
  * whose failure changes nothing but speed (the block cache). */
 void *ureg__meta_alloc_unfaulted(size_t n);
 void ureg__meta_free(void *p);
@@ -173,20 +181,30 @@ struct ureg_item_box {
  * passed.
  */
 struct ureg_factory_box {
-	long refs;         /* FBOX_BIAS + 1 until folded, then the holds
-			    * (+1 while @trefs > 0) */
-	long trefs;
-	uint32_t dying;    /* set once, by the killer */
-	uint32_t folded;   /* holds now go to @refs */
+	/* One 64-byte line (the box is line-aligned) with everything a
+	 * creation and a release read: hold, factory call, destructor,
+	 * events, the context's per-entry record.  Written only by the
+	 * killer (@dying, once). */
 	uint32_t hid;      /* the box's index in every thread's hold counters */
-	struct rcu_head rcu; /* the fold, a grace period after the kill */
-	struct ureg_factory f;
+	uint32_t dying;    /* set once, by the killer */
+	ureg_factory_fn create;                    /* f.create */
+	void *arg;                                 /* f.arg */
+	void (*destroy)(void *instance, ureg_ctx *ctx); /* f.instance_destroy,
+							   * else the type's */
 	const ureg_type *type;
-	uint64_t serial;   /* unique per factory registration: context cache key */
 	ureg_registry *reg; /* counted: instances reach their registry through
 			     * their factory, so creating one writes no
 			     * registry-wide counter */
 	char *key;         /* for instance events */
+	uint64_t serial;   /* unique per factory registration: context cache key */
+	/* the rest: reference counts (written at entry changes, kills and
+	 * folds only), the registration as given */
+	long refs;         /* FBOX_BIAS + 1 until folded, then the holds
+			    * (+1 while @trefs > 0) */
+	long trefs;
+	uint32_t folded;   /* holds now go to @refs */
+	struct rcu_head rcu; /* the fold, a grace period after the kill */
+	struct ureg_factory f;
 };
 
 /*

@@ -45,8 +45,7 @@ static UREG_TLS struct creation_wait waiting;
 void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g)
 {
 	struct ureg_factory_box *fb = g->fb;
-	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
-		fb->f.instance_destroy : fb->type->instance_destroy;
+	void (*destroy)(void *, ureg_ctx *) = fb->destroy;
 
 	ureg__event_instance(fb->reg, UREG_EV_INSTANCE_DESTROYED, fb->key, ctx, g->obj);
 	if (destroy)
@@ -155,7 +154,7 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
-		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
+		    !(u = ureg__aligned_alloc(64, sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
 		u->serial = fb->serial;
@@ -248,8 +247,7 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
 				       void *obj, ureg_ctx *ctx)
 {
-	void (*destroy)(void *, ureg_ctx *) = fb->f.instance_destroy ?
-		fb->f.instance_destroy : fb->type->instance_destroy;
+	void (*destroy)(void *, ureg_ctx *) = fb->destroy;
 	if (destroy)
 		destroy(obj, ctx);
 }
@@ -293,7 +291,7 @@ static int create_in_frame(ureg_ctx *ctx, ureg_registry *reg,
 	frame_open(c, ctx, fb->key);
 	ureg__ctx_creating = c;
 	ureg__clear_err();
-	rc = fb->f.create(ctx, fb->f.arg, &obj);
+	rc = fb->create(ctx, fb->arg, &obj);
 	if (rc == 0 && !obj)
 		rc = ureg__err(-EINVAL, "registry '%s': factory '%s' returned success but no instance",
 			       reg->name, fb->key);

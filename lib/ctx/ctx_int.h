@@ -162,6 +162,7 @@ static inline struct ctx_blk *blk_of(void *p)
  * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
  * successful creation in the context, kept until the context is destroyed
  * (so the peak survives the entry's instances), in creation order.
+ * 64-byte aligned: what a creation, a release and a free touch is one line.
  */
 struct ctx_use {
 	struct ctx_use *next;
@@ -170,6 +171,7 @@ struct ctx_use {
 	const char *registry, *key;      /* copies, in names[] */
 	char names[];
 };
+_Static_assert(offsetof(struct ctx_use, names) == 64, "counters fill one line");
 
 struct ureg_instance {
 	struct ureg_instance *prev, *next; /* creation order */
