@@ -373,8 +373,6 @@ int ureg_ctx_new(const char *name, unsigned flags, ureg_ctx **out)
 
 void ureg_ctx_destroy(ureg_ctx *ctx)
 {
-	struct ureg_instance *in;
-
 	if (!ctx)
 		return;
 	ureg__rcu_ensure();
@@ -388,13 +386,14 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 	/* newest first; destructors may free context memory (takes lock) */
 	while (ctx->inst) {
 		struct inst_gone g;
+		uint32_t i;
 
 		ctx_lock(ctx);
-		in = ctx->inst->newest;
-		if (in)
-			ureg__ctx_instance_unlink(ctx, in, &g); /* the map is dropped whole below */
+		i = ctx->inst->inst.newest;
+		if (i != INST_NONE)
+			ureg__ctx_instance_unlink(ctx, i, &g);
 		ctx_unlock(ctx);
-		if (!in)
+		if (i == INST_NONE)
 			break;
 		ureg__ctx_instance_destroy(ctx, &g);
 	}
@@ -417,11 +416,7 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 			un = u->next;
 			ureg__free(u);
 		}
-		for (in = ctx->inst->spare_recs; in; in = ctx->inst->spare_recs) {
-			ctx->inst->spare_recs = in->next;
-			ureg__free(in);
-		}
-		ptrmap_free(&ctx->inst->by_obj);
+		insttab_free(&ctx->inst->inst);
 		ptrmap_free(&ctx->inst->by_serial);
 		ureg__free(ctx->inst);
 	}
@@ -469,7 +464,7 @@ int ureg_ctx_stats(ureg_ctx *ctx, struct ureg_ctx_stats *st)
 	st->peak_bytes = CTR_GET(ctx->peak_bytes);
 	st->allocations = CTR_GET(ctx->allocations);
 	st->total_allocations = CTR_GET(ctx->total_allocations);
-	st->instances = b ? CTR_GET(b->count) : 0;
+	st->instances = b ? CTR_GET(b->inst.count) : 0;
 	st->quota = CTR_GET(ctx->quota);
 	st->arena = ctx->arena;
 	st->dedicated = ctx->dedicated;
@@ -536,16 +531,16 @@ static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj
 	frame = ureg__ctx_creating && !for_obj ? frame_of(ctx) : NULL;
 	ctx_lock(ctx);
 	if (UREG_UNLIKELY(for_obj)) {
-		struct ureg_instance *in = ctx->inst ?
-			ptrmap_find(&ctx->inst->by_obj, (uintptr_t)for_obj) : NULL;
-		if (!in) {
+		uint32_t i = ctx->inst ? insttab_find(&ctx->inst->inst, for_obj) : INST_NONE;
+
+		if (i == INST_NONE) {
 			ctx_unlock(ctx);
 			ureg__err(-ENOENT, "context '%s': alloc_for: %p is not one of its instances",
 				  ctx->name, for_obj);
 			errno = ENOENT;
 			return NULL;
 		}
-		use = in->use;
+		use = ctx->inst->inst.tab[i].use;
 	}
 	if (ctx->quota && ctx->live_bytes + usable > ctx->quota) {
 		ctx_unlock(ctx);

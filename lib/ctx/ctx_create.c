@@ -53,27 +53,17 @@ void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g)
 	ureg__fbox_unhold(fb);
 }
 
-/* Under ctx->lock: out of the creation-order list (not the map); what
- * destroying it needs goes to @g, the record back to the context's spares. */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
-			       struct inst_gone *g)
+/* Under ctx->lock: record @i out of the book; what destroying the
+ * instance needs goes to @g. */
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, uint32_t i, struct inst_gone *g)
 {
-	struct ctx_book *b = ctx->inst;
+	struct insttab *t = &ctx->inst->inst;
+	struct ureg_instance *in = &t->tab[i];
 
-	if (in->prev)
-		in->prev->next = in->next;
-	else
-		b->oldest = in->next;
-	if (in->next)
-		in->next->prev = in->prev;
-	else
-		b->newest = in->prev;
-	CTR_SET(b->count, b->count - 1);
 	CTR_SET(in->use->instances, in->use->instances - 1);
 	g->obj = in->obj;
-	g->fb = in->fb;
-	in->next = b->spare_recs;
-	b->spare_recs = in;
+	g->fb = inst_fb(in);
+	insttab_remove(t, i);
 }
 
 /* ------------------------------------------------------------ creations */
@@ -122,7 +112,7 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 		return b;
 	if (!(b = ureg__calloc(1, sizeof(*b))))
 		return NULL;
-	ptrmap_init(&b->by_obj, offsetof(struct ureg_instance, obj));
+	insttab_init(&b->inst);
 	ptrmap_init(&b->by_serial, offsetof(struct ctx_use, serial));
 	b->uses_tail = &b->uses;
 	__atomic_store_n(&ctx->inst, b, __ATOMIC_RELEASE); /* lock-free stats */
@@ -133,21 +123,19 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
  * Under ctx->lock, before the factory runs: everything recording its
  * instance will need, so that a creation fails for lack of memory before
  * the factory runs (never after, which would run the factory and its
- * destructor for nothing): the book, a record (from the context's spares -
- * released instances' records are kept for reuse until the context goes,
- * so a steady create/release cycle allocates none), room in the object
- * map, and the entry's use record - found, or made but not yet published.
- * -ENOMEM changes nothing visible.
+ * destructor for nothing): the book, room for a record in the instance
+ * table (a steady create/release cycle allocates none), and the entry's
+ * use record - found, or made but not yet published.  -ENOMEM changes
+ * nothing visible.
  */
 static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 			       struct creation *c)
 {
 	_Static_assert(sizeof(uint64_t) == sizeof(uintptr_t), "serials are map keys");
 	struct ctx_book *b = book_of(ctx);
-	struct ureg_instance *in;
 	struct ctx_use *u = NULL;
 
-	if (!b || ptrmap_reserve(&b->by_obj, b->reserved + 1))
+	if (!b || insttab_reserve(&b->inst, b->reserved + 1))
 		return -ENOMEM;
 	c->use = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
 	if (!c->use) {
@@ -163,13 +151,6 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		u->registry = u->names;
 		u->key = u->names + rl;
 	}
-	if ((in = b->spare_recs)) {
-		b->spare_recs = in->next;
-	} else if (!(in = ureg__malloc(sizeof(*in)))) {
-		ureg__free(u);
-		return -ENOMEM;
-	}
-	c->rec = in;
 	c->new_use = u;
 	b->reserved++;
 	b->reserved_uses += u != NULL;
@@ -182,8 +163,6 @@ static void book_unprepare_locked(ureg_ctx *ctx, struct creation *c)
 	struct ctx_book *b = ctx->inst;
 
 	b->reserved--;
-	c->rec->next = b->spare_recs;
-	b->spare_recs = c->rec;
 	if (c->new_use) {
 		b->reserved_uses--;
 		ureg__free(c->new_use);
@@ -200,7 +179,6 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 			     struct ureg_factory_box *fb, bool cached)
 {
 	struct ctx_book *b = ctx->inst;
-	struct ureg_instance *in = c->rec;
 	struct ctx_use *u = c->use;
 	struct alloc_hdr *h;
 	size_t bytes = 0, blocks = 0;
@@ -218,9 +196,6 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 			ureg__free(c->new_use);
 		}
 	}
-	in->obj = obj;
-	in->fb = fb;
-	in->cached = cached;
 	for (h = hdr_next(&c->allocs); h != &c->allocs; h = hdr_next(h)) {
 		((struct ctx_blk *)h)->use = u;
 		bytes += hdr_size(h);
@@ -232,16 +207,7 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 	if (u->bytes > u->peak)
 		CTR_SET(u->peak, u->bytes);
 	CTR_SET(u->instances, u->instances + 1);
-	in->use = u;
-	ptrmap_insert(&b->by_obj, in);
-	in->next = NULL;
-	in->prev = b->newest;
-	if (b->newest)
-		b->newest->next = in;
-	else
-		b->oldest = in;
-	b->newest = in;
-	CTR_SET(b->count, b->count + 1);
+	insttab_insert(&b->inst, obj, (uintptr_t)fb | (cached ? INST_CACHED : 0), u);
 }
 
 static void instance_destroy_unrecorded(struct ureg_factory_box *fb,
@@ -549,23 +515,25 @@ int ureg_instance_release(ureg_ctx *ctx, void *instance)
 {
 	struct ureg_instance *in;
 	struct inst_gone g;
+	uint32_t i;
 
 	if (!ctx || !instance)
 		return ureg__err(-EINVAL, "instance_release: NULL context or instance");
 	ureg__rcu_ensure();
 	ctx_lock(ctx);
-	in = ctx->inst ? ptrmap_take(&ctx->inst->by_obj, (uintptr_t)instance) : NULL;
-	if (!in) {
+	i = ctx->inst ? insttab_find(&ctx->inst->inst, instance) : INST_NONE;
+	if (i == INST_NONE) {
 		ctx_unlock(ctx);
 		return ureg__err(-ENOENT, "instance_release: not an instance of context '%s'",
 				 ctx->name);
 	}
-	if (in->cached) {
-		struct cache_slot *s = cache_find(ctx->cache, in->fb->serial);
+	in = &ctx->inst->inst.tab[i];
+	if (in->fbc & INST_CACHED) {
+		struct cache_slot *s = cache_find(ctx->cache, inst_fb(in)->serial);
 		if (s && s->obj == instance)
 			__atomic_store_n(&s->obj, TOMB, __ATOMIC_RELEASE);
 	}
-	ureg__ctx_instance_unlink(ctx, in, &g);
+	ureg__ctx_instance_unlink(ctx, i, &g);
 	ctx_unlock(ctx);
 	ureg__ctx_instance_destroy(ctx, &g);
 	return 0;
@@ -582,9 +550,12 @@ size_t ureg__ctx_instances_of(ureg_ctx *ctx, const struct ureg_factory_box *fb)
 	size_t n = 0;
 
 	ctx_lock(ctx);
-	if (ctx->inst)
-		for (struct ureg_instance *in = ctx->inst->oldest; in; in = in->next)
-			n += in->fb == fb;
+	if (ctx->inst) {
+		const struct insttab *t = &ctx->inst->inst;
+
+		for (uint32_t i = t->oldest; i != INST_NONE; i = t->tab[i].next)
+			n += inst_fb(&t->tab[i]) == fb;
+	}
 	ctx_unlock(ctx);
 	return n;
 }

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "../core/internal.h"
+#include "insttab.h"
 #include "ptrmap.h"
 
 #define TOMB ((void *)1)
@@ -173,31 +174,20 @@ struct ctx_use {
 };
 _Static_assert(offsetof(struct ctx_use, names) == 64, "counters fill one line");
 
-struct ureg_instance {
-	struct ureg_instance *prev, *next; /* creation order */
-	void *obj;                         /* the ptrmap key */
-	struct ureg_factory_box *fb;       /* keeps arg, anchor, destructor, reg */
-	struct ctx_use *use;
-	bool cached;
-};
-
 /*
  * A context's bookkeeping, allocated with its first instance so idle
- * contexts do not pay for it: the instances in creation order, object ->
- * instance (so ureg_instance_release is O(1)), serial -> per-entry use.
+ * contexts do not pay for it: the instances (by value, in creation order,
+ * found by object: insttab.h), serial -> per-entry use.
  */
 struct ctx_book {
-	struct ureg_instance *oldest, *newest;
-	size_t count;
-	struct ptrmap by_obj;             /* -> struct ureg_instance */
+	struct insttab inst;
 	struct ptrmap by_serial;          /* -> struct ctx_use */
 	struct ctx_use *uses, **uses_tail;
-	struct ureg_instance *spare_recs; /* released records, for reuse */
 	uint32_t reserved;                /* creations running that hold room */
 	uint32_t reserved_uses;           /* ... and a use record of their own */
 };
 
-/* What destroying an instance needs once its record is recycled. */
+/* What destroying an instance needs once its record is gone. */
 struct inst_gone {
 	void *obj;
 	struct ureg_factory_box *fb;
@@ -238,7 +228,6 @@ struct creation {
 	const char *key;
 	struct alloc_hdr allocs;          /* blocks made while it runs */
 	uint64_t allocated;               /* how many (freed ones included) */
-	struct ureg_instance *rec;        /* reserved for the instance */
 	struct ctx_use *use;              /* the entry's, if it existed */
 	struct ctx_use *new_use;          /* else made, published on success */
 	size_t peak_before;               /* at its first allocation */
@@ -459,8 +448,7 @@ static inline int free_flags(const ureg_ctx *ctx)
 
 /* ctx_create.c, for ureg_ctx_destroy: out of the creation-order list
  * (under ctx->lock), then destroyed (no lock held) */
-void ureg__ctx_instance_unlink(ureg_ctx *ctx, struct ureg_instance *in,
-			       struct inst_gone *g);
+void ureg__ctx_instance_unlink(ureg_ctx *ctx, uint32_t i, struct inst_gone *g);
 void ureg__ctx_instance_destroy(ureg_ctx *ctx, const struct inst_gone *g);
 
 #pragma GCC visibility pop

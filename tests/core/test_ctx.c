@@ -692,6 +692,87 @@ Test(ctx, instances_are_released_in_any_order_and_only_the_named_one_dies)
 }
 
 /*
+ * The records live by value in a table keyed by object (insttab.h): a
+ * release shifts the rest of its cluster back, a growth rebuilds the
+ * table, and both must carry the creation order with them.  2,000
+ * instances (the table grows from 16 to 4,096 slots), a shuffled half
+ * released, 500 more made in the holes; destroy must then run the
+ * destructors of the survivors exactly newest first.
+ */
+static int order_made;
+static int order_log[2500], order_log_len;
+
+static int order_factory(ureg_ctx *ctx, void *arg, void **out)
+{
+	int *p = ureg_ctx_alloc(ctx, sizeof(int));
+	(void)arg;
+	if (!p)
+		return -ENOMEM;
+	*p = order_made++;
+	*out = p;
+	return 0;
+}
+
+static void order_destroy(void *inst, ureg_ctx *ctx)
+{
+	order_log[order_log_len++] = *(int *)inst;
+	ureg_ctx_free(ctx, inst);
+}
+
+Test(ctx, creation_order_survives_the_shifts_and_growths_of_the_instance_table)
+{
+	static const ureg_type t = { .name = "order" };
+	static void *made[2500];
+	static bool alive[2500];
+	ureg_registry *reg;
+	ureg_ctx *ctx;
+	unsigned order[2000], x = 777;
+	int expect = 0;
+
+	cr_assert_eq(ureg_registry_new(&t, "order2", &reg), 0);
+	cr_assert_eq(ureg_register_factory(reg, "f", &(struct ureg_factory){
+		.create = order_factory, .instance_destroy = order_destroy }), 0);
+	cr_assert_eq(ureg_ctx_new("order2", 0, &ctx), 0);
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_eq(ureg_create_instance(reg, "f", ctx, &made[i]), 0);
+		alive[i] = true;
+		order[i] = (unsigned)i;
+	}
+	for (int i = 1999; i > 0; i--) {
+		x = x * 1103515245u + 12345u;
+		unsigned j = (x >> 8) % (unsigned)(i + 1), tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+	for (int n = 0; n < 1000; n++) {
+		cr_assert_eq(ureg_instance_release(ctx, made[order[n]]), 0);
+		alive[order[n]] = false;
+	}
+	cr_assert_eq(order_log_len, 1000);
+	for (int i = 2000; i < 2500; i++) {
+		cr_assert_eq(ureg_create_instance(reg, "f", ctx, &made[i]), 0);
+		alive[i] = true;
+	}
+	/* every live one is still found (and alloc_for reaches its record) */
+	for (int i = 0; i < 2500; i++)
+		if (alive[i])
+			cr_assert_not_null(ureg_ctx_alloc_for(ctx, made[i], 8), "instance %d lost", i);
+	order_log_len = 0;
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(order_log_len, 1500);
+	for (int i = 2499, n = 0; i >= 0; i--) {
+		if (!alive[i])
+			continue;
+		cr_assert_eq(order_log[n], i, "destroyed #%d was %d, expected %d", n,
+			     order_log[n], i);
+		n++;
+		expect++;
+	}
+	cr_assert_eq(expect, 1500);
+	ureg_registry_destroy(reg);
+}
+
+/*
  * The biased context lock (ctx_int.h): the owner takes it with plain
  * stores, another thread pauses the bias with a membarrier, moves the
  * ownership after 15 entries and switches the bias off after 3 moves.
