@@ -41,7 +41,9 @@
  *   6. events.c's listeners_lock.
  *   7. arena_pool.c's pool_lock (its critical sections call jemalloc,
  *      whose own fork handlers, registered before ours, run after ours).
- *   8. the context list lock, then every context's lock (ctx.c).
+ *   8. the context list lock, then every context's lock (ctx.c), then
+ *      ctx.c's seat_lock (the free list of the biased lock's per-thread
+ *      seats: a thread's first context lock and its exit; a leaf).
  *   9. the enqueue gate: no thread of the library is inside call_rcu().
  *      liburcu's callback queue is a wait-free queue whose enqueue is two
  *      steps (swap the tail, then link the old tail to the new node); a

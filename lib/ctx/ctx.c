@@ -71,6 +71,7 @@ static inline size_t usable_size(size_t n, int flags)
 /* Every live context, for ureg_ctx_foreach and reports.  Global by design:
  * a process-wide view is the point of ureg_report. */
 static uint32_t all_lock;
+static uint32_t seat_lock; /* the free seats (below, "Seats") */
 
 /* cds_list_for_each_entry would form a ureg_ctx pointer from the list head
  * itself (16-byte aligned type, 8-byte aligned head: UBSan objects) */
@@ -105,8 +106,10 @@ void ureg__ctx_lock_all(void)
 	if (paused)
 		ctx_membarrier();
 	for_each_ctx(ctx)
-		while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+		while ((ctx->bias >> 2) &&
+		       __atomic_load_n(&ctx->owner_seat->inside, __ATOMIC_ACQUIRE) == ctx)
 			sched_yield();
+	lock_take(&seat_lock); /* a leaf: thread exits and first seats */
 }
 
 void ureg__ctx_unlock_all(void)
@@ -119,6 +122,7 @@ void ureg__ctx_unlock_all(void)
 					 __ATOMIC_RELEASE);
 		lock_drop(&ctx->lock);
 	}
+	lock_drop(&seat_lock);
 	lock_drop(&all_lock);
 }
 
@@ -129,18 +133,19 @@ void ureg__ctx_unlock_all_child(void)
 
 	for_each_ctx(ctx) {
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELAXED);
 		if ((ctx->bias & BIAS_STATE) == BIAS_PAUSED)
 			ctx->bias = (ctx->bias & ~BIAS_STATE) | BIAS_ON;
 	}
+	/* the seats of threads that did not survive stay taken (their exits
+	 * never run here): a few bytes each, in the child only */
+	__atomic_store_n(&seat_lock, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------ the bias */
 
 UREG_TLS uint32_t ureg__ctx_self_id;
-UREG_TLS uint32_t ureg__ctx_bias_key;
-UREG_TLS ureg_ctx *ureg__ctx_fast;
+UREG_TLS struct ctx_seat *ureg__ctx_seat;
 static uint32_t next_self_id;
 static bool bias_ok;        /* membarrier registered: contexts get owners */
 
@@ -156,6 +161,61 @@ static void bias_init(void)
 		  syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+/*
+ * Seats (ctx_int.h, "Seats"): taken with a thread's id, given back to the
+ * free list by its exit (a pthread key), never freed.  seat_lock is a
+ * leaf, taken last by ureg__ctx_lock_all for fork.
+ */
+static struct ctx_seat *free_seats;
+static pthread_key_t seat_key;
+static pthread_once_t seat_once = PTHREAD_ONCE_INIT;
+static bool seat_key_ok;
+
+static void seat_exit(void *arg)
+{
+	struct ctx_seat *s = arg;
+
+	ureg__ctx_seat = NULL; /* later entries (other destructors) take the futex */
+	lock_take(&seat_lock);
+	s->next = free_seats;
+	free_seats = s;
+	lock_drop(&seat_lock);
+}
+
+static void seat_key_init(void)
+{
+	seat_key_ok = pthread_key_create(&seat_key, seat_exit) == 0;
+}
+
+/* The calling thread's seat, with @key; none if there is no memory (the
+ * thread then just never owns a context). */
+static void seat_take(uint32_t key)
+{
+	struct ctx_seat *s;
+
+	pthread_once(&seat_once, seat_key_init);
+	if (!seat_key_ok)
+		return;
+	lock_take(&seat_lock);
+	if ((s = free_seats))
+		free_seats = s->next;
+	lock_drop(&seat_lock);
+	/* not a fault-injection site: no seat only costs speed */
+	if (!s && !(s = aligned_alloc(_Alignof(struct ctx_seat), sizeof(*s))))
+		return;
+	s->inside = NULL;
+	s->key = key;
+	s->next = NULL;
+	if (pthread_setspecific(seat_key, s) != 0) {
+		lock_take(&seat_lock);
+		s->next = free_seats;
+		free_seats = s;
+		lock_drop(&seat_lock);
+		return;
+	}
+	ureg__ctx_seat = s;
+}
+
 /* A thread's id, unique over the process's life (never reused, unlike
  * kernel tids and TLS addresses), taken the first time it needs one. */
 uint32_t ureg__ctx_self_slow(void)
@@ -165,14 +225,15 @@ uint32_t ureg__ctx_self_slow(void)
 	if (!id) /* 2^32 threads later */
 		id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
 	if (bias_ok && id <= BIAS_MAX_ID) /* past it: a thread owns nothing */
-		ureg__ctx_bias_key = id << 2 | BIAS_ON;
+		seat_take(id << 2 | BIAS_ON);
 	return ureg__ctx_self_id = id;
 }
 
 /* ctx_lock for everyone but a biased owner (ctx_int.h, "biased"). */
 void ureg__ctx_lock_slow(ureg_ctx *ctx)
 {
-	uint32_t self = ctx_self(), key = ureg__ctx_bias_key, r, owner;
+	uint32_t self = ctx_self(), r, owner;
+	struct ctx_seat *me = ureg__ctx_seat;
 	unsigned seen, moves;
 
 	lock_take(&ctx->lock);
@@ -184,22 +245,27 @@ void ureg__ctx_lock_slow(ureg_ctx *ctx)
 		return;
 	if (!owner) {
 		/* the first thread in owns it; nobody can be inside biased */
-		if (key)
-			__atomic_store_n(&ctx->bias, key, __ATOMIC_RELAXED);
+		if (me) {
+			ctx->owner_seat = me;
+			__atomic_store_n(&ctx->bias, me->key, __ATOMIC_RELAXED);
+		}
 		return;
 	}
 	__atomic_store_n(&ctx->bias, (r & ~BIAS_STATE) | BIAS_PAUSED, __ATOMIC_RELAXED);
 	ctx_membarrier();
-	while (__atomic_load_n(&ctx->owner_in, __ATOMIC_ACQUIRE))
+	while (__atomic_load_n(&ctx->owner_seat->inside, __ATOMIC_ACQUIRE) == ctx)
 		sched_yield();
 	seen = ctx->bias_hist & 15u;
 	moves = ctx->bias_hist >> 4;
 	if (++seen < 15) {
 		ctx->bias_hist = (uint8_t)(moves << 4 | seen);
-	} else if (moves < 3 && key) {
-		/* used elsewhere now: this thread becomes the owner */
+	} else if (moves < 3 && me) {
+		/* used elsewhere now: this thread becomes the owner (after the
+		 * wait above: the former owner is out, and its seat is no
+		 * longer waited on) */
 		ctx->bias_hist = (uint8_t)((moves + 1) << 4);
-		__atomic_store_n(&ctx->bias, (key & ~BIAS_STATE) | BIAS_PAUSED,
+		ctx->owner_seat = me;
+		__atomic_store_n(&ctx->bias, (me->key & ~BIAS_STATE) | BIAS_PAUSED,
 				 __ATOMIC_RELAXED);
 	} else {
 		/* unlock leaves it off */
@@ -309,10 +375,11 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->live_bytes = ctx->peak_bytes = ctx->allocations = ctx->quota = 0;
 	ctx->total_allocations = 0;
 	ctx->waiting = 0;
-	ctx->owner_in = 0;
 	ctx->bias_hist = 0;
-	/* owned by the creating thread (key 0: no owner yet) */
-	ctx->bias = (ctx_self(), ureg__ctx_bias_key ? ureg__ctx_bias_key : BIAS_ON);
+	/* owned by the creating thread (without a seat: no owner yet) */
+	(void)ctx_self();
+	ctx->owner_seat = ureg__ctx_seat;
+	ctx->bias = ureg__ctx_seat ? ureg__ctx_seat->key : BIAS_ON;
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);

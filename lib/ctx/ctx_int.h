@@ -205,9 +205,9 @@ struct ureg_ctx {
 	size_t live_bytes, peak_bytes, allocations, quota;
 	uint64_t total_allocations;
 	uint16_t waiting;                 /* threads waiting on a creation */
-	uint8_t owner_in;                 /* owner inside, biased (ctx_lock) */
 	uint8_t bias_hist;                /* entries by others, owner moves */
 	uint32_t bias;                    /* owner id << 2 | BIAS_ON/PAUSED/OFF */
+	struct ctx_seat *owner_seat;      /* the owner's seat (with an owner) */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
 		struct ctx_book *inst;      /* NULL until the first instance */
@@ -252,16 +252,33 @@ struct creation_wait {
  * handler), and a create + release took the context lock four times: with
  * two atomic read-modify-writes each (~10 ns a pair on this machine) that
  * was a third of a factory call.  So one thread, the owner, enters with
- * plain stores - owner_in = 1, a compiler barrier, then check that the
- * bias is on and it is still the owner - and leaves with a release store.
+ * plain stores - its seat's inside = the context, a compiler barrier, then
+ * check that the bias is on and it is still the owner - and leaves with a
+ * release store (inside = NULL).
  * Every other thread takes the futex lock and, holding it, pauses the bias
  * (state BIAS_PAUSED), runs sys_membarrier(PRIVATE_EXPEDITED) - a full
  * barrier on every running thread of the process, which pairs with the
  * owner's compiler barrier the way liburcu's memb flavor pairs its readers
- * with synchronize_rcu - and waits until owner_in is 0.  Either the owner
- * saw the pause (and queues on the futex like anyone), or the other thread
- * sees owner_in = 1 and waits for it to leave.  Invariant: whoever holds
- * the futex lock is the owner, or has paused the bias.
+ * with synchronize_rcu - and waits until the owner's seat is not inside
+ * the context.  Either the owner saw the pause (and queues on the futex
+ * like anyone), or the other thread sees it inside and waits for it to
+ * leave.  Invariant: whoever holds the futex lock is the owner, or has
+ * paused the bias.
+ *
+ * Seats.  Each thread says "I am inside context X" in a seat of its own
+ * (struct ctx_seat), which only it writes; a context names its owner's
+ * seat.  A single per-context "owner inside" flag is not enough: a former
+ * owner that read the bias just before its ownership moved may store the
+ * flag late - after the new owner entered - and then clear it on seeing
+ * the move, so that a pausing thread would find the flag clear with the
+ * new owner inside (found by reading; the window is one instruction of a
+ * preempted thread).  With seats such a late store lands in the former
+ * owner's own seat, which nobody waits on once the ownership has moved
+ * (it moves only after the waiting), and the unlock tells a biased entry
+ * from a futex one by its own seat.  Seats are recycled, never freed: a
+ * thread's goes to a free list when it exits (a context may still name
+ * it; a later thread takes it with a new key, so it can never be inside
+ * a context that names it for the old owner).
  *
  * The owner is the thread that created the context (or, where that left
  * none, the first to take the lock).  A membarrier costs microseconds, so
@@ -287,13 +304,19 @@ struct creation_wait {
 #define BIAS_STATE 3u
 #define BIAS_MAX_ID ((1u << 30) - 1) /* ids above it own nothing */
 
+struct ctx_seat {
+	/* a line of its own: each lock and unlock writes it */
+	_Alignas(64) ureg_ctx *inside; /* the context its thread holds biased,
+					* or is trying to; written only by
+					* that thread */
+	uint32_t key;           /* its thread's id << 2 | BIAS_ON */
+	struct ctx_seat *next;  /* on the free list */
+};
+
 extern UREG_TLS uint32_t ureg__ctx_self_id;     /* 0 until first asked */
-extern UREG_TLS uint32_t ureg__ctx_bias_key;    /* id << 2 | BIAS_ON, or 0 */
-/* The context this thread holds on the biased path, if any: how unlock
- * tells its own fast entry from a futex one (owner_in alone cannot: a
- * former owner may set it for an instant after the ownership moved).
- * Context locks never nest, so one is enough. */
-extern UREG_TLS ureg_ctx *ureg__ctx_fast;
+/* the thread's seat, NULL until its id is taken (and for a thread that
+ * cannot own: no membarrier, id past BIAS_MAX_ID, no memory) */
+extern UREG_TLS struct ctx_seat *ureg__ctx_seat;
 uint32_t ureg__ctx_self_slow(void);
 void ureg__ctx_lock_slow(ureg_ctx *ctx);
 
@@ -306,27 +329,27 @@ static inline uint32_t ctx_self(void)
 
 static inline void ctx_lock(ureg_ctx *ctx)
 {
-	uint32_t key = ureg__ctx_bias_key;
+	struct ctx_seat *me = ureg__ctx_seat;
 
-	if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_RELAXED) == key)) {
-		__atomic_store_n(&ctx->owner_in, 1, __ATOMIC_RELAXED);
+	if (UREG_LIKELY(me && __atomic_load_n(&ctx->bias, __ATOMIC_RELAXED) == me->key)) {
+		__atomic_store_n(&me->inside, ctx, __ATOMIC_RELAXED);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* membarrier's pair */
-		if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_ACQUIRE) == key)) {
-			ureg__ctx_fast = ctx;
+		if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_ACQUIRE) == me->key))
 			return;
-		}
-		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&me->inside, NULL, __ATOMIC_RELEASE);
 	}
 	ureg__ctx_lock_slow(ctx);
 }
 
 static inline void ctx_unlock(ureg_ctx *ctx)
 {
+	struct ctx_seat *me = ureg__ctx_seat;
 	uint32_t r;
 
-	if (ureg__ctx_fast == ctx) { /* entered on the biased path */
-		ureg__ctx_fast = NULL;
-		__atomic_store_n(&ctx->owner_in, 0, __ATOMIC_RELEASE);
+	/* entered on the biased path?  Only this thread writes its seat, and
+	 * a failed fast entry clears it before taking the futex lock. */
+	if (me && __atomic_load_n(&me->inside, __ATOMIC_RELAXED) == ctx) {
+		__atomic_store_n(&me->inside, NULL, __ATOMIC_RELEASE);
 		return;
 	}
 	r = __atomic_load_n(&ctx->bias, __ATOMIC_RELAXED);
