@@ -38,7 +38,8 @@ void ureg__events_unlock(void)
 	pthread_mutex_unlock(&listeners_lock);
 }
 /* number of listeners anywhere: writers skip event work when zero */
-static long listener_count;
+long ureg__listener_count; /* internal.h */
+#define listener_count ureg__listener_count
 
 bool ureg__has_listeners(ureg_registry *reg)
 {
@@ -172,11 +173,9 @@ void ureg__events_flush(ureg_registry *reg)
 	pthread_mutex_unlock(&reg->evq_lock);
 }
 
-void ureg__event_instance(ureg_registry *reg, enum ureg_event_kind kind,
-			  const char *key, ureg_ctx *ctx, void *instance)
+void ureg__event_instance_deliver(ureg_registry *reg, enum ureg_event_kind kind,
+				  const char *key, ureg_ctx *ctx, void *instance)
 {
-	if (!ureg__has_listeners(reg))
-		return;
 	struct ureg_event ev = {
 		.kind = kind, .reg = reg, .key = key, .ctx = ctx,
 		.instance = instance, .generation = 0,

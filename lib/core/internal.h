@@ -481,8 +481,17 @@ void ureg__event_queue(ureg_registry *reg, struct ureg_event_node *n,
 /* after the writer mutex is dropped: deliver everything queued */
 void ureg__events_flush(ureg_registry *reg);
 /* instance events: delivered at once on this thread */
-void ureg__event_instance(ureg_registry *reg, enum ureg_event_kind kind,
-			  const char *key, ureg_ctx *ctx, void *instance);
+void ureg__event_instance_deliver(ureg_registry *reg, enum ureg_event_kind kind,
+				  const char *key, ureg_ctx *ctx, void *instance);
+extern long ureg__listener_count; /* events.c: listeners in the process */
+/* An instance event, delivered only when some listener exists (the check
+ * inline: a creation and a release without listeners make no call). */
+static inline void ureg__event_instance(ureg_registry *reg, enum ureg_event_kind kind,
+					const char *key, ureg_ctx *ctx, void *instance)
+{
+	if (UREG_UNLIKELY(__atomic_load_n(&ureg__listener_count, __ATOMIC_ACQUIRE) > 0))
+		ureg__event_instance_deliver(reg, kind, key, ctx, instance);
+}
 void ureg__events_detach_registry(ureg_registry *reg);
 void ureg__events_lock(void);
 void ureg__events_unlock(void);

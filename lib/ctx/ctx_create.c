@@ -59,11 +59,16 @@ void ureg__ctx_instance_unlink(ureg_ctx *ctx, uint32_t i, struct inst_gone *g)
 {
 	struct insttab *t = &ctx->inst->inst;
 	struct ureg_instance *in = &t->tab[i];
+	struct ctx_use *u = in->use;
 
-	CTR_SET(in->use->instances, in->use->instances - 1);
+	/* two lines about to be needed (the use record's count below, the
+	 * box by the destroy): fetch both while the table shifts */
+	__builtin_prefetch(u, 1);
 	g->obj = in->obj;
 	g->fb = inst_fb(in);
+	__builtin_prefetch(g->fb);
 	insttab_remove(t, i);
+	CTR_SET(u->instances, u->instances - 1);
 }
 
 /* ------------------------------------------------------------ creations */
@@ -113,7 +118,7 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 	if (!(b = ureg__calloc(1, sizeof(*b))))
 		return NULL;
 	insttab_init(&b->inst);
-	ptrmap_init(&b->by_serial, offsetof(struct ctx_use, serial));
+	ptrmap_init(&b->by_serial);
 	b->uses_tail = &b->uses;
 	__atomic_store_n(&ctx->inst, b, __ATOMIC_RELEASE); /* lock-free stats */
 	return b;
@@ -138,7 +143,10 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 	if (!b || insttab_reserve(&b->inst, b->reserved + 1))
 		return -ENOMEM;
 	c->use = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
-	if (!c->use) {
+	if (c->use) {
+		/* read and written again once the factory ran: fetch it now */
+		__builtin_prefetch(c->use, 1);
+	} else {
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
@@ -189,7 +197,7 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		/* another creation of the entry may have published one since */
 		if (!(u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial))) {
 			u = c->new_use;
-			ptrmap_insert(&b->by_serial, u);
+			ptrmap_insert(&b->by_serial, (uintptr_t)fb->serial, u);
 			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 			b->uses_tail = &u->next;
 		} else {
