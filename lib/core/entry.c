@@ -437,14 +437,6 @@ int ureg__fbox_hold(struct ureg_factory_box *fb)
 	return 0;
 }
 
-void ureg__fbox_prefetch_hold(uint32_t hid)
-{
-	struct hold_area *a = my_holds;
-
-	if (a && hid < a->cap)
-		__builtin_prefetch(&a->slot[hid], 1);
-}
-
 void ureg__fbox_unhold(struct ureg_factory_box *fb)
 {
 	long *slot;
@@ -631,7 +623,7 @@ void ureg__entry_retire_unused(struct ureg_entry *e)
  * The entry's key is followed by its padding and cold part, and the
  * looked-up key has k->len bytes, so no load leaves either object.
  */
-static inline int entry_match(struct cds_lfht_node *node, const void *key)
+int ureg__entry_match(struct cds_lfht_node *node, const void *key)
 {
 	const struct ureg_key *k = key;
 	const struct ureg_entry *e =
@@ -675,20 +667,5 @@ static inline int entry_match(struct cds_lfht_node *node, const void *key)
 	for (size_t i = 0; i < n; i++)
 		if (a[i] != b[i])
 			return 0;
-	return 1;
-}
-
-int ureg__entry_match(struct cds_lfht_node *node, const void *key)
-{
-	return entry_match(node, key);
-}
-
-int ureg__entry_match_fbox(struct cds_lfht_node *node, const void *key)
-{
-	if (!entry_match(node, key))
-		return 0;
-	/* the caller creates an instance: its first touch of the factory
-	 * box (the hold) comes right after the table search returns */
-	__builtin_prefetch(caa_container_of(node, struct ureg_entry, node)->fbox);
 	return 1;
 }

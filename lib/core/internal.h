@@ -392,27 +392,17 @@ static inline struct cds_lfht *ureg__ht(ureg_registry *reg)
 
 /* cds_lfht match function (entry.c): @key is a struct ureg_key. */
 int ureg__entry_match(struct cds_lfht_node *node, const void *key);
-/* The same, and a match prefetches the entry's factory box (for the
- * creation of an instance, whose hold reads the box next). */
-int ureg__entry_match_fbox(struct cds_lfht_node *node, const void *key);
 
 /* The entry of @k in @ht, or NULL.  Call inside a read section. */
-static inline struct ureg_entry *ureg__find_with(struct cds_lfht *ht,
-						 const struct ureg_key *k,
-						 cds_lfht_match_fct match)
+static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
+					    const struct ureg_key *k)
 {
 	struct cds_lfht_iter iter;
 	struct cds_lfht_node *node;
 
-	cds_lfht_lookup(ht, k->hash, match, k, &iter);
+	cds_lfht_lookup(ht, k->hash, ureg__entry_match, k, &iter);
 	node = cds_lfht_iter_get_node(&iter);
 	return node ? caa_container_of(node, struct ureg_entry, node) : NULL;
-}
-
-static inline struct ureg_entry *ureg__find(struct cds_lfht *ht,
-					    const struct ureg_key *k)
-{
-	return ureg__find_with(ht, k, ureg__entry_match);
 }
 /* A reference in @refs (entries, drain grabs): writers, any thread. */
 void ureg__fbox_get(struct ureg_factory_box *fb);
@@ -422,9 +412,6 @@ void ureg__fbox_put(struct ureg_factory_box *fb);
  * 0, or -ENOMEM (the thread's counters could not grow: nothing taken).
  * ureg__fbox_unhold anywhere; cannot fail. */
 int ureg__fbox_hold(struct ureg_factory_box *fb);
-/* Fetch this thread's hold counter of the box with id @hid ahead of a
- * ureg__fbox_unhold (a hint only: any thread, never blocks). */
-void ureg__fbox_prefetch_hold(uint32_t hid);
 void ureg__fbox_unhold(struct ureg_factory_box *fb);
 /* fork.c: the holds' lock, a leaf */
 void ureg__holds_lock(void);

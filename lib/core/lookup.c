@@ -178,7 +178,7 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	if (UREG_UNLIKELY(!ureg__key_hash(key, &k)))
 		return ureg__key_prepare(key, &k); /* NULL or too long: its error */
 	ureg__section_enter();
-	e = ureg__find_with(ureg__ht(reg), &k, ureg__entry_match_fbox);
+	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
 		if ((rc = ureg__fbox_hold(fb))) {

@@ -69,8 +69,6 @@ void ureg__ctx_instance_unlink(ureg_ctx *ctx, uint32_t i, struct inst_gone *g)
 	__builtin_prefetch(g->fb);
 	insttab_remove(t, i);
 	CTR_SET(u->instances, u->instances - 1);
-	/* and the hold counter the release drops last */
-	ureg__fbox_prefetch_hold(u->hid);
 }
 
 /* ------------------------------------------------------------ creations */
@@ -155,7 +153,7 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		    !(u = ureg__aligned_alloc(64, sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
-		u->hid = fb->hid;
+		u->serial = fb->serial;
 		memcpy(u->names, fb->reg->name, rl);
 		memcpy(u->names + rl, fb->key, kl);
 		u->registry = u->names;

@@ -167,8 +167,7 @@ static inline struct ctx_blk *blk_of(void *p)
  */
 struct ctx_use {
 	struct ctx_use *next;
-	uint32_t hid;                    /* the box's hold id (entry.c) */
-	uint32_t unused;
+	uint64_t serial;                 /* the ptrmap key */
 	size_t instances, bytes, peak, blocks;
 	const char *registry, *key;      /* copies, in names[] */
 	char names[];
