@@ -331,7 +331,10 @@ static inline void ctx_lock(ureg_ctx *ctx)
 {
 	struct ctx_seat *me = ureg__ctx_seat;
 
-	if (UREG_LIKELY(me && __atomic_load_n(&ctx->bias, __ATOMIC_RELAXED) == me->key)) {
+	/* no check of the bias before the store: the seat is this thread's
+	 * own, so a thread that turns out not to be the owner has only
+	 * written a line nobody waits on */
+	if (UREG_LIKELY(me != NULL)) {
 		__atomic_store_n(&me->inside, ctx, __ATOMIC_RELAXED);
 		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* membarrier's pair */
 		if (UREG_LIKELY(__atomic_load_n(&ctx->bias, __ATOMIC_ACQUIRE) == me->key))
