@@ -577,7 +577,8 @@ static inline struct creation *frame_of(ureg_ctx *ctx)
  * innermost creation this thread runs in @ctx (counted for its entry if
  * the creation succeeds, freed if it fails), or the context's own.
  */
-static void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero, const void *for_obj)
+static inline __attribute__((always_inline)) void *ctx_alloc(ureg_ctx *ctx, size_t size, int zero,
+							    const void *for_obj)
 {
 	int flags = alloc_flags(ctx) | zero;
 	struct creation *frame;
