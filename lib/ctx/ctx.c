@@ -133,11 +133,18 @@ void ureg__ctx_unlock_all_child(void)
 
 	for_each_ctx(ctx) {
 		__atomic_store_n(&ctx->lock, 0, __ATOMIC_RELAXED);
+		/* an owner that did not survive may have been between its
+		 * store into its seat and its clearing of it (a fast entry
+		 * that found the bias paused by prepare): nobody will clear
+		 * it now, and the child's first entry would wait on it
+		 * forever */
+		if ((ctx->bias >> 2) && ctx->owner_seat != ureg__ctx_seat)
+			ctx->owner_seat->inside = NULL;
 		if ((ctx->bias & BIAS_STATE) == BIAS_PAUSED)
 			ctx->bias = (ctx->bias & ~BIAS_STATE) | BIAS_ON;
 	}
 	/* the seats of threads that did not survive stay taken (their exits
-	 * never run here): a few bytes each, in the child only */
+	 * never run here): one line each, in the child only */
 	__atomic_store_n(&seat_lock, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&all_lock, 0, __ATOMIC_RELAXED);
 }

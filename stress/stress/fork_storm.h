@@ -82,6 +82,10 @@ struct fork_storm {
 	ureg_config *cfg;    /* reloaded by the busy threads */
 	atomic_int stop;
 	atomic_long next_id; /* busy threads' own key prefixes */
+	/* each busy thread's own context (it is the owner: its lock's biased
+	 * path), used between the other steps; children enter them, owned
+	 * by threads that do not exist there */
+	ureg_ctx *_Atomic owned[FORK_STORM_THREADS];
 	atomic_long ops, errors;
 };
 
@@ -216,17 +220,39 @@ static int fork_storm_ctx_cycle(unsigned flags)
 	return 0;
 }
 
+/* An allocation and a free in @ctx. */
+static int fork_storm_touch(ureg_ctx *ctx)
+{
+	char *p = ureg_ctx_alloc(ctx, 48);
+
+	if (!p)
+		return -ENOMEM;
+	p[0] = 1;
+	ureg_ctx_free(ctx, p);
+	return 0;
+}
+
 static void *fork_storm_busy(void *arg)
 {
 	struct fork_storm *fs = arg;
 	long me = atomic_fetch_add(&fs->next_id, 1), n = 0;
+	ureg_ctx *own = NULL;
 	char key[64];
 
+	if (ureg_ctx_new("storm-own", UREG_CTX_SHARED, &own) != 0) {
+		atomic_fetch_add(&fs->errors, 1);
+		return NULL;
+	}
+	atomic_store(&fs->owned[me % FORK_STORM_THREADS], own);
 	while (!atomic_load(&fs->stop)) {
 		int rc = 0;
 		void *p;
 
 		FORK_STORM_WORK_BEGIN();
+		/* the owner's biased entries, over and over: a fork may land
+		 * while this thread is between its seat's store and clear */
+		for (int k = 0; k < 8 && rc == 0; k++)
+			rc = fork_storm_touch(own);
 		switch (n % 9) {
 		case 6: rc = fork_storm_instances(fs->reg); break;
 		case 7: rc = fork_storm_short_lived(fs->reg); break;
@@ -268,6 +294,9 @@ static void *fork_storm_busy(void *arg)
 		n++;
 	}
 	atomic_fetch_add(&fs->ops, n);
+	/* the parent forks no more once stop is set: no child can enter it */
+	atomic_store(&fs->owned[me % FORK_STORM_THREADS], NULL);
+	ureg_ctx_destroy(own);
 	return NULL;
 }
 
@@ -299,6 +328,15 @@ static int fork_storm_child(struct fork_storm *fs)
 		return 28;
 	if (fork_storm_short_lived(fs->reg) != 0)
 		return 29;
+	/* the busy threads' contexts, whose owners did not survive the fork:
+	 * each entry pauses a dead owner's bias and must not wait for it */
+	for (int i = 0; i < FORK_STORM_THREADS; i++) {
+		ureg_ctx *ctx = atomic_load(&fs->owned[i]);
+
+		for (int k = 0; ctx && k < 20; k++) /* past 15: an ownership move */
+			if (fork_storm_touch(ctx) != 0)
+				return 30;
+	}
 	ureg_synchronize(); /* grace periods work in the child */
 	return 0;
 }
