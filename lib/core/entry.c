@@ -8,6 +8,8 @@
 #include <limits.h>
 #include <unistd.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include "registry_int.h"
 
@@ -87,15 +89,22 @@ void ureg__ibox_put(struct ureg_item_box *ib)
  *
  *  - a hold is taken inside a read section (the caller's) that found the
  *    box through a published entry: the box cannot be dying;
- *  - a dropped hold, inside a read section of its own, goes to the
- *    thread's slot while @dying is 0, else to @refs (and frees the box if
- *    that was the last reference);
+ *  - a dropped hold goes to the thread's slot while @dying is 0, else to
+ *    @refs (and frees the box if that was the last reference).  The drop
+ *    marks its thread's area with the box (@dropping) first, then reads
+ *    @dying, writes the slot and clears the mark: the asymmetric pattern
+ *    of liburcu's memb flavor (a compiler barrier here, a
+ *    sys_membarrier in the fold), cheaper than the read section it
+ *    replaced (where membarrier is missing - old kernels, valgrind - a
+ *    drop still takes a read section, covered by the fold's grace
+ *    period);
  *  - when @trefs reaches 0 (no entry holds the box: no hold can begin) or
  *    ureg_drain asks, the box is killed: @dying is set and, a grace period
- *    later - every section that saw @dying == 0 has finished its slot
- *    update - fbox_fold sums the box's slots of every thread (and of the
- *    threads that exited, holds_orphan) into @refs in one step, minus the
- *    bias.  From then on @refs is the exact count.
+ *    later, fbox_fold runs one membarrier and waits until no thread's
+ *    area is marked with the box - every drop that saw @dying == 0 has
+ *    written its slot - then sums the box's slots of every thread (and of
+ *    the threads that exited, holds_orphan) into @refs in one step, minus
+ *    the bias.  From then on @refs is the exact count.
  *
  * holds_lock guards the list of threads' arrays, their growth, the
  * orphans and the ids: never taken on a hold or a drop once the thread's
@@ -109,6 +118,9 @@ struct hold_area {
 	struct cds_list_head node;   /* hold_areas */
 	long *slot;                  /* [cap], by box hid */
 	uint32_t cap;
+	/* the box whose hold this thread is dropping, or NULL; written only
+	 * by the thread, read by folds */
+	const struct ureg_factory_box *dropping;
 };
 
 static pthread_mutex_t holds_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -120,6 +132,7 @@ static UREG_TLS struct hold_area *my_holds;
 static pthread_key_t holds_key;
 static pthread_once_t holds_once = PTHREAD_ONCE_INIT;
 static bool holds_key_ok;
+static bool drop_marks;          /* membarrier works: drops mark, not read-lock */
 
 /* Under holds_lock: @slot[0..n) grown to hold index @hid (zeroed).  */
 static long *slots_grow(long *slot, uint32_t *cap, uint32_t hid)
@@ -169,6 +182,8 @@ static void holds_thread_exit(void *arg)
 static void holds_key_init(void)
 {
 	holds_key_ok = pthread_key_create(&holds_key, holds_thread_exit) == 0;
+	drop_marks = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+		     syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
 /* This thread's array, able to count box @hid; NULL: out of memory. */
@@ -188,6 +203,7 @@ static struct hold_area *holds_slow(uint32_t hid)
 		}
 		a->slot = NULL;
 		a->cap = 0;
+		a->dropping = NULL;
 		if (pthread_setspecific(holds_key, a) != 0) {
 			pthread_mutex_unlock(&holds_lock);
 			ureg__meta_free(a);
@@ -284,10 +300,19 @@ void ureg__holds_lock(void)
 
 void ureg__holds_unlock(bool child)
 {
-	if (child)
-		pthread_mutex_init(&holds_lock, NULL);
-	else
+	struct hold_area *a;
+
+	if (!child) {
 		pthread_mutex_unlock(&holds_lock);
+		return;
+	}
+	/* a thread that did not survive may have been inside a drop: its
+	 * mark would hold up every fold of that box in the child (its -1 is
+	 * lost with it, as everything it was doing: the box is kept) */
+	cds_list_for_each_entry(a, &hold_areas, node)
+		if (a != my_holds)
+			a->dropping = NULL;
+	pthread_mutex_init(&holds_lock, NULL);
 }
 
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
@@ -350,10 +375,20 @@ static void fbox_destroy(struct ureg_factory_box *fb)
 static void fbox_fold(struct rcu_head *head)
 {
 	struct ureg_factory_box *fb = caa_container_of(head, struct ureg_factory_box, rcu);
+	struct hold_area *a;
 	long sum;
 
 	pthread_mutex_lock(&holds_lock);
-	sum = holds_sum(fb->hid, true); /* frozen: a grace period since the kill */
+	if (drop_marks) {
+		/* every drop either saw @dying (set before the grace period)
+		 * or marked its area before it read it: wait for those */
+		if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)
+			abort(); /* registered at start-up: cannot fail afterwards */
+		cds_list_for_each_entry(a, &hold_areas, node)
+			while (__atomic_load_n(&a->dropping, __ATOMIC_ACQUIRE) == fb)
+				sched_yield();
+	}
+	sum = holds_sum(fb->hid, true); /* frozen: no drop of the box in flight */
 	pthread_mutex_unlock(&holds_lock);
 	__atomic_store_n(&fb->folded, 1, __ATOMIC_SEQ_CST); /* before: the drain reads it after @refs */
 	if (__atomic_add_fetch(&fb->refs, sum - FBOX_BIAS, __ATOMIC_SEQ_CST) == 0) {
@@ -439,8 +474,22 @@ int ureg__fbox_hold(struct ureg_factory_box *fb)
 
 void ureg__fbox_unhold(struct ureg_factory_box *fb)
 {
+	struct hold_area *a = my_holds;
 	long *slot;
 
+	if (UREG_LIKELY(drop_marks && a && fb->hid < a->cap)) {
+		__atomic_store_n(&a->dropping, fb, __ATOMIC_RELAXED);
+		__atomic_signal_fence(__ATOMIC_SEQ_CST); /* the fold's membarrier pairs */
+		if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED))) {
+			slot = &a->slot[fb->hid];
+			__atomic_store_n(slot, __atomic_load_n(slot, __ATOMIC_RELAXED) - 1,
+					 __ATOMIC_RELAXED);
+			__atomic_store_n(&a->dropping, NULL, __ATOMIC_RELEASE);
+			return;
+		}
+		__atomic_store_n(&a->dropping, NULL, __ATOMIC_RELEASE);
+		goto refs;
+	}
 	ureg__rcu_ensure();
 	urcu_memb_read_lock();
 	if (UREG_LIKELY(!__atomic_load_n(&fb->dying, __ATOMIC_RELAXED)) &&
@@ -451,6 +500,7 @@ void ureg__fbox_unhold(struct ureg_factory_box *fb)
 		return;
 	}
 	urcu_memb_read_unlock();
+refs:
 	/* killed, or no slot (out of memory): to @refs, which holds
 	 * FBOX_BIAS until the fold (never 0 before) */
 	if (__atomic_sub_fetch(&fb->refs, 1, __ATOMIC_SEQ_CST) == 0)
