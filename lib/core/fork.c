@@ -59,6 +59,9 @@
  *  10. entry.c's holds_lock (the factory boxes' per-thread hold counters:
  *      a thread's first hold, its counters' growth and exit, a box's id
  *      and fold).  A leaf: nothing is locked or called back under it.
+ *      The child also clears the drop marks of the threads that did not
+ *      survive (a fold would wait for them forever), as ctx.c clears the
+ *      seats of contexts' owners that did not.
  *
  * In the child the threads that did not survive the fork are still in
  * liburcu's reader list; rcu_thread.c unlinks them before liburcu restarts
