@@ -91,7 +91,7 @@ static inline void insttab_link_newest(struct insttab *t, uint32_t i)
 static inline int insttab_reserve(struct insttab *t, uint32_t extra)
 {
 	uint64_t need = ((uint64_t)t->count + extra) * 2;
-	uint32_t n = t->tab ? t->mask + 1 : 8;
+	uint32_t n = t->tab ? t->mask + 1 : 4;
 	struct insttab nt;
 
 	if (t->tab && need <= n)

@@ -695,7 +695,7 @@ Test(ctx, instances_are_released_in_any_order_and_only_the_named_one_dies)
  * The records live by value in a table keyed by object (insttab.h): a
  * release shifts the rest of its cluster back, a growth rebuilds the
  * table, and both must carry the creation order with them.  2,000
- * instances (the table grows from 16 to 4,096 slots), a shuffled half
+ * instances (the table grows from 4 to 4,096 slots), a shuffled half
  * released, 500 more made in the holes; destroy must then run the
  * destructors of the survivors exactly newest first.
  */
