@@ -853,6 +853,83 @@ Test(ctx, a_context_that_changes_threads_keeps_exact_accounting_through_every_ch
 		bias_check(5000); /* ownership moves three times, then the bias is off */
 }
 
+/*
+ * Seats (ctx_int.h): a thread's seat outlives it and serves the next
+ * thread.  A context whose owner exited names a seat that a new thread
+ * now uses for its own context, in and out of it all the time: entries
+ * into the orphan must neither wait on that thread nor lose an update
+ * (the 20 entries pause the dead owner's bias 15 times, then move the
+ * ownership to the entering thread).
+ */
+struct orphan_run {
+	ureg_ctx *orphan;
+	void *kept;
+	atomic_int stop, bad;
+	atomic_long ops;
+};
+
+static void *orphan_maker(void *arg)
+{
+	struct orphan_run *r = arg;
+
+	if (ureg_ctx_new("orphan", UREG_CTX_SHARED, &r->orphan) ||
+	    !(r->kept = ureg_ctx_alloc(r->orphan, 100)))
+		atomic_fetch_add(&r->bad, 1);
+	return NULL; /* its seat goes back to the free list */
+}
+
+static void *seat_reuser(void *arg)
+{
+	struct orphan_run *r = arg;
+	ureg_ctx *own = NULL;
+
+	if (ureg_ctx_new("own", UREG_CTX_SHARED, &own)) {
+		atomic_fetch_add(&r->bad, 1);
+		atomic_store(&r->ops, 1);
+		return NULL;
+	}
+	while (!atomic_load(&r->stop)) {
+		void *q = ureg_ctx_alloc(own, 40);
+		if (!q)
+			atomic_fetch_add(&r->bad, 1);
+		ureg_ctx_free(own, q);
+		atomic_fetch_add(&r->ops, 1);
+	}
+	ureg_ctx_destroy(own);
+	return NULL;
+}
+
+Test(ctx, a_context_whose_owner_exited_is_entered_while_the_owners_seat_serves_a_new_thread,
+     .timeout = 30)
+{
+	struct orphan_run r = { 0 };
+	struct ureg_ctx_stats st;
+	pthread_t a, b;
+
+	for (int round = 0; round < 50; round++) {
+		memset(&r, 0, sizeof(r));
+		cr_assert_eq(pthread_create(&a, NULL, orphan_maker, &r), 0);
+		pthread_join(a, NULL);
+		cr_assert_eq(atomic_load(&r.bad), 0);
+		cr_assert_eq(pthread_create(&b, NULL, seat_reuser, &r), 0);
+		while (!atomic_load(&r.ops))
+			sched_yield();
+		for (int i = 0; i < 20; i++) {
+			void *q = ureg_ctx_alloc(r.orphan, 200);
+			cr_assert_not_null(q);
+			ureg_ctx_free(r.orphan, q);
+		}
+		atomic_store(&r.stop, 1);
+		pthread_join(b, NULL);
+		cr_assert_eq(atomic_load(&r.bad), 0);
+		cr_assert_eq(ureg_ctx_stats(r.orphan, &st), 0);
+		cr_assert_eq(st.allocations, 1, "round %d: %zu allocations", round, st.allocations);
+		cr_assert_eq(st.total_allocations, 21);
+		ureg_ctx_free(r.orphan, r.kept);
+		ureg_ctx_destroy(r.orphan);
+	}
+}
+
 /* ------------------------------------------------ the thread's block cache */
 
 static uint64_t thread_deallocated(void)
