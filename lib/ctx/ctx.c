@@ -107,7 +107,8 @@ void ureg__ctx_lock_all(void)
 		ctx_membarrier();
 	for_each_ctx(ctx)
 		while ((ctx->bias >> 2) &&
-		       __atomic_load_n(&ctx->owner_seat->inside, __ATOMIC_ACQUIRE) == ctx)
+		       __atomic_load_n(&ureg__ctx_seat_at(ctx->bias >> 2)->inside,
+				       __ATOMIC_ACQUIRE) == ctx)
 			sched_yield();
 	lock_take(&seat_lock); /* a leaf: thread exits and first seats */
 }
@@ -138,8 +139,8 @@ void ureg__ctx_unlock_all_child(void)
 		 * that found the bias paused by prepare): nobody will clear
 		 * it now, and the child's first entry would wait on it
 		 * forever */
-		if ((ctx->bias >> 2) && ctx->owner_seat != ureg__ctx_seat)
-			ctx->owner_seat->inside = NULL;
+		if ((ctx->bias >> 2) && ureg__ctx_seat_at(ctx->bias >> 2) != ureg__ctx_seat)
+			ureg__ctx_seat_at(ctx->bias >> 2)->inside = NULL;
 		if ((ctx->bias & BIAS_STATE) == BIAS_PAUSED)
 			ctx->bias = (ctx->bias & ~BIAS_STATE) | BIAS_ON;
 	}
@@ -151,9 +152,8 @@ void ureg__ctx_unlock_all_child(void)
 
 /* ------------------------------------------------------------ the bias */
 
-UREG_TLS uint32_t ureg__ctx_self_id;
 UREG_TLS struct ctx_seat *ureg__ctx_seat;
-static uint32_t next_self_id;
+static UREG_TLS bool seat_tried;       /* the thread asked once for a seat */
 static bool bias_ok;        /* membarrier registered: contexts get owners */
 
 static void ctx_membarrier(void)
@@ -169,23 +169,39 @@ static void bias_init(void)
 }
 
 /*
- * Seats (ctx_int.h, "Seats"): taken with a thread's id, given back to the
- * free list by its exit (a pthread key), never freed.  seat_lock is a
- * leaf, taken last by ureg__ctx_lock_all for fork.
+ * Seats (ctx_int.h, "Seats"): in chunks of SEAT_CHUNK, made on demand and
+ * never freed, indexed from 1; a thread takes one at its first context
+ * and its exit (a pthread key) puts it on the free list.  seat_lock (a
+ * leaf, taken last by ureg__ctx_lock_all for fork) guards the list and
+ * the chunks' creation; a chunk pointer is published with a release
+ * store before any index in it is handed out.
  */
+static struct ctx_seat *seat_chunks[SEAT_CHUNKS];
+static uint32_t seats_made;       /* indices 1..seats_made handed out */
 static struct ctx_seat *free_seats;
 static pthread_key_t seat_key;
 static pthread_once_t seat_once = PTHREAD_ONCE_INIT;
 static bool seat_key_ok;
 
-static void seat_exit(void *arg)
+struct ctx_seat *ureg__ctx_seat_at(uint32_t index)
 {
-	struct ctx_seat *s = arg;
+	struct ctx_seat *chunk = __atomic_load_n(&seat_chunks[index / SEAT_CHUNK],
+						 __ATOMIC_ACQUIRE);
 
-	ureg__ctx_seat = NULL; /* later entries (other destructors) take the futex */
-	lock_take(&seat_lock);
+	return &chunk[index % SEAT_CHUNK];
+}
+
+static void seat_put_locked(struct ctx_seat *s)
+{
 	s->next = free_seats;
 	free_seats = s;
+}
+
+static void seat_exit(void *arg)
+{
+	ureg__ctx_seat = NULL; /* later entries (other destructors) take the futex */
+	lock_take(&seat_lock);
+	seat_put_locked(arg);
 	lock_drop(&seat_lock);
 }
 
@@ -194,53 +210,66 @@ static void seat_key_init(void)
 	seat_key_ok = pthread_key_create(&seat_key, seat_exit) == 0;
 }
 
-/* The calling thread's seat, with @key; none if there is no memory (the
- * thread then just never owns a context). */
-static void seat_take(uint32_t key)
+/* Under seat_lock: a seat from the free list, or a new index (a new
+ * chunk when it starts one); NULL when all are taken or no memory. */
+static struct ctx_seat *seat_new_locked(void)
+{
+	struct ctx_seat *s, *chunk;
+	uint32_t i;
+
+	if ((s = free_seats)) {
+		free_seats = s->next;
+		return s;
+	}
+	if (seats_made + 1 >= SEAT_CHUNK * SEAT_CHUNKS)
+		return NULL;
+	i = seats_made + 1;
+	if (!(chunk = seat_chunks[i / SEAT_CHUNK])) {
+		/* not a fault-injection site: no seat only costs speed */
+		if (!(chunk = aligned_alloc(_Alignof(struct ctx_seat),
+					    SEAT_CHUNK * sizeof(*chunk))))
+			return NULL;
+		memset(chunk, 0, SEAT_CHUNK * sizeof(*chunk));
+		__atomic_store_n(&seat_chunks[i / SEAT_CHUNK], chunk, __ATOMIC_RELEASE);
+	}
+	seats_made = i;
+	s = &chunk[i % SEAT_CHUNK];
+	s->key = i << 2 | BIAS_ON;
+	return s;
+}
+
+/* The calling thread's seat, taken at its first need; NULL if it can have
+ * none (no membarrier, every seat taken, no memory): it then never owns a
+ * context, and asks only once. */
+struct ctx_seat *ureg__ctx_seat_slow(void)
 {
 	struct ctx_seat *s;
 
+	if (seat_tried || !bias_ok)
+		return NULL;
+	seat_tried = true;
 	pthread_once(&seat_once, seat_key_init);
 	if (!seat_key_ok)
-		return;
+		return NULL;
 	lock_take(&seat_lock);
-	if ((s = free_seats))
-		free_seats = s->next;
+	s = seat_new_locked();
 	lock_drop(&seat_lock);
-	/* not a fault-injection site: no seat only costs speed */
-	if (!s && !(s = aligned_alloc(_Alignof(struct ctx_seat), sizeof(*s))))
-		return;
-	s->inside = NULL;
-	s->key = key;
-	s->next = NULL;
+	if (!s)
+		return NULL;
 	if (pthread_setspecific(seat_key, s) != 0) {
 		lock_take(&seat_lock);
-		s->next = free_seats;
-		free_seats = s;
+		seat_put_locked(s);
 		lock_drop(&seat_lock);
-		return;
+		return NULL;
 	}
-	ureg__ctx_seat = s;
-}
-
-/* A thread's id, unique over the process's life (never reused, unlike
- * kernel tids and TLS addresses), taken the first time it needs one. */
-uint32_t ureg__ctx_self_slow(void)
-{
-	uint32_t id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
-
-	if (!id) /* 2^32 threads later */
-		id = __atomic_add_fetch(&next_self_id, 1, __ATOMIC_RELAXED);
-	if (bias_ok && id <= BIAS_MAX_ID) /* past it: a thread owns nothing */
-		seat_take(id << 2 | BIAS_ON);
-	return ureg__ctx_self_id = id;
+	return ureg__ctx_seat = s;
 }
 
 /* ctx_lock for everyone but a biased owner (ctx_int.h, "biased"). */
 void ureg__ctx_lock_slow(ureg_ctx *ctx)
 {
-	uint32_t self = ctx_self(), r, owner;
-	struct ctx_seat *me = ureg__ctx_seat;
+	struct ctx_seat *me = ctx_seat();
+	uint32_t self = me ? me->key >> 2 : 0, r, owner;
 	unsigned seen, moves;
 
 	lock_take(&ctx->lock);
@@ -252,15 +281,13 @@ void ureg__ctx_lock_slow(ureg_ctx *ctx)
 		return;
 	if (!owner) {
 		/* the first thread in owns it; nobody can be inside biased */
-		if (me) {
-			ctx->owner_seat = me;
+		if (me)
 			__atomic_store_n(&ctx->bias, me->key, __ATOMIC_RELAXED);
-		}
 		return;
 	}
 	__atomic_store_n(&ctx->bias, (r & ~BIAS_STATE) | BIAS_PAUSED, __ATOMIC_RELAXED);
 	ctx_membarrier();
-	while (__atomic_load_n(&ctx->owner_seat->inside, __ATOMIC_ACQUIRE) == ctx)
+	while (__atomic_load_n(&ureg__ctx_seat_at(owner)->inside, __ATOMIC_ACQUIRE) == ctx)
 		sched_yield();
 	seen = ctx->bias_hist & 15u;
 	moves = ctx->bias_hist >> 4;
@@ -271,7 +298,6 @@ void ureg__ctx_lock_slow(ureg_ctx *ctx)
 		 * wait above: the former owner is out, and its seat is no
 		 * longer waited on) */
 		ctx->bias_hist = (uint8_t)((moves + 1) << 4);
-		ctx->owner_seat = me;
 		__atomic_store_n(&ctx->bias, (me->key & ~BIAS_STATE) | BIAS_PAUSED,
 				 __ATOMIC_RELAXED);
 	} else {
@@ -383,10 +409,8 @@ static inline void ctx_init(struct ureg_ctx *ctx, unsigned arena, unsigned flags
 	ctx->total_allocations = 0;
 	ctx->waiting = 0;
 	ctx->bias_hist = 0;
-	/* owned by the creating thread (without a seat: no owner yet) */
-	(void)ctx_self();
-	ctx->owner_seat = ureg__ctx_seat;
-	ctx->bias = ureg__ctx_seat ? ureg__ctx_seat->key : BIAS_ON;
+	/* owned by the creating thread's seat (without one: no owner yet) */
+	ctx->bias = ctx_seat() ? ureg__ctx_seat->key : BIAS_ON;
 	ctx->cache = NULL;
 	ctx->inst = NULL;
 	memcpy(ctx->name, name ? name : "", namelen);

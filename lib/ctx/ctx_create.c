@@ -150,7 +150,7 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
-		    !(u = ureg__aligned_alloc(64, sizeof(*u) + rl + kl)))
+		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
 		u->serial = fb->serial;

@@ -163,7 +163,9 @@ static inline struct ctx_blk *blk_of(void *p)
  * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
  * successful creation in the context, kept until the context is destroyed
  * (so the peak survives the entry's instances), in creation order.
- * 64-byte aligned: what a creation, a release and a free touch is one line.
+ * Its counters fill 64 bytes (one line when malloc places it so; not
+ * forced: aligned allocation cost a context with instances more memory
+ * than it saved time).
  */
 struct ctx_use {
 	struct ctx_use *next;
@@ -206,8 +208,7 @@ struct ureg_ctx {
 	uint64_t total_allocations;
 	uint16_t waiting;                 /* threads waiting on a creation */
 	uint8_t bias_hist;                /* entries by others, owner moves */
-	uint32_t bias;                    /* owner id << 2 | BIAS_ON/PAUSED/OFF */
-	struct ctx_seat *owner_seat;      /* the owner's seat (with an owner) */
+	uint32_t bias;                    /* owner's seat << 2 | BIAS_ON/PAUSED/OFF */
 	struct ctx_cache *cache;          /* rcu pointer, NULL until first use */
 	union {
 		struct ctx_book *inst;      /* NULL until the first instance */
@@ -266,65 +267,54 @@ struct creation_wait {
  * paused the bias.
  *
  * Seats.  Each thread says "I am inside context X" in a seat of its own
- * (struct ctx_seat), which only it writes; a context names its owner's
- * seat.  A single per-context "owner inside" flag is not enough: a former
- * owner that read the bias just before its ownership moved may store the
- * flag late - after the new owner entered - and then clear it on seeing
- * the move, so that a pausing thread would find the flag clear with the
- * new owner inside (found by reading; the window is one instruction of a
- * preempted thread).  With seats such a late store lands in the former
- * owner's own seat, which nobody waits on once the ownership has moved
- * (it moves only after the waiting), and the unlock tells a biased entry
- * from a futex one by its own seat.  Seats are recycled, never freed: a
- * thread's goes to a free list when it exits (a context may still name
- * it; a later thread takes it with a new key, so it can never be inside
- * a context that names it for the old owner).
+ * (struct ctx_seat), which only it writes; the owner of a context is a
+ * seat, named by its index in the bias word.  A single per-context "owner
+ * inside" flag is not enough: a former owner that read the bias just
+ * before its ownership moved may store the flag late - after the new
+ * owner entered - and then clear it on seeing the move, so that a pausing
+ * thread would find the flag clear with the new owner inside (found by
+ * reading; the window is one instruction of a preempted thread).  With
+ * seats such a late store lands in the former owner's own seat, which
+ * nobody waits on once the ownership has moved (it moves only after the
+ * waiting), and the unlock tells a biased entry from a futex one by its
+ * own seat.  Seats live in chunks that are never freed: a thread's seat
+ * goes back to a free list when it exits, and the next thread that takes
+ * it takes over the ownerships it carries - a pausing thread waits on the
+ * seat, whoever sits in it, and a seat has one thread at a time.
  *
- * The owner is the thread that created the context (or, where that left
- * none, the first to take the lock).  A membarrier costs microseconds, so
- * after 15 entries by other threads the last of them becomes the owner (a
- * context made on an acceptor thread and used on a worker moves to the
- * worker; at most 3 moves), then the bias is off
- * for good (BIAS_OFF): every thread, the owner included, takes the futex
- * lock, as before the bias existed.  Owner and bias change only under the
- * futex lock with the bias paused.  Without membarrier (old kernels,
- * valgrind) contexts get no owner.  fork.c pauses every context's bias
- * with one membarrier (ureg__ctx_lock_all).
- *
- * bias: the owner's id (ctx_self(), 0: none) << 2 | the state, in one
- * word, so that the owner's entry compares it once with the thread's key
- * (its id << 2 | BIAS_ON; 0 for a thread without one, which matches no
- * context since every state is non-zero).  bias_hist (under the futex
- * lock): bits 0-3 entries by others since the last change of owner, 4-5
- * changes of owner.
+ * bias: the owner's seat index (0: none) << 2 | the state, in one word,
+ * so that the owner's entry compares it once with its seat's key (index
+ * << 2 | BIAS_ON).  bias_hist (under the futex lock): bits 0-3 entries by
+ * others since the last change of owner, 4-5 changes of owner.
  */
 #define BIAS_ON 1u
 #define BIAS_PAUSED 2u
 #define BIAS_OFF 3u
 #define BIAS_STATE 3u
-#define BIAS_MAX_ID ((1u << 30) - 1) /* ids above it own nothing */
+#define SEAT_CHUNK 256u           /* seats per chunk (16 KiB) */
+#define SEAT_CHUNKS 256u          /* at most 65,535 seats: threads alive at once */
 
 struct ctx_seat {
 	/* a line of its own: each lock and unlock writes it */
 	_Alignas(64) ureg_ctx *inside; /* the context its thread holds biased,
 					* or is trying to; written only by
 					* that thread */
-	uint32_t key;           /* its thread's id << 2 | BIAS_ON */
+	uint32_t key;           /* its index (1..) << 2 | BIAS_ON, for good */
 	struct ctx_seat *next;  /* on the free list */
 };
 
-extern UREG_TLS uint32_t ureg__ctx_self_id;     /* 0 until first asked */
-/* the thread's seat, NULL until its id is taken (and for a thread that
- * cannot own: no membarrier, id past BIAS_MAX_ID, no memory) */
+/* the thread's seat, NULL until its first context (and for a thread that
+ * cannot own: no membarrier, every seat taken, no memory) */
 extern UREG_TLS struct ctx_seat *ureg__ctx_seat;
-uint32_t ureg__ctx_self_slow(void);
+struct ctx_seat *ureg__ctx_seat_slow(void);
+struct ctx_seat *ureg__ctx_seat_at(uint32_t index);
 void ureg__ctx_lock_slow(ureg_ctx *ctx);
 
-static inline uint32_t ctx_self(void)
+static inline struct ctx_seat *ctx_seat(void)
 {
-	uint32_t id = ureg__ctx_self_id;
+	struct ctx_seat *s = ureg__ctx_seat;
 
-	return UREG_LIKELY(id) ? id : ureg__ctx_self_slow();
+	return UREG_LIKELY(s) ? s : ureg__ctx_seat_slow();
 }
 
 static inline void ctx_lock(ureg_ctx *ctx)

@@ -13,7 +13,7 @@
  * 32-byte records (two per 64-byte line, the table line-aligned): the
  * object, the factory box with the CONTEXT-scope mark in its low bit
  * (boxes are 64-byte aligned), the entry's use record, and the
- * creation-order links as slot indices.  Linear probing, at most half
+ * creation-order links as slot indices.  Linear probing, at most 3/4
  * full, deletion by backward shift (no tombstones: a context that creates
  * and releases millions of instances never degrades); a record that
  * shifts takes its neighbours' links with it.  Growing rebuilds the table
@@ -90,7 +90,9 @@ static inline void insttab_link_newest(struct insttab *t, uint32_t i)
  * Growing rebuilds it in creation order (every index changes). */
 static inline int insttab_reserve(struct insttab *t, uint32_t extra)
 {
-	uint64_t need = ((uint64_t)t->count + extra) * 2;
+	/* at most 3/4 full (linear probing over 32-byte records stays within
+	 * a line or two; a context with 3 instances fits 4 slots) */
+	uint64_t need = (((uint64_t)t->count + extra) * 4 + 2) / 3;
 	uint32_t n = t->tab ? t->mask + 1 : 4;
 	struct insttab nt;
 
@@ -99,7 +101,11 @@ static inline int insttab_reserve(struct insttab *t, uint32_t extra)
 	while (need > n)
 		n *= 2;
 	insttab_init(&nt);
-	if (!(nt.tab = ureg__aligned_alloc(64, (size_t)n * sizeof(*nt.tab))))
+	/* line-aligned once it spans lines worth aligning; small tables come
+	 * from malloc, whose alignment costs no padding */
+	nt.tab = n >= 64 ? ureg__aligned_alloc(64, (size_t)n * sizeof(*nt.tab))
+			 : ureg__malloc((size_t)n * sizeof(*nt.tab));
+	if (!nt.tab)
 		return -ENOMEM;
 	memset(nt.tab, 0, (size_t)n * sizeof(*nt.tab));
 	nt.mask = n - 1;
