@@ -20,7 +20,8 @@
  *    (default 1,024); past it ureg_ctx_new fails with -EAGAIN.
  *
  * Every block carries a 32-byte header that links it into its context (so
- * destroy frees exactly what the context still holds) and names the
+ * destroy frees exactly what the context still holds), keeps its size
+ * (frees are sized: jemalloc's sdallocx fast path) and names the
  * registry entry its bytes count for (ureg_ctx_entries: what a factory
  * allocated while creating, and ureg_ctx_alloc_for on an instance's
  * behalf).  Accounting is exact:
@@ -43,7 +44,9 @@
  * times; then every thread takes an ordinary futex lock).  So a context
  * used mostly by one thread at a time - one user's requests - is cheap,
  * and one shared by busy threads falls back to an ordinary lock.  Stats
- * and the per-entry walk take no lock at all.
+ * and the per-entry walk take no lock at all.  (Ownership belongs to a
+ * per-thread "seat" that outlives the thread: the next thread to start
+ * using contexts takes over an exited owner's contexts.)
  */
 #ifndef UREG_CTX_H
 #define UREG_CTX_H
