@@ -627,8 +627,19 @@ Test(ctx, a_hundred_thousand_shared_contexts_live_at_once, .timeout = 60)
 	free(mem);
 }
 
+/* Fisher-Yates over @order[0..n) with a fixed LCG seeded by @x. */
+static void shuffle(unsigned *order, int n, unsigned x)
+{
+	for (int i = n - 1; i > 0; i--) {
+		x = x * 1103515245u + 12345u;
+		unsigned j = (x >> 8) % (unsigned)(i + 1), tmp = order[i];
+		order[i] = order[j];
+		order[j] = tmp;
+	}
+}
+
 /*
- * Release finds an instance through the context's object map: releasing in
+ * Release finds an instance through the context's instance table: releasing in
  * any order (here a fixed shuffle of 1,000) destroys exactly the instance
  * named, keeps every other one alive, and leaves the accounting exact.
  */
@@ -668,12 +679,7 @@ Test(ctx, instances_are_released_in_any_order_and_only_the_named_one_dies)
 		cr_assert_eq(ureg_create_instance(reg, "f", ctx, &shuffle_seen[i]), 0);
 		order[i] = (unsigned)i;
 	}
-	for (int i = 999; i > 0; i--) { /* Fisher-Yates with a fixed LCG */
-		x = x * 1103515245u + 12345u;
-		unsigned j = (x >> 8) % (unsigned)(i + 1), tmp = order[i];
-		order[i] = order[j];
-		order[j] = tmp;
-	}
+	shuffle(order, 1000, x);
 	for (int n = 0; n < 1000; n++) {
 		unsigned victim = order[n];
 		cr_assert_eq(ureg_instance_release(ctx, shuffle_seen[victim]), 0);
@@ -738,12 +744,7 @@ Test(ctx, creation_order_survives_the_shifts_and_growths_of_the_instance_table)
 		alive[i] = true;
 		order[i] = (unsigned)i;
 	}
-	for (int i = 1999; i > 0; i--) {
-		x = x * 1103515245u + 12345u;
-		unsigned j = (x >> 8) % (unsigned)(i + 1), tmp = order[i];
-		order[i] = order[j];
-		order[j] = tmp;
-	}
+	shuffle(order, 2000, x);
 	for (int n = 0; n < 1000; n++) {
 		cr_assert_eq(ureg_instance_release(ctx, made[order[n]]), 0);
 		alive[order[n]] = false;
