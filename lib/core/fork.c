@@ -42,7 +42,7 @@
  *   7. arena_pool.c's pool_lock (its critical sections call jemalloc,
  *      whose own fork handlers, registered before ours, run after ours).
  *   8. the context list lock, then every context's lock (ctx.c), then
- *      ctx.c's seat_lock (the free list of the biased lock's per-thread
+ *      bias.c's seat_lock (the free list of the biased lock's per-thread
  *      seats: a thread's first context lock and its exit; a leaf).
  *   9. the enqueue gate: no thread of the library is inside call_rcu().
  *      liburcu's callback queue is a wait-free queue whose enqueue is two
@@ -56,7 +56,7 @@
  *      call_rcu only through ureg__call_rcu, read-locking this gate, often
  *      under a writer or context lock; so it is taken late, when every
  *      such lock is already held here and nobody can be waiting for one.
- *  10. entry.c's holds_lock (the factory boxes' per-thread hold counters:
+ *  10. fbox.c's holds_lock (the factory boxes' per-thread hold counters:
  *      a thread's first hold, its counters' growth and exit, a box's id
  *      and fold).  A leaf: nothing is locked or called back under it.
  *      The child also clears the drop marks of the threads that did not

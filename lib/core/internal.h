@@ -162,7 +162,7 @@ struct ureg_item_box {
 };
 
 /*
- * A factory box has two kinds of reference (entry.c has the protocol):
+ * A factory box has two kinds of reference (fbox.c has the protocol):
  *
  *  - @trefs: the entries (and their ranked copies) that hold the box, and
  *    ureg_drain's grab - taken and dropped by writers;

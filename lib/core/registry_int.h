@@ -4,8 +4,9 @@
  *
  *   registry.c  registries (new, destroy, names, counts, key listing),
  *               table sizing and resize, stamps
- *   entry.c     item and factory boxes, anchors, entries and their
- *               retirement (call_rcu), counted entry references
+ *   entry.c     item boxes, anchors, entries and their retirement
+ *               (call_rcu), counted entry references
+ *   fbox.c      factory boxes and their instances' per-thread holds
  *   rank.c      single-key changes (register, replace, unregister) over a
  *               key's ranked providers; entry_info and providers
  *   lookup.c    the string-key read path (lookup, get), and the calls that
@@ -18,6 +19,10 @@
 #ifndef UREG_REGISTRY_INT_H
 #define UREG_REGISTRY_INT_H
 
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include "internal.h"
 
 #pragma GCC visibility push(hidden)
@@ -26,6 +31,16 @@
 /* Drains in progress, and the futex word they wait on (entry.c, drain.c). */
 extern uint32_t ureg__drain_active;
 extern uint32_t ureg__drain_seq;
+
+/* After a box's count went down: wake the drains (entry.c, "boxes"),
+ * without touching the box again. */
+static inline void ureg__drain_wake(void)
+{
+	if (UREG_UNLIKELY(__atomic_load_n(&ureg__drain_active, __ATOMIC_SEQ_CST))) {
+		__atomic_add_fetch(&ureg__drain_seq, 1, __ATOMIC_SEQ_CST);
+		syscall(SYS_futex, &ureg__drain_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+	}
+}
 /* Drop one reference on @e (the table's, or a counted one). */
 void ureg__entry_put(struct ureg_entry *e);
 

@@ -309,6 +309,13 @@ extern UREG_TLS struct ctx_seat *ureg__ctx_seat;
 struct ctx_seat *ureg__ctx_seat_slow(void);
 struct ctx_seat *ureg__ctx_seat_at(uint32_t index);
 void ureg__ctx_lock_slow(ureg_ctx *ctx);
+/* bias.c: registers membarrier (once, before the first context) */
+void ureg__ctx_bias_init(void);
+/* a membarrier of the process (registered: cannot fail) */
+void ureg__ctx_membarrier(void);
+/* fork: the seats' lock, a leaf (ureg__ctx_lock_all takes it last) */
+void ureg__ctx_seats_lock(void);
+void ureg__ctx_seats_unlock(bool child);
 
 static inline struct ctx_seat *ctx_seat(void)
 {
