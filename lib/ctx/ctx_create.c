@@ -153,7 +153,6 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
-		u->serial = fb->serial;
 		memcpy(u->names, fb->reg->name, rl);
 		memcpy(u->names + rl, fb->key, kl);
 		u->registry = u->names;
@@ -319,18 +318,12 @@ int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
 	return create_in_frame(ctx, reg, fb, false, true, &c, out);
 }
 
-static inline uint32_t serial_hash(uint64_t serial)
-{
-	serial *= 0x9e3779b97f4a7c15ull; /* Fibonacci hashing */
-	return (uint32_t)(serial >> 32);
-}
-
 /* Under ctx->lock, or in a read section for a lock-free probe. */
 static struct cache_slot *cache_find(struct ctx_cache *c, uint64_t serial)
 {
 	if (!c)
 		return NULL;
-	for (uint32_t i = serial_hash(serial) & c->mask;; i = (i + 1) & c->mask) {
+	for (uint32_t i = ptrmap_hash(serial) & c->mask;; i = (i + 1) & c->mask) {
 		uint64_t s = __atomic_load_n(&c->slots[i].serial, __ATOMIC_ACQUIRE);
 		if (s == serial)
 			return &c->slots[i];
@@ -359,7 +352,7 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 		for (uint32_t i = 0; c && i <= c->mask; i++) {
 			if (!c->slots[i].serial)
 				continue;
-			uint32_t j = serial_hash(c->slots[i].serial) & nc->mask;
+			uint32_t j = ptrmap_hash(c->slots[i].serial) & nc->mask;
 			while (nc->slots[j].serial)
 				j = (j + 1) & nc->mask;
 			nc->slots[j] = c->slots[i];
@@ -370,7 +363,7 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 			ureg__call_rcu(&c->rcu, cache_free_rcu);
 		c = nc;
 	}
-	uint32_t i = serial_hash(serial) & c->mask;
+	uint32_t i = ptrmap_hash(serial) & c->mask;
 	while (c->slots[i].serial)
 		i = (i + 1) & c->mask;
 	s = &c->slots[i];

@@ -162,19 +162,16 @@ static inline struct ctx_blk *blk_of(void *p)
  * allocated while creating them plus those allocated later with
  * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
  * successful creation in the context, kept until the context is destroyed
- * (so the peak survives the entry's instances), in creation order.
- * Its counters fill 64 bytes (one line when malloc places it so; not
- * forced: aligned allocation cost a context with instances more memory
- * than it saved time).
+ * (so the peak survives the entry's instances), in creation order.  Found
+ * by the factory's serial through the book's by_serial map, which keeps
+ * the key itself.
  */
 struct ctx_use {
 	struct ctx_use *next;
-	uint64_t serial;                 /* the ptrmap key */
 	size_t instances, bytes, peak, blocks;
 	const char *registry, *key;      /* copies, in names[] */
 	char names[];
 };
-_Static_assert(offsetof(struct ctx_use, names) == 64, "counters fill one line");
 
 /*
  * A context's bookkeeping, allocated with its first instance so idle
