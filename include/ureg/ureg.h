@@ -630,11 +630,11 @@ typedef struct ureg_key {
 	uint64_t hash;         /* XXH3_64bits(str, len), once prepared */
 	uint16_t len;          /* strlen(str), once prepared */
 	uint16_t state;        /* UREG__KEY_* bits, atomic */
-	/* the cache of a cached handle: a seqlock over (entry, stamp, table) */
+	/* the cache of a cached handle: a seqlock over (entry, item, stamp) */
 	uint32_t seq;          /* odd while a refill writes */
 	const void *entry;
+	void *item;            /* entry's item (an entry never changes it) */
 	uint64_t stamp;
-	const void *table;
 } ureg_key; /* 48 bytes on LP64 */
 
 #define UREG__KEY_READY  1u /* str, len and hash are set and valid */
@@ -904,17 +904,13 @@ struct ureg__thread {
 		struct cds_lfht *ht;
 	} snap[UREG__SNAP_SLOTS];
 };
-/* Private: the first fields of a registry and of an entry, read by the
- * inline cached-handle hit below (the library checks the layout with
- * static assertions). */
+/* Private: the first fields of a registry, read by the inline
+ * cached-handle hit below (the library checks the layout with static
+ * assertions). */
 #define UREG__STAMP_STRIPES 1024u
 struct ureg__registry_head {
 	struct cds_lfht *ht;      /* the current table (RCU pointer) */
 	const uint64_t *stamps;   /* UREG__STAMP_STRIPES stamps */
-};
-struct ureg__entry_head {
-	void *node[2];            /* struct cds_lfht_node */
-	void *item;               /* the singleton, NULL if none */
 };
 extern UREG_API __thread struct ureg__thread ureg__thread
 	__attribute__((tls_model("initial-exec")));
@@ -965,7 +961,8 @@ static inline void ureg__read_unlock_inline(void)
 /*
  * ureg_lookup_key, inline: a cached handle's hit without entering the
  * library (the checks of the library's own hit, guarantee G.4: the
- * handle's seqlock, the key's stripe stamp, the section's table); a plain
+ * handle's seqlock, the section's table is the current one, then the
+ * key's stripe stamp); a plain
  * handle straight to the one library call that searches the table with
  * the precomputed hash; anything else (a miss, a handle not prepared yet,
  * an error) the library's ureg_lookup_key.  The first lookup of a section
@@ -983,45 +980,38 @@ static inline int ureg__lookup_key_inline(ureg_registry *reg, ureg_key *k,
 	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
 	if (__builtin_expect(st == (UREG__KEY_READY | UREG__KEY_CACHED), 1)) {
 		uint32_t s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
-		const void *ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
+		void *it = __atomic_load_n(&k->item, __ATOMIC_RELAXED);
 		uint64_t cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
-		const void *ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		uint32_t s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
-		unsigned n, i;
-		void *it;
+		/* the current table, read BEFORE the stripe (the order the
+		 * library's hit keeps; internal.h, "Stamps") */
+		struct cds_lfht *cur = __atomic_load_n(&h->ht, __ATOMIC_ACQUIRE);
+		unsigned n = t->npinned, i;
 
-		if (__builtin_expect(s2 != (s1 & ~1u) ||
-				     cs != __atomic_load_n(&h->stamps[k->hash & (UREG__STAMP_STRIPES - 1)],
-							   __ATOMIC_ACQUIRE), 0))
-			goto full;
-		n = t->npinned;
 		if (__builtin_expect(n == 0, 1)) {
-			/* the section's first lookup: pin the table the handle
-			 * remembers, which must be the current one */
-			if (__builtin_expect(__atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct, 0))
-				goto full;
+			/* the section's first lookup: pin the current table */
 			t->snap[0].reg = reg;
-			t->snap[0].ht = (struct cds_lfht *)ct;
+			t->snap[0].ht = cur;
 			t->npinned = 1;
 		} else {
 			for (i = 0; i < n; i++)
 				if (t->snap[i].reg == (const void *)reg)
 					break;
 			if (i < n) {
-				if (t->snap[i].ht != ct)
-					goto full; /* another generation */
+				if (t->snap[i].ht != cur)
+					goto full; /* a batch since the pin */
 			} else {
-				if (n >= UREG__SNAP_SLOTS ||
-				    __atomic_load_n(&h->ht, __ATOMIC_CONSUME) != ct)
+				if (n >= UREG__SNAP_SLOTS)
 					goto full;
 				t->snap[n].reg = reg;
-				t->snap[n].ht = (struct cds_lfht *)ct;
+				t->snap[n].ht = cur;
 				t->npinned = n + 1;
 			}
 		}
-		it = ((const struct ureg__entry_head *)ce)->item;
-		if (__builtin_expect(it != NULL, 1)) {
+		if (__builtin_expect(s2 == (s1 & ~1u) && it != NULL &&
+				     cs == __atomic_load_n(&h->stamps[k->hash & (UREG__STAMP_STRIPES - 1)],
+							   __ATOMIC_ACQUIRE), 1)) {
 			*item = it;
 			return 0;
 		}

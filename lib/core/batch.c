@@ -471,9 +471,11 @@ static void batch_publish(ureg_batch *b, struct built *bt)
 	ureg_registry *reg = b->reg;
 	struct ureg_event_node *evn, *tmp;
 
+	/* every stripe odd before the new table is visible, a fresh even
+	 * value after it, before the old table's entries are retired (after
+	 * the grace period below): internal.h, "Stamps" */
+	ureg__stamp_all_begin(reg);
 	rcu_assign_pointer(reg->ht, bt->ht);
-	/* every entry of the old table is retired after the grace period
-	 * below: move every stamp first (internal.h, "Stamps") */
 	ureg__stamp_all(reg);
 	__atomic_store_n(&reg->buckets, bt->buckets, __ATOMIC_RELAXED);
 	__atomic_store_n(&reg->count, bt->count, __ATOMIC_RELAXED);

@@ -15,7 +15,7 @@
  * Readers: handle_cached().
  */
 static void handle_fill(ureg_key *k, const struct ureg_entry *e,
-			uint64_t stamp, const struct cds_lfht *ht)
+			uint64_t stamp)
 {
 	uint32_t s = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
 
@@ -25,8 +25,8 @@ static void handle_fill(ureg_key *k, const struct ureg_entry *e,
 		return;
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	__atomic_store_n(&k->entry, (const void *)e, __ATOMIC_RELAXED);
+	__atomic_store_n(&k->item, e->item, __ATOMIC_RELAXED);
 	__atomic_store_n(&k->stamp, stamp, __ATOMIC_RELAXED);
-	__atomic_store_n(&k->table, (const void *)ht, __ATOMIC_RELAXED);
 	__atomic_store_n(&k->seq, s + 2, __ATOMIC_RELEASE);
 }
 
@@ -50,14 +50,17 @@ static inline int handle_find(ureg_registry *reg, ureg_key *k,
 		uint32_t s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
 		const void *ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
 		uint64_t cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
-		const void *ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		uint32_t s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+		bool current;
 
+		/* the section's table, then whether it is still the current
+		 * one, then the stripe: in this order (internal.h, "Stamps") */
+		ht = ureg__ht(reg);
+		current = ht == rcu_dereference(reg->ht);
 		stamp = __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
 					__ATOMIC_ACQUIRE);
-		ht = ureg__ht(reg);
-		if (UREG_LIKELY(s2 == (s1 & ~1u) && cs == stamp && ct == ht)) {
+		if (UREG_LIKELY(s2 == (s1 & ~1u) && current && cs == stamp)) {
 			*out = (struct ureg_entry *)ce;
 			return 0;
 		}
@@ -71,9 +74,9 @@ static inline int handle_find(ureg_registry *reg, ureg_key *k,
 			return 0;
 		}
 		st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
+		ht = ureg__ht(reg);
 		stamp = __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
 					__ATOMIC_ACQUIRE);
-		ht = ureg__ht(reg);
 	} else {
 		/* plain handle */
 		*out = ureg__find(ureg__ht(reg), use);
@@ -86,7 +89,7 @@ static inline int handle_find(ureg_registry *reg, ureg_key *k,
 	/* an odd stamp: a single-key change of this stripe is in flight, and
 	 * @e may be the entry it is replacing: remember nothing */
 	if (e && (st & UREG__KEY_CACHED) && !(stamp & 1) && ht == rcu_dereference(reg->ht))
-		handle_fill(k, e, stamp, ht);
+		handle_fill(k, e, stamp);
 	return 0;
 }
 
@@ -106,52 +109,55 @@ static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
 /*
  * The cached hit of a handle in state READY | CACHED (read by the caller
  * with acquire), written to stay a few loads and compares: the handle
- * (one seqlock read), the key's stripe, and this thread's pin of @reg.
- * NULL: not a hit, take the full path.  Inside a read section; writes
- * only this thread's pin slot (when the section has not pinned @reg yet,
- * the hit pins the table the handle remembers, which is then the current
- * one, exactly as a table lookup would pin it).
+ * (one seqlock read), this thread's pin of @reg against the registry's
+ * current table, then the key's stripe (that order: internal.h,
+ * "Stamps").  The remembered item (NULL: the entry holds none), or NULL
+ * when it is not a hit: take the full path.  Inside a read section;
+ * writes only this thread's pin slots (a section that has not pinned @reg
+ * yet pins the current table, exactly as a table lookup would).
  */
-static inline const struct ureg_entry *handle_hit(ureg_registry *reg,
-						  const ureg_key *k)
+static inline void *handle_hit(ureg_registry *reg, const ureg_key *k)
 {
 	struct ureg__thread *t = &ureg__thread;
+	struct cds_lfht *cur;
 	uint32_t s1, s2;
-	const void *ce, *ct;
+	void *it;
 	uint64_t cs;
 	unsigned n;
 
 	s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
-	ce = __atomic_load_n(&k->entry, __ATOMIC_RELAXED);
+	it = __atomic_load_n(&k->item, __ATOMIC_RELAXED);
 	cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
-	ct = __atomic_load_n(&k->table, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
+	cur = rcu_dereference(reg->ht);
+	n = t->npinned;
+	if (UREG_LIKELY(n == 0)) {
+		t->snap[0].reg = reg;
+		t->snap[0].ht = cur;
+		t->npinned = 1;
+	} else {
+		unsigned i;
+
+		for (i = 0; i < n; i++)
+			if (t->snap[i].reg == reg)
+				break;
+		if (i < n) {
+			if (t->snap[i].ht != cur)
+				return NULL; /* a batch since this section pinned */
+		} else {
+			if (UREG_UNLIKELY(n >= UREG_SNAP_SLOTS))
+				return NULL;
+			t->snap[n].reg = reg;
+			t->snap[n].ht = cur;
+			t->npinned = n + 1;
+		}
+	}
 	if (UREG_UNLIKELY(s2 != (s1 & ~1u) ||
 			  cs != __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
 						__ATOMIC_ACQUIRE)))
 		return NULL;
-	/* the table: the one this section pinned, or pin the current one */
-	n = t->npinned;
-	if (UREG_LIKELY(n == 0)) {
-		if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
-			return NULL;
-		t->snap[0].reg = reg;
-		t->snap[0].ht = (struct cds_lfht *)ct;
-		t->npinned = 1;
-		return ce;
-	}
-	for (unsigned i = 0; i < n; i++)
-		if (t->snap[i].reg == reg)
-			return t->snap[i].ht == ct ? ce : NULL;
-	if (UREG_UNLIKELY(rcu_dereference(reg->ht) != ct))
-		return NULL;
-	if (UREG_LIKELY(n < UREG_SNAP_SLOTS)) {
-		t->snap[n].reg = reg;
-		t->snap[n].ht = (struct cds_lfht *)ct;
-		t->npinned = n + 1;
-	}
-	return ce;
+	return it;
 }
 
 static __attribute__((noinline)) int lookup_key_full(ureg_registry *reg,
@@ -187,7 +193,7 @@ int ureg__lookup_key_plain(ureg_registry *reg, ureg_key *k, void **item)
 
 int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
 {
-	const struct ureg_entry *e;
+	void *it;
 	uint16_t st;
 
 	if (UREG_UNLIKELY(!reg || !k || !item || !ureg__thread.read_depth))
@@ -197,9 +203,9 @@ int ureg_lookup_key(ureg_registry *reg, ureg_key *k, void **item)
 		return UREG_LIKELY(st == UREG__KEY_READY)
 			? ureg__lookup_key_plain(reg, k, item)
 			: lookup_key_full(reg, k, item);
-	if (UREG_UNLIKELY(!(e = handle_hit(reg, k)) || !e->item))
+	if (UREG_UNLIKELY(!(it = handle_hit(reg, k))))
 		return lookup_key_full(reg, k, item);
-	*item = e->item;
+	*item = it;
 	return 0;
 }
 
@@ -244,7 +250,7 @@ static __attribute__((noinline)) int get_key_plain(ureg_registry *reg,
 
 int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
 {
-	const struct ureg_entry *e;
+	void *it;
 	uint16_t st;
 
 	if (UREG_UNLIKELY(!reg || !k || !out || !ureg__thread.read_depth))
@@ -252,8 +258,8 @@ int ureg_get_key(ureg_registry *reg, ureg_key *k, ureg_ctx *ctx, void **out)
 	st = __atomic_load_n(&k->state, __ATOMIC_ACQUIRE);
 	if (st != (UREG__KEY_READY | UREG__KEY_CACHED))
 		return get_key_plain(reg, k, ctx, out, st);
-	if (UREG_UNLIKELY(!(e = handle_hit(reg, k)) || !e->item))
+	if (UREG_UNLIKELY(!(it = handle_hit(reg, k))))
 		return get_key_full(reg, k, ctx, out);
-	*out = e->item;
+	*out = it;
 	return 0;
 }

@@ -327,30 +327,39 @@ struct ureg_registry {
  * the change is in flight may still return the replaced entry: with the
  * "before" value remembered it would hit until the "after" store, so a
  * section that had already seen the new entry could read the old one
- * after it - ureg-stress-handles caught that, about 1 run in 20); a
- * batch commit or a registry destroy refreshes every stripe after
- * publishing and before retiring.  A handle remembers (entry, stamp it
- * read before searching, table it searched), and only fills from the
- * registry's current table.  Hence, inside a read section:
- *  - stripe == remembered stamp  =>  no change to the stripe's keys has
- *    begun since the stamp was read (the "before" store) and the search
- *    that followed saw every change that ended before it (the "after"
- *    store), so the entry is the live one - a cached hit is never older
- *    than a table lookup made just before it - and it cannot have been
- *    freed: its retirement comes after the stripe moved, and a grace
- *    period after that;
- *  - remembered table == the table this section pinned  =>  the entry
- *    belongs to the batch generation this section reads.
+ * after it - ureg-stress-handles caught that, about 1 run in 20).  A batch
+ * commit does the same to every stripe around publishing its new table:
+ * all odd, then the table, then all even (before the old table's entries
+ * are retired); a registry destroy refreshes every stripe.
+ *
+ * A handle remembers (entry, its item, the stamp it read before
+ * searching), and fills only when the table it searched is still the
+ * registry's current one after the search.  A hit reads, in this order:
+ * the handle (seqlock), the registry's current table (which must be the
+ * table this section pinned, or becomes its pin), then the stripe, which
+ * must equal the remembered stamp.  Hence, inside a read section:
+ *  - no change to the stripe's keys has begun since the stamp was read
+ *    (the "before" store) and the search that followed saw every change
+ *    that ended before it (the "after" store), so the entry is the live
+ *    one - a cached hit is never older than a table lookup made just
+ *    before it - and it cannot have been freed: its retirement comes
+ *    after the stripe moved, and a grace period after that;
+ *  - the entry is in the current table, the section's: a batch that
+ *    published the current table made every stripe odd first, so a
+ *    stripe read after that table still equal to the remembered stamp
+ *    means the fill read its stamp after that batch ended, and then
+ *    searched that table or a later one (the fill checks it is current).
+ *    (So the handle needs no copy of the table pointer: 48 bytes hold the
+ *    entry and its item, and a hit reads no entry.)
  */
 #define UREG_STAMP_STRIPES UREG__STAMP_STRIPES
 _Static_assert(offsetof(struct ureg_registry, ht) ==
 	       offsetof(struct ureg__registry_head, ht), "registry head");
 _Static_assert(offsetof(struct ureg_registry, stamp_base) ==
 	       offsetof(struct ureg__registry_head, stamps), "registry head");
-_Static_assert(offsetof(struct ureg_entry, item) ==
-	       offsetof(struct ureg__entry_head, item), "entry head");
 void ureg__stamp_key_begin(ureg_registry *reg, uint64_t hash);
 void ureg__stamp_key(ureg_registry *reg, uint64_t hash);
+void ureg__stamp_all_begin(ureg_registry *reg);
 void ureg__stamp_all(ureg_registry *reg);
 
 

@@ -230,6 +230,15 @@ void ureg__stamp_key(ureg_registry *reg, uint64_t hash)
 			 __ATOMIC_RELEASE);
 }
 
+void ureg__stamp_all_begin(ureg_registry *reg)
+{
+	uint64_t v = __atomic_add_fetch(&stamp_counter, 2, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < UREG_STAMP_STRIPES; i++)
+		__atomic_store_n(&reg->stamps[i], v | 1, __ATOMIC_RELAXED);
+	/* every odd value before the table the caller publishes next */
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
 void ureg__stamp_all(ureg_registry *reg)
 {
 	uint64_t v = __atomic_add_fetch(&stamp_counter, 2, __ATOMIC_RELAXED);
