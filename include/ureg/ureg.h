@@ -609,10 +609,11 @@ UREG_API int ureg_providers(ureg_registry *reg, const char *key,
  *
  * A lookup through a handle (ureg_lookup_key & co.) does no validation, no
  * strlen and no hashing.  A *cached* handle (UREG_KEY_CACHED_INIT or
- * ureg_key_init_cached) also remembers the entry it last found, together
- * with a stamp of the part of the registry that entry lives in: while that
- * stamp has not moved, a lookup returns the remembered item without
- * touching the table (guarantee G.4 below).
+ * ureg_key_init_cached) also remembers the entry it last found and that
+ * entry's item, together with a stamp of the part of the registry the
+ * entry lives in: while that stamp has not moved and the read section's
+ * table is the registry's current one, a lookup returns the remembered
+ * item without touching the table or the entry (guarantee G.4 below).
  *
  * Every field is private.  The string is NOT copied: it must outlive the
  * handle (a string literal, a config string kept for the handle's life).
@@ -684,7 +685,8 @@ UREG_API const char *ureg_key_str(const ureg_key *k);
  * ureg_lookup_key - ureg_lookup() through a key handle.
  *
  * Call inside a read section.  Never blocks, locks or allocates.  On a
- * cache hit it reads the handle and two words of the registry; on a miss
+ * cache hit it reads the handle and two words of the registry (its table
+ * pointer and the key's stamp), not the entry; on a miss
  * it searches the table and, for a cached handle, may refill the handle
  * (the only write, to the handle itself).  *@item is a borrowed pointer,
  * valid until the section closes.  Returns 0, -EINVAL (NULL argument or a
