@@ -12,7 +12,7 @@
  * A refill of a cached handle: a seqlock with a try-lock for writers, so
  * that threads sharing the handle never wait on each other: the thread
  * that loses the CAS skips the refill.  Only on a miss, never on a hit.
- * Readers: handle_cached().
+ * Readers: handle_hit(), handle_find() and the inline hit of ureg.h.
  */
 static void handle_fill(ureg_key *k, const struct ureg_entry *e,
 			uint64_t stamp)
