@@ -167,8 +167,12 @@ static inline struct ctx_blk *blk_of(void *p)
  * the key itself.
  */
 struct ctx_use {
+	/* first: what every creation and release writes (the record comes
+	 * from malloc, 16-byte aligned: these 32 bytes share a line with
+	 * each other in 3 of 4 placements, where after a leading pointer
+	 * they did in 2 of 4) */
+	size_t instances, bytes, blocks, peak;
 	struct ctx_use *next;
-	size_t instances, bytes, peak, blocks;
 	const char *registry, *key;      /* copies, in names[] */
 	char names[];
 };
