@@ -398,7 +398,12 @@ void ureg__fbox_put(struct ureg_factory_box *fb)
 
 int ureg__fbox_hold(struct ureg_factory_box *fb)
 {
-	long *slot = hold_slot(fb->hid);
+	return ureg__fbox_hold_id(fb->hid);
+}
+
+int ureg__fbox_hold_id(uint32_t hid)
+{
+	long *slot = hold_slot(hid);
 
 	if (UREG_UNLIKELY(!slot))
 		return -ENOMEM;

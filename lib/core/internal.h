@@ -223,15 +223,20 @@ struct ureg_entry {
 	struct ureg_factory_box *fbox; /* NULL: no factory; set it with
 					* ureg__entry_set_fbox */
 	struct ureg_entry_cold *cold;  /* set at allocation, never changed */
-	/* what the context-cache probe of ureg_get needs (ctx_create.c),
-	 * here rather than in the factory box, so that a CONTEXT-scope get
-	 * reads no line beyond the entry's before the context's cache:
-	 * fbox->serial when fbox is a CONTEXT-scope factory, else 0 (then
-	 * the probe reads fbox).  Packed with the key's length so that the
-	 * key starts at 48: keys up to 15 bytes keep the hot part in one
-	 * 64-byte line. */
+	/* what a creation or a get needs of the factory box first, here
+	 * rather than in the box, so that the box's line and what comes
+	 * next are fetched side by side instead of one after the other
+	 * (ureg__entry_set_fbox; read with ureg__entry_ctx_serial and
+	 * ureg__entry_hid):
+	 *  - fbox a CONTEXT-scope factory whose serial fits: serial << 1 | 1
+	 *    (the context-cache probe of ureg_get reads no line beyond the
+	 *    entry's before the context's cache);
+	 *  - else: fbox->hid << 1 (ureg_create_instance takes its hold by
+	 *    it while the box's line is on its way), 0 without a factory.
+	 * Packed with the key's length so that the key starts at 48: keys up
+	 * to 15 bytes keep the hot part in one 64-byte line. */
 	uint64_t keylen : 8;           /* <= UREG_KEY_MAX */
-	uint64_t ctx_serial : 56;
+	uint64_t fb_hot : 56;
 	char key[];
 };
 _Static_assert(UREG_KEY_MAX < 256, "keylen is 8 bits");
@@ -278,14 +283,32 @@ static inline struct ureg_entry_cold *ureg__cold(const struct ureg_entry *e)
 	return e->cold;
 }
 
-/* An unpublished entry's factory (NULL: none), and what the context-cache
- * probe reads of it (struct ureg_entry, ctx_serial). */
+/* An unpublished entry's factory (NULL: none), and what creations and
+ * gets read of it first (struct ureg_entry, fb_hot). */
 static inline void ureg__entry_set_fbox(struct ureg_entry *e,
 					struct ureg_factory_box *fb)
 {
 	e->fbox = fb;
-	e->ctx_serial = fb && fb->f.scope == UREG_SCOPE_CONTEXT &&
-			fb->serial < ((uint64_t)1 << 56) ? fb->serial : 0;
+	if (!fb)
+		e->fb_hot = 0;
+	else if (fb->f.scope == UREG_SCOPE_CONTEXT && fb->serial < ((uint64_t)1 << 55))
+		e->fb_hot = fb->serial << 1 | 1;
+	else
+		e->fb_hot = (uint64_t)fb->hid << 1;
+}
+
+/* The serial of @e's factory when it is CONTEXT-scope (and fits), else 0:
+ * the context-cache key, without reading the box. */
+static inline uint64_t ureg__entry_ctx_serial(const struct ureg_entry *e)
+{
+	return e->fb_hot & 1 ? e->fb_hot >> 1 : 0;
+}
+
+/* The hold id of @e's factory box (@e->fbox not NULL), from the entry's
+ * line when it is there, else from the box. */
+static inline uint32_t ureg__entry_hid(const struct ureg_entry *e)
+{
+	return e->fb_hot & 1 ? e->fbox->hid : (uint32_t)(e->fb_hot >> 1);
 }
 
 struct ureg_event_node;
@@ -421,6 +444,7 @@ void ureg__fbox_put(struct ureg_factory_box *fb);
  * 0, or -ENOMEM (the thread's counters could not grow: nothing taken).
  * ureg__fbox_unhold anywhere; cannot fail. */
 int ureg__fbox_hold(struct ureg_factory_box *fb);
+int ureg__fbox_hold_id(uint32_t hid); /* the same, by the box's hold id */
 void ureg__fbox_unhold(struct ureg_factory_box *fb);
 /* fork.c: the holds' lock, a leaf */
 void ureg__holds_lock(void);

@@ -181,7 +181,11 @@ int ureg_create_instance(ureg_registry *reg, const char *key, ureg_ctx *ctx,
 	e = ureg__find(ureg__ht(reg), &k);
 	if (e && e->fbox) {
 		fb = e->fbox;
-		if ((rc = ureg__fbox_hold(fb))) {
+		/* the box's line is needed next (the factory call): fetch it
+		 * while the hold, by the id the entry carries, writes the
+		 * thread's counter */
+		__builtin_prefetch(fb);
+		if ((rc = ureg__fbox_hold_id(ureg__entry_hid(e)))) {
 			ureg__section_exit();
 			return ureg__err(rc, "registry '%s': out of memory creating '%s'",
 					 reg->name, key);
