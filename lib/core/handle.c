@@ -118,42 +118,19 @@ static inline int handle_in_section(ureg_registry *reg, ureg_key *k,
  */
 static inline void *handle_hit(ureg_registry *reg, const ureg_key *k)
 {
-	struct ureg__thread *t = &ureg__thread;
-	struct cds_lfht *cur;
 	uint32_t s1, s2;
 	void *it;
 	uint64_t cs;
-	unsigned n;
 
 	s1 = __atomic_load_n(&k->seq, __ATOMIC_ACQUIRE);
 	it = __atomic_load_n(&k->item, __ATOMIC_RELAXED);
 	cs = __atomic_load_n(&k->stamp, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_ACQUIRE);
 	s2 = __atomic_load_n(&k->seq, __ATOMIC_RELAXED);
-	cur = rcu_dereference(reg->ht);
-	n = t->npinned;
-	if (UREG_LIKELY(n == 0)) {
-		t->snap[0].reg = reg;
-		t->snap[0].ht = cur;
-		t->npinned = 1;
-	} else {
-		unsigned i;
-
-		for (i = 0; i < n; i++)
-			if (t->snap[i].reg == reg)
-				break;
-		if (i < n) {
-			if (t->snap[i].ht != cur)
-				return NULL; /* a batch since this section pinned */
-		} else {
-			if (UREG_UNLIKELY(n >= UREG_SNAP_SLOTS))
-				return NULL;
-			t->snap[n].reg = reg;
-			t->snap[n].ht = cur;
-			t->npinned = n + 1;
-		}
-	}
-	if (UREG_UNLIKELY(s2 != (s1 & ~1u) ||
+	/* the section's table (pinned now if it was not), still the current
+	 * one, then the stripe: handle_find's checks, in its order */
+	if (UREG_UNLIKELY(ureg__ht(reg) != rcu_dereference(reg->ht) ||
+			  s2 != (s1 & ~1u) ||
 			  cs != __atomic_load_n(&reg->stamps[k->hash & (UREG_STAMP_STRIPES - 1)],
 						__ATOMIC_ACQUIRE)))
 		return NULL;

@@ -418,14 +418,15 @@ int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 	struct ureg_factory_box *fb = e->fbox;
 	struct cache_slot *s;
 	struct creation c, *rec;
+	uint64_t serial;
 	void *obj;
 	int rc;
 
 	/* fast path: lock-free probe, no writes; the entry carries the
 	 * serial of a CONTEXT-scope factory (internal.h, fb_hot), so a
 	 * hit reads nothing of the factory box */
-	if (UREG_LIKELY(e->fb_hot & 1)) {
-		s = cache_find(rcu_dereference(ctx->cache), ureg__entry_ctx_serial(e));
+	if (UREG_LIKELY((serial = ureg__entry_ctx_serial(e)))) {
+		s = cache_find(rcu_dereference(ctx->cache), serial);
 		if (UREG_LIKELY(s)) {
 			obj = __atomic_load_n(&s->obj, __ATOMIC_ACQUIRE);
 			if (UREG_LIKELY(is_instance(obj))) {
