@@ -7,6 +7,7 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include "registry_int.h"
 
 /*
@@ -280,7 +281,8 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	fb->type = reg->type;
 	fb->reg = reg;
 	ureg__registry_get(reg);
-	fb->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED);
+	fb->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED) << UREG__SERIAL_HBITS |
+		     (XXH3_64bits(key, n - 1) & ((1u << UREG__SERIAL_HBITS) - 1));
 	if (fb->f.anchor)
 		ureg_anchor_get(fb->f.anchor);
 	return fb;

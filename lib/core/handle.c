@@ -221,6 +221,8 @@ static __attribute__((noinline)) int get_key_plain(ureg_registry *reg,
 
 	if (UREG_UNLIKELY(st != UREG__KEY_READY))
 		return get_key_full(reg, k, ctx, out);
+	if (ctx)
+		ureg__ctx_cache_prefetch(ctx, k->hash);
 	e = ureg__find(ureg__ht(reg), k);
 	return ureg__get_from(reg, e, k->str, ctx, out);
 }

@@ -196,7 +196,8 @@ struct ureg_factory_box {
 			     * their factory, so creating one writes no
 			     * registry-wide counter */
 	char *key;         /* for instance events */
-	uint64_t serial;   /* unique per factory registration: context cache key */
+	uint64_t serial;   /* unique per factory registration: context cache
+			    * key (UREG__SERIAL_HBITS) */
 	/* the rest: reference counts (written at entry changes, kills and
 	 * folds only), the registration as given */
 	long refs;         /* FBOX_BIAS + 1 until folded, then the holds
@@ -206,6 +207,19 @@ struct ureg_factory_box {
 	struct rcu_head rcu; /* the fold, a grace period after the kill */
 	struct ureg_factory f;
 };
+
+/*
+ * A factory box's serial: a registration counter (from 1, so never 0)
+ * above the low UREG__SERIAL_HBITS bits of its key's XXH3 hash, the hash
+ * every lookup of the key computes.  Unique per box by the counter.  A
+ * context's cache (lib/ctx/ctx_create.c) homes a serial at its low bits,
+ * so a get, which has the key's hash before it searches the table, can
+ * start fetching the cache's line while the search runs
+ * (ureg__ctx_cache_prefetch) instead of after it.  The entry keeps the
+ * serial in its hot line while the counter is below 2^35 (fb_hot); past
+ * that a get reads the box (slower, still correct).
+ */
+#define UREG__SERIAL_HBITS 20
 
 /*
  * An entry is two allocations.  The hot part, what a lookup touches (lfht
@@ -530,6 +544,16 @@ void ureg__events_lock(void);
 void ureg__events_unlock(void);
 
 /* ---- contexts (ctx.c) ---- */
+/*
+ * ureg_get and ureg_get_key with a context, inside the caller's read
+ * section, before their table search: start fetching the cache slot where
+ * @ctx would hold the instance of a CONTEXT-scope factory whose key hashes
+ * to @hash (UREG__SERIAL_HBITS), so that the slot's miss overlaps the
+ * search's instead of following it.  Reads @ctx's cache pointer and mask;
+ * writes nothing, never blocks.  A cache past 2^UREG__SERIAL_HBITS slots
+ * homes serials on counter bits too: no prefetch then.
+ */
+void ureg__ctx_cache_prefetch(const ureg_ctx *ctx, uint64_t hash);
 int ureg__ctx_get_instance(ureg_ctx *ctx, ureg_registry *reg,
 			   struct ureg_entry *e, void **out);
 /* Like ureg__ctx_create (not cached), consuming the caller's hold on

@@ -128,6 +128,8 @@ int ureg_get(ureg_registry *reg, const char *key, ureg_ctx *ctx, void **out)
 	}
 	if (UREG_UNLIKELY(!reg || !out || !ureg__key_hash(key, &k)))
 		return refused(reg, key, out, "get");
+	if (ctx)
+		ureg__ctx_cache_prefetch(ctx, k.hash);
 	e = ureg__find(ureg__ht(reg), &k);
 	if (UREG_UNLIKELY(!e))
 		return not_found(reg, key, "get: no such key:");

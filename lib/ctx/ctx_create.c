@@ -10,7 +10,9 @@
  * context's.
  *
  * The CONTEXT-scope cache maps a factory's serial number to the instance, in
- * an open-addressing table that readers probe inside their read section
+ * an open-addressing table homed at the serial's low bits (its key's hash,
+ * so a get fetches the slot while it searches the registry:
+ * ureg__ctx_cache_prefetch) that readers probe inside their read section
  * without a lock: slots are only ever added (serial 0 -> serial, published
  * with a release store) and a slot's value moves between an instance,
  * TOMB (none) and a tagged pointer to the in-flight creation record.
@@ -318,12 +320,20 @@ int ureg__ctx_create_ref(ureg_ctx *ctx, ureg_registry *reg,
 	return create_in_frame(ctx, reg, fb, false, true, &c, out);
 }
 
+void ureg__ctx_cache_prefetch(const ureg_ctx *ctx, uint64_t hash)
+{
+	const struct ctx_cache *c = rcu_dereference(ctx->cache);
+
+	if (c && c->mask < (1u << UREG__SERIAL_HBITS))
+		__builtin_prefetch(&c->slots[cache_home(hash, c->mask)]);
+}
+
 /* Under ctx->lock, or in a read section for a lock-free probe. */
 static struct cache_slot *cache_find(struct ctx_cache *c, uint64_t serial)
 {
 	if (!c)
 		return NULL;
-	for (uint32_t i = ptrmap_hash(serial) & c->mask;; i = (i + 1) & c->mask) {
+	for (uint32_t i = cache_home(serial, c->mask);; i = (i + 1) & c->mask) {
 		uint64_t s = __atomic_load_n(&c->slots[i].serial, __ATOMIC_ACQUIRE);
 		if (s == serial)
 			return &c->slots[i];
@@ -337,22 +347,39 @@ static void cache_free_rcu(struct rcu_head *head)
 	ureg__free(caa_container_of(head, struct ctx_cache, rcu));
 }
 
-/* Under ctx->lock: a slot for @serial (absent before), value TOMB. */
+/*
+ * Under ctx->lock: a slot for @serial (absent before), value TOMB.
+ *
+ * A full table is rebuilt without its TOMB slots (instances released or
+ * never made: a later get inserts them again), so slots of factories long
+ * replaced or unregistered do not pile up in a context that outlives many
+ * reloads.  The copy is at most a third full, which leaves a sixth of its
+ * size in inserts before the next rebuild (a table without TOMB slots
+ * doubles, as it always did).  Readers still probing the
+ * old table find what they found before (it is freed a grace period
+ * later).
+ */
 static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 {
 	struct ctx_cache *c = ctx->cache, *nc;
 	struct cache_slot *s;
 
 	if (!c || (c->used + 1) * 2 > c->mask + 1) {
-		uint32_t n = c ? (c->mask + 1) * 2 : 8;
+		uint64_t live = 1;
+		uint32_t n = 8;
+
+		for (uint32_t i = 0; c && i <= c->mask; i++)
+			live += c->slots[i].serial && c->slots[i].obj != TOMB;
+		while ((uint64_t)n < live * 3)
+			n *= 2;
 		nc = ureg__calloc(1, sizeof(*nc) + n * sizeof(nc->slots[0]));
 		if (!nc)
 			return NULL;
 		nc->mask = n - 1;
 		for (uint32_t i = 0; c && i <= c->mask; i++) {
-			if (!c->slots[i].serial)
+			if (!c->slots[i].serial || c->slots[i].obj == TOMB)
 				continue;
-			uint32_t j = ptrmap_hash(c->slots[i].serial) & nc->mask;
+			uint32_t j = cache_home(c->slots[i].serial, nc->mask);
 			while (nc->slots[j].serial)
 				j = (j + 1) & nc->mask;
 			nc->slots[j] = c->slots[i];
@@ -363,7 +390,7 @@ static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 			ureg__call_rcu(&c->rcu, cache_free_rcu);
 		c = nc;
 	}
-	uint32_t i = ptrmap_hash(serial) & c->mask;
+	uint32_t i = cache_home(serial, c->mask);
 	while (c->slots[i].serial)
 		i = (i + 1) & c->mask;
 	s = &c->slots[i];

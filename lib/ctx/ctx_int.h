@@ -130,6 +130,14 @@ struct ctx_cache {
 	struct cache_slot slots[];
 };
 
+/* A serial's home slot: its low bits, which below UREG__SERIAL_HBITS are
+ * its key's hash (internal.h), so a get can compute it before it has
+ * found the entry. */
+static inline uint32_t cache_home(uint64_t serial, uint32_t mask)
+{
+	return (uint32_t)serial & mask;
+}
+
 /*
  * A block as the context hands it out: the list link, the per-entry record
  * the block's bytes count for (NULL: the context's own, unattributed), and

@@ -418,6 +418,64 @@ Test(ctx, releasing_a_context_scope_instance_drops_it_from_the_cache)
 	ureg_registry_destroy(reg);
 }
 
+/*
+ * A context that outlives many reloads: the cache homes a factory's serial
+ * at its key's hash (lib/core/internal.h, UREG__SERIAL_HBITS), so every
+ * factory ever registered under one key homes at the same slot, and a
+ * full cache is rebuilt without the slots of released instances.  Every
+ * get must still find the newest factory's instance, made once; with the
+ * old instances kept (their slots stay), and with them released.
+ */
+static void replaced_key_case(bool release)
+{
+	enum { N = 3000 };
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("reloads", UREG_CTX_SHARED);
+	struct fac *f = calloc(N, sizeof(*f));
+	struct inst *in, *again;
+	char other[16];
+
+	cr_assert_not_null(f);
+	for (int i = 0; i < N; i++) {
+		struct ureg_factory uf;
+
+		f[i].id = i + 1;
+		uf = fac_factory(&f[i], UREG_SCOPE_CONTEXT);
+		cr_assert_eq(i ? ureg_replace_factory(reg, "planner", &uf)
+			       : ureg_register_factory(reg, "planner", &uf), 0);
+		/* a neighbour key now and then, so the cache holds more than
+		 * one key's serials */
+		if (i % 100 == 0) {
+			snprintf(other, sizeof(other), "tool.%d", i);
+			cr_assert_eq(ureg_register_factory(reg, other, &uf), 0);
+			cr_assert_eq(get_rc(reg, other, ctx, (void **)&in), 0);
+		}
+		cr_assert_eq(get_rc(reg, "planner", ctx, (void **)&in), 0);
+		cr_assert_eq(in->factory_id, i + 1, "get %d: instance of factory %d", i, in->factory_id);
+		cr_assert_eq(get_rc(reg, "planner", ctx, (void **)&again), 0);
+		cr_assert_eq(again, in, "get %d: a second get made another instance", i);
+		if (release)
+			cr_assert_eq(ureg_instance_release(ctx, in), 0);
+	}
+	for (int i = 0; i < N; i++)
+		cr_assert_eq(atomic_load(&f[i].calls), 1 + (i % 100 == 0), "factory %d ran %d times",
+			     i + 1, atomic_load(&f[i].calls));
+	cr_assert_eq(ctx_stats(ctx).instances, (release ? 0 : N) + N / 100);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(reg);
+	free(f);
+}
+
+Test(ctx, a_key_replaced_thousands_of_times_gets_its_newest_factory_with_old_instances_kept)
+{
+	replaced_key_case(false);
+}
+
+Test(ctx, a_key_replaced_thousands_of_times_gets_its_newest_factory_with_old_instances_released)
+{
+	replaced_key_case(true);
+}
+
 Test(ctx, releasing_something_that_is_not_an_instance_of_the_context_returns_enoent)
 {
 	ureg_registry *reg = new_reg();
