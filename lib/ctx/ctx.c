@@ -357,6 +357,7 @@ void ureg_ctx_destroy(ureg_ctx *ctx)
 		}
 		insttab_free(&ctx->inst->inst);
 		ptrmap_free(&ctx->inst->by_serial);
+		ptrmap_free(&ctx->inst->by_name);
 		ureg__free(ctx->inst);
 	}
 	if (!spare_put(ctx)) {

@@ -39,6 +39,7 @@
 #include <jemalloc/jemalloc.h>
 #include <limits.h>
 #include <stdio.h>
+#include <xxhash.h>
 #include "ctx_int.h"
 
 UREG_TLS struct creation *ureg__ctx_creating;       /* innermost frame */
@@ -121,9 +122,44 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 		return NULL;
 	insttab_init(&b->inst);
 	ptrmap_init(&b->by_serial);
+	ptrmap_init(&b->by_name);
 	b->uses_tail = &b->uses;
 	__atomic_store_n(&ctx->inst, b, __ATOMIC_RELEASE); /* lock-free stats */
 	return b;
+}
+
+/* The by_serial key of @fb: its serial's counter (unique per box; the
+ * Fibonacci hash spreads consecutive counters evenly, where the serial's
+ * hash bits would collide like any random key). */
+static inline uintptr_t use_key(const struct ureg_factory_box *fb)
+{
+	return (uintptr_t)(fb->serial >> UREG__SERIAL_HBITS);
+}
+
+/* The by_name key of @fb's entry: its key's hash seeded with its registry. */
+static uint64_t use_name_hash(const struct ureg_factory_box *fb)
+{
+	return XXH3_64bits_withSeed(fb->key, strlen(fb->key), (uint64_t)(uintptr_t)fb->reg);
+}
+
+/*
+ * Under ctx->lock, on a by_serial miss: the record of @fb's entry if
+ * another registration of it (a reload, another ranked provider) made
+ * instances here, then bound to @fb's serial in by_serial in place of
+ * the one it had (the map keeps its size: one slot per record); else NULL.
+ */
+static struct ctx_use *use_rebind_locked(struct ctx_book *b, const struct ureg_factory_box *fb)
+{
+	struct ctx_use *u = ptrmap_find(&b->by_name, use_name_hash(fb));
+
+	/* a hash that names another entry: no record to share (the new one
+	 * then stays out of by_name; the first keeps the slot) */
+	if (!u || u->reg != fb->reg || strcmp(u->key, fb->key) || strcmp(u->registry, fb->reg->name))
+		return NULL;
+	ptrmap_remove(&b->by_serial, u->serial);
+	ptrmap_insert(&b->by_serial, use_key(fb), u);
+	u->serial = use_key(fb);
+	return u;
 }
 
 /*
@@ -144,14 +180,15 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 
 	if (!b || insttab_reserve(&b->inst, b->reserved + 1))
 		return -ENOMEM;
-	c->use = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial);
+	c->use = ptrmap_find(&b->by_serial, use_key(fb));
 	if (c->use) {
 		/* read and written again once the factory ran: fetch it now */
 		__builtin_prefetch(c->use, 1);
-	} else {
+	} else if (!(c->use = use_rebind_locked(b, fb))) {
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
+		    ptrmap_reserve(&b->by_name, b->reserved_uses + 1) ||
 		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
@@ -159,6 +196,8 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		memcpy(u->names + rl, fb->key, kl);
 		u->registry = u->names;
 		u->key = u->names + rl;
+		u->serial = use_key(fb);
+		u->reg = fb->reg;
 	}
 	c->new_use = u;
 	b->reserved++;
@@ -196,9 +235,14 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 	if (c->new_use) {
 		b->reserved_uses--;
 		/* another creation of the entry may have published one since */
-		if (!(u = ptrmap_find(&b->by_serial, (uintptr_t)fb->serial))) {
+		if (!(u = ptrmap_find(&b->by_serial, use_key(fb))) &&
+		    !(u = use_rebind_locked(b, fb))) {
+			uint64_t nh = use_name_hash(fb);
+
 			u = c->new_use;
-			ptrmap_insert(&b->by_serial, (uintptr_t)fb->serial, u);
+			ptrmap_insert(&b->by_serial, use_key(fb), u);
+			if (!ptrmap_find(&b->by_name, nh))
+				ptrmap_insert(&b->by_name, nh, u);
 			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 			b->uses_tail = &u->next;
 		} else {

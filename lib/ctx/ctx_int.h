@@ -165,14 +165,18 @@ static inline struct ctx_blk *blk_of(void *p)
 }
 
 /*
- * Per registry entry (one factory registration, by serial), what the
- * context holds for it: live instances, and the live blocks the factory
+ * Per registry entry (a registry and a key, whatever factory registrations
+ * - reloads, ranked providers - made the instances), what the context
+ * holds for it: live instances, and the live blocks the factories
  * allocated while creating them plus those allocated later with
  * ureg_ctx_alloc_for() on an instance's behalf.  Made at the entry's first
  * successful creation in the context, kept until the context is destroyed
  * (so the peak survives the entry's instances), in creation order.  Found
- * by the factory's serial through the book's by_serial map, which keeps
- * the key itself.
+ * by the serial of the registration it was last used for through the
+ * book's by_serial map (the creation path), else by name through by_name
+ * (a registration new to this context: the record is re-bound to its
+ * serial).  So a context that outlives any number of reloads keeps one
+ * record and one map slot of each per entry, not per registration.
  */
 struct ctx_use {
 	/* first: what every creation and release writes (the record comes
@@ -182,6 +186,8 @@ struct ctx_use {
 	size_t instances, bytes, blocks, peak;
 	struct ctx_use *next;
 	const char *registry, *key;      /* copies, in names[] */
+	uintptr_t serial;                /* its key in by_serial (use_key) */
+	const void *reg;                 /* with the names: its identity */
 	char names[];
 };
 
@@ -192,7 +198,8 @@ struct ctx_use {
  */
 struct ctx_book {
 	struct insttab inst;
-	struct ptrmap by_serial;          /* -> struct ctx_use */
+	struct ptrmap by_serial;          /* -> struct ctx_use, one serial each */
+	struct ptrmap by_name;            /* use_name_hash() -> struct ctx_use */
 	struct ctx_use *uses, **uses_tail;
 	uint32_t reserved;                /* creations running that hold room */
 	uint32_t reserved_uses;           /* ... and a use record of their own */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A word-sized key -> record map, insert and find only: a context's
- * factory serial -> per-entry use record (ctx_create.c), whose records
- * live until the context does.
+ * A word-sized key -> record map: a context's factory serial, or name
+ * hash, -> per-entry use record (ctx_create.c), whose records live until
+ * the context does.
  *
  * Open addressing with linear probing, at most half full, the key beside
  * the record pointer in each slot: a find reads the slot array only, so
@@ -97,6 +97,33 @@ static inline void *ptrmap_find(const struct ptrmap *m, uintptr_t key)
 		if (m->slot[i].key == key)
 			return m->slot[i].rec;
 	return NULL;
+}
+
+/* Remove @key's record if there is one: the rest of its cluster shifts
+ * back into the hole (no tombstones). */
+static inline void ptrmap_remove(struct ptrmap *m, uintptr_t key)
+{
+	uint32_t i, j;
+
+	if (!m->slot)
+		return;
+	for (i = ptrmap_hash(key) & m->mask; m->slot[i].key != key; i = (i + 1) & m->mask)
+		if (!m->slot[i].rec)
+			return;
+	if (!m->slot[i].rec)
+		return;
+	for (j = (i + 1) & m->mask; m->slot[j].rec; j = (j + 1) & m->mask) {
+		uint32_t home = ptrmap_hash(m->slot[j].key) & m->mask;
+
+		/* move j to i when its home is not cyclically in (i, j] */
+		if (((j - home) & m->mask) >= ((j - i) & m->mask)) {
+			m->slot[i] = m->slot[j];
+			i = j;
+		}
+	}
+	m->slot[i].key = 0;
+	m->slot[i].rec = NULL;
+	m->used--;
 }
 
 static inline void ptrmap_free(struct ptrmap *m)

@@ -424,8 +424,27 @@ Test(ctx, releasing_a_context_scope_instance_drops_it_from_the_cache)
  * factory ever registered under one key homes at the same slot, and a
  * full cache is rebuilt without the slots of released instances.  Every
  * get must still find the newest factory's instance, made once; with the
- * old instances kept (their slots stay), and with them released.
+ * old instances kept (their slots stay), and with them released.  The
+ * per-entry record (ureg_ctx_entries) is one for the key throughout.
  */
+struct planner_records {
+	int planner, others;
+	size_t instances;
+};
+
+static int count_planner(const struct ureg_ctx_entry *e, void *arg)
+{
+	struct planner_records *r = arg;
+
+	if (strcmp(e->key, "planner") == 0) {
+		r->planner++;
+		r->instances = e->instances;
+	} else {
+		r->others++;
+	}
+	return 0;
+}
+
 static void replaced_key_case(bool release)
 {
 	enum { N = 3000 };
@@ -461,6 +480,13 @@ static void replaced_key_case(bool release)
 		cr_assert_eq(atomic_load(&f[i].calls), 1 + (i % 100 == 0), "factory %d ran %d times",
 			     i + 1, atomic_load(&f[i].calls));
 	cr_assert_eq(ctx_stats(ctx).instances, (release ? 0 : N) + N / 100);
+	/* one record per entry, whatever number of registrations made its
+	 * instances: the context's bookkeeping does not grow with reloads */
+	struct planner_records r = { 0 };
+	cr_assert_eq(ureg_ctx_entries(ctx, count_planner, &r), 0);
+	cr_assert_eq(r.planner, 1, "%d records for one key", r.planner);
+	cr_assert_eq(r.others, N / 100);
+	cr_assert_eq(r.instances, release ? 0 : N);
 	ureg_ctx_destroy(ctx);
 	ureg_registry_destroy(reg);
 	free(f);
@@ -474,6 +500,40 @@ Test(ctx, a_key_replaced_thousands_of_times_gets_its_newest_factory_with_old_ins
 Test(ctx, a_key_replaced_thousands_of_times_gets_its_newest_factory_with_old_instances_released)
 {
 	replaced_key_case(true);
+}
+
+static int count_records(const struct ureg_ctx_entry *e, void *arg)
+{
+	(void)e;
+	(*(int *)arg)++;
+	return 0;
+}
+
+Test(ctx, the_same_key_in_two_registries_keeps_two_records_across_reloads)
+{
+	ureg_registry *a = new_reg(), *b = new_reg();
+	ureg_ctx *ctx = new_ctx("two", UREG_CTX_SHARED);
+	struct fac fa = { .id = 1 }, fb = { .id = 2 }, fa2 = { .id = 3 };
+	struct ureg_factory ua = fac_factory(&fa, UREG_SCOPE_CONTEXT);
+	struct ureg_factory ub = fac_factory(&fb, UREG_SCOPE_CONTEXT);
+	struct ureg_factory ua2 = fac_factory(&fa2, UREG_SCOPE_CONTEXT);
+	struct inst *x, *y, *z;
+	int n = 0;
+
+	cr_assert_eq(ureg_register_factory(a, "planner", &ua), 0);
+	cr_assert_eq(ureg_register_factory(b, "planner", &ub), 0);
+	cr_assert_eq(get_rc(a, "planner", ctx, (void **)&x), 0);
+	cr_assert_eq(get_rc(b, "planner", ctx, (void **)&y), 0);
+	cr_assert_eq(ureg_replace_factory(a, "planner", &ua2), 0);
+	cr_assert_eq(get_rc(a, "planner", ctx, (void **)&z), 0);
+	cr_assert_eq(x->factory_id, 1);
+	cr_assert_eq(y->factory_id, 2);
+	cr_assert_eq(z->factory_id, 3);
+	cr_assert_eq(ureg_ctx_entries(ctx, count_records, &n), 0);
+	cr_assert_eq(n, 2, "%d records: one per registry and key", n);
+	ureg_ctx_destroy(ctx);
+	ureg_registry_destroy(a);
+	ureg_registry_destroy(b);
 }
 
 Test(ctx, releasing_something_that_is_not_an_instance_of_the_context_returns_enoent)
