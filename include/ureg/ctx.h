@@ -217,10 +217,12 @@ UREG_API int ureg_instance_release(ureg_ctx *ctx, void *instance);
  * @peak_bytes:  highest @bytes so far.
  * @allocations: live blocks counted in @bytes.
  *
- * One record per registry and key: the instances of every factory
+ * One record per registry name and key: the instances of every factory
  * registered under the key (a reload's replacement, ranked providers)
  * count together, so a context that outlives any number of reloads keeps
- * one record per key it used, not one per registration.
+ * one record per key it used, not one per registration (two live
+ * registries of the same name share records, as they share a name in
+ * every report).
  * The sum of @bytes over a context's entries is at most its live_bytes;
  * the rest is what was allocated outside any creation with ureg_ctx_alloc.
  * The library's storage, handed to the callback by pointer: it may grow

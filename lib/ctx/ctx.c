@@ -614,7 +614,7 @@ int ureg_ctx_entries(ureg_ctx *ctx,
 	b = __atomic_load_n(&ctx->inst, __ATOMIC_ACQUIRE);
 	for (u = b ? __atomic_load_n(&b->uses, __ATOMIC_ACQUIRE) : NULL; u && !rc;
 	     u = __atomic_load_n(&u->next, __ATOMIC_ACQUIRE)) {
-		e.registry = u->registry;
+		e.registry = u->names;
 		e.key = u->key;
 		e.instances = CTR_GET(u->instances);
 		e.bytes = CTR_GET(u->bytes);

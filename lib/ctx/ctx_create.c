@@ -136,10 +136,66 @@ static inline uintptr_t use_key(const struct ureg_factory_box *fb)
 	return (uintptr_t)(fb->serial >> UREG__SERIAL_HBITS);
 }
 
-/* The by_name key of @fb's entry: its key's hash seeded with its registry. */
-static uint64_t use_name_hash(const struct ureg_factory_box *fb)
+/* The by_name key of an entry: its key's hash seeded with its registry
+ * name's (names identify an entry, as in every report). */
+static uint64_t use_name_hash(const char *registry, const char *key)
 {
-	return XXH3_64bits_withSeed(fb->key, strlen(fb->key), (uint64_t)(uintptr_t)fb->reg);
+	return XXH3_64bits_withSeed(key, strlen(key), XXH3_64bits(registry, strlen(registry)));
+}
+
+static bool use_names(const struct ctx_use *u, const struct ureg_factory_box *fb)
+{
+	return !strcmp(u->key, fb->key) && !strcmp(u->names, fb->reg->name);
+}
+
+/* Records up to which by_name is not built: a context of a few entries
+ * finds a record by walking its list (a registration's first creation in
+ * the context only) and pays no map. */
+#define USE_SCAN_MAX 8
+
+/* Under ctx->lock: the record of @fb's entry, or NULL. */
+static struct ctx_use *use_by_name(const struct ctx_book *b, const struct ureg_factory_box *fb)
+{
+	struct ctx_use *u;
+
+	if (!b->by_name.slot) {
+		for (u = b->uses; u; u = u->next)
+			if (use_names(u, fb))
+				return u;
+		return NULL;
+	}
+	/* a hash that names another entry: no record to share (the new one
+	 * then stays out of by_name; the first keeps the slot) */
+	u = ptrmap_find(&b->by_name, use_name_hash(fb->reg->name, fb->key));
+	return u && use_names(u, fb) ? u : NULL;
+}
+
+/*
+ * Under ctx->lock, before a new record: room in by_name for it, building
+ * the map from the list when the context passes USE_SCAN_MAX records.
+ * 0 or -ENOMEM (nothing changed that matters: a map built stays).
+ */
+static int use_reserve_by_name(struct ctx_book *b)
+{
+	bool fresh = !b->by_name.slot;
+	uint32_t n = 0;
+
+	/* the list is short while there is no map (at most USE_SCAN_MAX):
+	 * count it (no counter in the book, which stays within its
+	 * allocation class) */
+	for (struct ctx_use *u = fresh ? b->uses : NULL; u; u = u->next)
+		n++;
+	if (fresh && n + b->reserved_uses + 1 <= USE_SCAN_MAX)
+		return 0;
+	if (ptrmap_reserve(&b->by_name, b->reserved_uses + 1 + n))
+		return -ENOMEM;
+	for (struct ctx_use *u = fresh ? b->uses : NULL; u; u = u->next) {
+		uint64_t h = use_name_hash(u->names, u->key);
+
+		if (!ptrmap_find(&b->by_name, h))
+			ptrmap_insert(&b->by_name, h, u);
+	}
+	return 0;
 }
 
 /*
@@ -150,11 +206,9 @@ static uint64_t use_name_hash(const struct ureg_factory_box *fb)
  */
 static struct ctx_use *use_rebind_locked(struct ctx_book *b, const struct ureg_factory_box *fb)
 {
-	struct ctx_use *u = ptrmap_find(&b->by_name, use_name_hash(fb));
+	struct ctx_use *u = use_by_name(b, fb);
 
-	/* a hash that names another entry: no record to share (the new one
-	 * then stays out of by_name; the first keeps the slot) */
-	if (!u || u->reg != fb->reg || strcmp(u->key, fb->key) || strcmp(u->registry, fb->reg->name))
+	if (!u)
 		return NULL;
 	ptrmap_remove(&b->by_serial, u->serial);
 	ptrmap_insert(&b->by_serial, use_key(fb), u);
@@ -188,16 +242,14 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
-		    ptrmap_reserve(&b->by_name, b->reserved_uses + 1) ||
+		    use_reserve_by_name(b) ||
 		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
 		memcpy(u->names, fb->reg->name, rl);
 		memcpy(u->names + rl, fb->key, kl);
-		u->registry = u->names;
 		u->key = u->names + rl;
 		u->serial = use_key(fb);
-		u->reg = fb->reg;
 	}
 	c->new_use = u;
 	b->reserved++;
@@ -237,11 +289,13 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		/* another creation of the entry may have published one since */
 		if (!(u = ptrmap_find(&b->by_serial, use_key(fb))) &&
 		    !(u = use_rebind_locked(b, fb))) {
-			uint64_t nh = use_name_hash(fb);
+			uint64_t nh = use_name_hash(fb->reg->name, fb->key);
 
 			u = c->new_use;
 			ptrmap_insert(&b->by_serial, use_key(fb), u);
-			if (!ptrmap_find(&b->by_name, nh))
+			/* room: reserved by this creation, or by the one that
+			 * built the map meanwhile (it counted this one) */
+			if (b->by_name.slot && !ptrmap_find(&b->by_name, nh))
 				ptrmap_insert(&b->by_name, nh, u);
 			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 			b->uses_tail = &u->next;

@@ -173,8 +173,9 @@ static inline struct ctx_blk *blk_of(void *p)
  * successful creation in the context, kept until the context is destroyed
  * (so the peak survives the entry's instances), in creation order.  Found
  * by the serial of the registration it was last used for through the
- * book's by_serial map (the creation path), else by name through by_name
- * (a registration new to this context: the record is re-bound to its
+ * book's by_serial map (the creation path), else by registry and key
+ * name, through by_name or, in a context of a few records, the list (a
+ * registration new to this context: the record is re-bound to its
  * serial).  So a context that outlives any number of reloads keeps one
  * record and one map slot of each per entry, not per registration.
  */
@@ -185,10 +186,9 @@ struct ctx_use {
 	 * they did in 2 of 4) */
 	size_t instances, bytes, blocks, peak;
 	struct ctx_use *next;
-	const char *registry, *key;      /* copies, in names[] */
+	const char *key;                 /* in names[], after the registry's */
 	uintptr_t serial;                /* its key in by_serial (use_key) */
-	const void *reg;                 /* with the names: its identity */
-	char names[];
+	char names[];                    /* registry name, NUL, key, NUL */
 };
 
 /*
@@ -199,7 +199,8 @@ struct ctx_use {
 struct ctx_book {
 	struct insttab inst;
 	struct ptrmap by_serial;          /* -> struct ctx_use, one serial each */
-	struct ptrmap by_name;            /* use_name_hash() -> struct ctx_use */
+	struct ptrmap by_name;            /* use_name_hash() -> struct ctx_use;
+					   * built past USE_SCAN_MAX records */
 	struct ctx_use *uses, **uses_tail;
 	uint32_t reserved;                /* creations running that hold room */
 	uint32_t reserved_uses;           /* ... and a use record of their own */

@@ -509,9 +509,16 @@ static int count_records(const struct ureg_ctx_entry *e, void *arg)
 	return 0;
 }
 
+/* Entries are named by registry and key, as every report names them: the
+ * same key in two registries is two records (two registries that share a
+ * name, which nothing forbids, would share them: a report could not tell
+ * them apart either). */
 Test(ctx, the_same_key_in_two_registries_keeps_two_records_across_reloads)
 {
-	ureg_registry *a = new_reg(), *b = new_reg();
+	ureg_registry *a = NULL, *b = NULL;
+
+	cr_assert_eq(ureg_registry_new(&item_type, "ctx-test-a", &a), 0);
+	cr_assert_eq(ureg_registry_new(&item_type, "ctx-test-b", &b), 0);
 	ureg_ctx *ctx = new_ctx("two", UREG_CTX_SHARED);
 	struct fac fa = { .id = 1 }, fb = { .id = 2 }, fa2 = { .id = 3 };
 	struct ureg_factory ua = fac_factory(&fa, UREG_SCOPE_CONTEXT);
