@@ -142,7 +142,7 @@ int ureg_batch_put(ureg_batch *b, const char *key, void *item,
 	op->k.str = op->key;
 	if (item && !(op->ib = ureg__ibox_new(b->reg, item)))
 		goto nomem;
-	if (f && !(op->fb = ureg__fbox_new(b->reg, key, f)))
+	if (f && !(op->fb = ureg__fbox_new(b->reg, &op->k, f)))
 		goto nomem;
 	if (src) {
 		if (src->provider && !(op->src.provider = ureg__strdup(src->provider)))
@@ -268,7 +268,7 @@ int ureg_batch_add(ureg_batch *b, const char *key, void *item,
 		return ureg__err(-ENOMEM, "batch_add: out of memory");
 	}
 	if ((item && !(ib = ureg__ibox_new(b->reg, item))) ||
-	    (f && !(fb = ureg__fbox_new(b->reg, key, f)))) {
+	    (f && !(fb = ureg__fbox_new(b->reg, &op->k, f)))) {
 		if (ib)
 			ureg__ibox_free_unused(ib);
 		ureg__free(prov);

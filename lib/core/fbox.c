@@ -7,7 +7,6 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <xxhash.h>
 #include "registry_int.h"
 
 /*
@@ -253,11 +252,11 @@ void ureg__holds_unlock(bool child)
 }
 
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
-					const char *key,
+					const struct ureg_key *k,
 					const struct ureg_factory *f)
 {
 	static uint64_t next_serial = 1;
-	size_t n = strlen(key) + 1;
+	size_t n = (size_t)k->len + 1;
 	struct ureg_factory_box *fb;
 
 	_Static_assert(offsetof(struct ureg_factory_box, refs) == 64,
@@ -269,7 +268,7 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 		ureg__meta_free(fb);
 		return NULL;
 	}
-	memcpy(fb->key, key, n);
+	memcpy(fb->key, k->str, n);
 	fb->refs = FBOX_BIAS + 1;
 	fb->trefs = 1;
 	fb->dying = 0;
@@ -281,8 +280,9 @@ struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
 	fb->type = reg->type;
 	fb->reg = reg;
 	ureg__registry_get(reg);
+	/* the low bits: the very hash the entry is found by (internal.h) */
 	fb->serial = __atomic_fetch_add(&next_serial, 1, __ATOMIC_RELAXED) << UREG__SERIAL_HBITS |
-		     (XXH3_64bits(key, n - 1) & ((1u << UREG__SERIAL_HBITS) - 1));
+		     (k->hash & ((1u << UREG__SERIAL_HBITS) - 1));
 	if (fb->f.anchor)
 		ureg_anchor_get(fb->f.anchor);
 	return fb;

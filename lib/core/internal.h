@@ -482,8 +482,10 @@ int ureg__entry_copy_more(struct ureg_entry *dst, const struct ureg_entry *src,
 			  bool take);
 void ureg__entry_unshare_more(struct ureg_entry *e);
 void ureg__ibox_get(struct ureg_item_box *ib);
+/* A box for factory @f under key @k (measured and hashed: its hash gives
+ * the serial's low bits, UREG__SERIAL_HBITS). */
 struct ureg_factory_box *ureg__fbox_new(ureg_registry *reg,
-					const char *key,
+					const struct ureg_key *k,
 					const struct ureg_factory *f);
 struct ureg_item_box *ureg__ibox_new(const ureg_registry *reg, void *item);
 void ureg__ibox_put(struct ureg_item_box *ib);

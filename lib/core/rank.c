@@ -120,7 +120,7 @@ int ureg__mutate(ureg_registry *reg, const char *key,
 		goto fail;
 	if (item && !(nib = ureg__ibox_new(reg, item)))
 		goto fail;
-	if (f && !(nfb = ureg__fbox_new(reg, key, f)))
+	if (f && !(nfb = ureg__fbox_new(reg, &k, f)))
 		goto fail;
 	if (ureg__has_listeners(reg) &&
 	    !(ev = ureg__event_prepare(reg, kind, key)))

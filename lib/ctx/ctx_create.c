@@ -289,14 +289,16 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		/* another creation of the entry may have published one since */
 		if (!(u = ptrmap_find(&b->by_serial, use_key(fb))) &&
 		    !(u = use_rebind_locked(b, fb))) {
-			uint64_t nh = use_name_hash(fb->reg->name, fb->key);
-
 			u = c->new_use;
 			ptrmap_insert(&b->by_serial, use_key(fb), u);
 			/* room: reserved by this creation, or by the one that
 			 * built the map meanwhile (it counted this one) */
-			if (b->by_name.slot && !ptrmap_find(&b->by_name, nh))
-				ptrmap_insert(&b->by_name, nh, u);
+			if (b->by_name.slot) {
+				uint64_t nh = use_name_hash(u->names, u->key);
+
+				if (!ptrmap_find(&b->by_name, nh))
+					ptrmap_insert(&b->by_name, nh, u);
+			}
 			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 			b->uses_tail = &u->next;
 		} else {
@@ -453,9 +455,10 @@ static void cache_free_rcu(struct rcu_head *head)
  * replaced or unregistered do not pile up in a context that outlives many
  * reloads.  The copy is at most a third full, which leaves a sixth of its
  * size in inserts before the next rebuild (a table without TOMB slots
- * doubles, as it always did).  Readers still probing the
- * old table find what they found before (it is freed a grace period
- * later).
+ * doubles, as it always did).  Readers still probing the old table find
+ * what they found before (it is freed a grace period later).  No slot of
+ * a creation in flight is TOMB: its creator made it pending before it
+ * dropped the lock.
  */
 static struct cache_slot *cache_insert(ureg_ctx *ctx, uint64_t serial)
 {
