@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fault injection, for tests.  Only a library built with
- * -Dfault_injection=true honours it; elsewhere both calls return -ENOTSUP.
+ * Fault injection, for tests: failed allocations, forced hash collisions.
+ * Only a library built with -Dfault_injection=true has these calls.
  */
 #ifndef UREG_FAULT_H
 #define UREG_FAULT_H
@@ -37,6 +37,19 @@ UREG_API long ureg_fault_allocations(void);
  * allocation wrappers.  Any thread; never blocks.
  */
 UREG_API bool ureg_fault_hit(void);
+
+/**
+ * ureg_fault_names_collide - while @on, every hash a context computes to
+ * find its per-entry record by registry name and key (lib/ctx, by_name)
+ * is the same value, as if every pair of names collided in 64 bits: what
+ * no real key set can be made to do on demand.  Lookups must still find
+ * one record per registry name and key.  Any thread; never blocks; set it
+ * before the contexts it is meant for make records.
+ */
+UREG_API void ureg_fault_names_collide(bool on);
+
+/** ureg_fault_names_colliding - whether ureg_fault_names_collide() is on. */
+UREG_API bool ureg_fault_names_colliding(void);
 
 #ifdef __cplusplus
 }

@@ -45,6 +45,18 @@ long ureg_fault_allocations(void)
 {
 	return __atomic_load_n(&fault_seen, __ATOMIC_RELAXED);
 }
+
+static bool names_collide;
+
+void ureg_fault_names_collide(bool on)
+{
+	__atomic_store_n(&names_collide, on, __ATOMIC_RELAXED);
+}
+
+bool ureg_fault_names_colliding(void)
+{
+	return __atomic_load_n(&names_collide, __ATOMIC_RELAXED);
+}
 #endif
 
 void *ureg__malloc(size_t n)

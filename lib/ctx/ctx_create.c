@@ -140,6 +140,10 @@ static inline uintptr_t use_key(const struct ureg_factory_box *fb)
  * name's (names identify an entry, as in every report). */
 static uint64_t use_name_hash(const char *registry, const char *key)
 {
+#ifdef UREG_FAULT_INJECTION
+	if (ureg_fault_names_colliding())
+		return 1; /* tests: every pair of names collides */
+#endif
 	return XXH3_64bits_withSeed(key, strlen(key), XXH3_64bits(registry, strlen(registry)));
 }
 
@@ -153,21 +157,26 @@ static bool use_names(const struct ctx_use *u, const struct ureg_factory_box *fb
  * the context only) and pays no map. */
 #define USE_SCAN_MAX 8
 
-/* Under ctx->lock: the record of @fb's entry, or NULL. */
+/*
+ * Under ctx->lock: the record of @fb's entry, or NULL.  by_name holds one
+ * record per hash: of two entries whose names collide in 64 bits, the
+ * first made keeps the slot and the second is found by walking the list
+ * (only ever on such a collision, so a context keeps one record per
+ * entry whatever its names hash to).
+ */
 static struct ctx_use *use_by_name(const struct ctx_book *b, const struct ureg_factory_box *fb)
 {
-	struct ctx_use *u;
+	struct ctx_use *u = NULL;
 
-	if (!b->by_name.slot) {
-		for (u = b->uses; u; u = u->next)
-			if (use_names(u, fb))
-				return u;
-		return NULL;
+	if (b->by_name.slot) {
+		u = ptrmap_find(&b->by_name, use_name_hash(fb->reg->name, fb->key));
+		if (!u || use_names(u, fb))
+			return u;
 	}
-	/* a hash that names another entry: no record to share (the new one
-	 * then stays out of by_name; the first keeps the slot) */
-	u = ptrmap_find(&b->by_name, use_name_hash(fb->reg->name, fb->key));
-	return u && use_names(u, fb) ? u : NULL;
+	for (u = b->uses; u; u = u->next)
+		if (use_names(u, fb))
+			return u;
+	return NULL;
 }
 
 /*

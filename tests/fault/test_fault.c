@@ -885,3 +885,114 @@ Test(fault_batch, an_aborted_batch_after_failures_frees_what_it_owned)
 	cr_assert_null(lookup("x1"));
 	(void)fails;
 }
+
+/* --------------------------------------------- colliding record names */
+
+/*
+ * A context finds its per-entry record (ureg_ctx_entries) by the
+ * registry's name and the key, through a map keyed by a 64-bit hash of
+ * both once it holds more than a few records.  ureg_fault_names_collide()
+ * makes every such hash equal, which no real key set can be made to do:
+ * entries must still keep one record each, across reloads, in registries
+ * that share key names, and with allocations failing on the way.
+ */
+enum { NAME_KEYS = 12, NAME_RELOADS = 20 }; /* 24 records: past the list's 8 */
+
+struct name_tally {
+	int records;
+	int seen[2][NAME_KEYS];
+	size_t instances[2][NAME_KEYS];
+};
+
+static int tally_names(const struct ureg_ctx_entry *e, void *arg)
+{
+	struct name_tally *t = arg;
+	int r = strcmp(e->registry, "names-b") == 0, k = -1;
+
+	t->records++;
+	cr_assert(r || strcmp(e->registry, "names-a") == 0, "record of %s", e->registry);
+	cr_assert_eq(sscanf(e->key, "agent.%d", &k), 1, "key %s", e->key);
+	cr_assert(k >= 0 && k < NAME_KEYS);
+	t->seen[r][k]++;
+	t->instances[r][k] = e->instances;
+	return 0;
+}
+
+static void assert_one_record_each(ureg_ctx *ctx, size_t instances, long n)
+{
+	struct name_tally t = { 0 };
+
+	cr_assert_eq(ureg_ctx_entries(ctx, tally_names, &t), 0);
+	cr_assert_eq(t.records, 2 * NAME_KEYS, "N=%ld: %d records for %d entries", n,
+		     t.records, 2 * NAME_KEYS);
+	for (int r = 0; r < 2; r++)
+		for (int k = 0; k < NAME_KEYS; k++) {
+			cr_assert_eq(t.seen[r][k], 1, "N=%ld: %s agent.%d: %d records", n,
+				     r ? "names-b" : "names-a", k, t.seen[r][k]);
+			cr_assert_eq(t.instances[r][k], instances, "N=%ld: %zu instances",
+				     n, t.instances[r][k]);
+		}
+}
+
+static int get_named(ureg_registry *r, const char *key, ureg_ctx *ctx, void **out)
+{
+	int rc;
+
+	ureg_read_lock();
+	rc = ureg_get(r, key, ctx, out);
+	ureg_read_unlock();
+	return rc;
+}
+
+Test(fault_names, colliding_names_keep_one_record_per_entry_across_reloads_and_failures)
+{
+	ureg_registry *regs[2] = { NULL, NULL };
+	ureg_ctx *ctx;
+	char key[16];
+	void *obj, *again;
+	int fails;
+
+	cr_assert(ureg_fault_inject(0) == 0);
+	ureg_fault_names_collide(true);
+	cr_assert(ureg_fault_names_colliding());
+	cr_assert_eq(ureg_registry_new(&fault_type, "names-a", &regs[0]), 0);
+	cr_assert_eq(ureg_registry_new(&fault_type, "names-b", &regs[1]), 0);
+	ctx = new_ctx(UREG_CTX_SHARED);
+	for (int round = 0; round < NAME_RELOADS; round++)
+		for (int r = 0; r < 2; r++)
+			for (int k = 0; k < NAME_KEYS; k++) {
+				struct ureg_factory f = factory(UREG_SCOPE_CONTEXT);
+
+				snprintf(key, sizeof(key), "agent.%d", k);
+				cr_assert_eq(round ? ureg_replace_factory(regs[r], key, &f)
+						   : ureg_register_factory(regs[r], key, &f), 0);
+				cr_assert_eq(get_named(regs[r], key, ctx, &obj), 0);
+				cr_assert_eq(get_named(regs[r], key, ctx, &again), 0);
+				cr_assert_eq(again, obj, "one instance per registration");
+			}
+	/* each get of a new registration made an instance; all are kept */
+	assert_one_record_each(ctx, NAME_RELOADS, 0);
+	cr_assert_eq(atomic_load(&insts_made), 2 * NAME_KEYS * NAME_RELOADS);
+
+	/* one more reload of a key whose name collides with every other:
+	 * a get that fails at any allocation leaves the records as they were */
+	struct ureg_factory f = factory(UREG_SCOPE_CONTEXT);
+	cr_assert_eq(ureg_replace_factory(regs[1], "agent.7", &f), 0);
+	FAULT_WALK(fails, get_named(regs[1], "agent.7", ctx, &obj), {
+		assert_one_record_each(ctx, NAME_RELOADS, n);
+	});
+	cr_assert_gt(fails, 0);
+	cr_assert_eq(get_named(regs[1], "agent.7", ctx, &again), 0);
+	cr_assert_eq(again, obj);
+
+	struct name_tally t = { 0 };
+	cr_assert_eq(ureg_ctx_entries(ctx, tally_names, &t), 0);
+	cr_assert_eq(t.records, 2 * NAME_KEYS);
+	cr_assert_eq(t.instances[1][7], NAME_RELOADS + 1);
+	cr_assert_eq(t.instances[0][7], NAME_RELOADS);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&insts_destroyed), atomic_load(&insts_made));
+	ureg_fault_names_collide(false);
+	ureg_registry_destroy(regs[0]);
+	ureg_registry_destroy(regs[1]);
+}
