@@ -1146,3 +1146,71 @@ Test(ctx, a_dedicated_context_never_takes_or_lends_cached_blocks)
 	ureg_ctx_destroy(de);
 	ureg_ctx_destroy(sh);
 }
+
+/*
+ * A context past 2^UREG__SERIAL_HBITS cache slots (lib/core/internal.h):
+ * below that size a serial homes at its key's hash bits and ureg_get
+ * prefetches the slot before the table search; past it a home also
+ * takes counter bits and there is no prefetch.  The cache holds at most
+ * half its slots, so more than 2^19 live instances put it past 2^20.
+ * Every get must still find its own key's instance, made once, through
+ * replaces and releases at that size.
+ */
+Test(ctx, a_context_of_more_than_half_a_million_instances_finds_each_one, .timeout = 300)
+{
+	enum { N = (1 << 19) + 40000, REPLACED = 2000 };
+	ureg_registry *reg = new_reg();
+	ureg_ctx *ctx = new_ctx("huge", UREG_CTX_SHARED);
+	struct fac f = { .id = 1 }, g = { .id = 2 };
+	struct ureg_factory uf = fac_factory(&f, UREG_SCOPE_CONTEXT);
+	struct ureg_factory ug = fac_factory(&g, UREG_SCOPE_CONTEXT);
+	struct inst **in = calloc(N, sizeof(*in));
+	struct inst *p;
+	char key[16];
+
+	cr_assert_not_null(in);
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%07d", i);
+		cr_assert_eq(ureg_register_factory(reg, key, &uf), 0);
+		cr_assert_eq(get_rc(reg, key, ctx, (void **)&in[i]), 0);
+		cr_assert_eq(in[i]->magic, INST_MAGIC);
+	}
+	cr_assert_eq(ctx_stats(ctx).instances, N);
+	cr_assert_eq(atomic_load(&f.calls), N);
+	/* every key again, at full size: its own instance, nothing made */
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%07d", i);
+		cr_assert_eq(get_rc(reg, key, ctx, (void **)&p), 0);
+		cr_assert_eq(p, in[i], "key %d: another instance", i);
+	}
+	cr_assert_eq(atomic_load(&f.calls), N);
+	/* replaced keys get the new factory's instance; released ones are
+	 * made again, once */
+	for (int i = 0; i < REPLACED; i++) {
+		int r = i * (N / REPLACED), q = r + 1;
+
+		snprintf(key, sizeof(key), "k%07d", r);
+		cr_assert_eq(ureg_replace_factory(reg, key, &ug), 0);
+		cr_assert_eq(get_rc(reg, key, ctx, (void **)&p), 0);
+		cr_assert_eq(p->factory_id, 2, "key %d: instance of factory %d", r, p->factory_id);
+		cr_assert_neq(p, in[r]);
+		in[r] = p;
+		snprintf(key, sizeof(key), "k%07d", q);
+		cr_assert_eq(ureg_instance_release(ctx, in[q]), 0);
+		cr_assert_eq(get_rc(reg, key, ctx, (void **)&p), 0);
+		cr_assert_eq(p->factory_id, 1);
+		in[q] = p;
+	}
+	cr_assert_eq(atomic_load(&g.calls), REPLACED);
+	cr_assert_eq(atomic_load(&f.calls), N + REPLACED);
+	for (int i = 0; i < N; i++) {
+		snprintf(key, sizeof(key), "k%07d", i);
+		cr_assert_eq(get_rc(reg, key, ctx, (void **)&p), 0);
+		cr_assert_eq(p, in[i], "key %d: another instance after the changes", i);
+	}
+	cr_assert_eq(ctx_stats(ctx).instances, N + REPLACED);
+	ureg_ctx_destroy(ctx);
+	cr_assert_eq(atomic_load(&inst_destroyed), N + 2 * REPLACED);
+	ureg_registry_destroy(reg);
+	free(in);
+}
