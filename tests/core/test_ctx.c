@@ -1156,7 +1156,7 @@ Test(ctx, a_dedicated_context_never_takes_or_lends_cached_blocks)
  * Every get must still find its own key's instance, made once, through
  * replaces and releases at that size.
  */
-Test(ctx, a_context_of_more_than_half_a_million_instances_finds_each_one, .timeout = 300)
+Test(ctx, a_context_of_more_than_half_a_million_instances_finds_each_one)
 {
 	enum { N = (1 << 19) + 40000, REPLACED = 2000 };
 	ureg_registry *reg = new_reg();
