@@ -33,7 +33,14 @@
  *    for its last failed call.  A failed call changes nothing.
  *
  * Keys: 1..UREG_KEY_MAX bytes of printable ASCII without space
- * (0x21..0x7e), NUL terminated.  Anything else is -EINVAL.
+ * (0x21..0x7e), NUL terminated.  Anything else is -EINVAL.  A key is
+ * hashed with XXH3 under a seed each process draws at random when libureg
+ * is loaded (getrandom), so keys a client picks (tenant or user names)
+ * cannot be chosen offline to pile into one bucket; the environment
+ * variable UREG_HASH_SEED (a number, read once at load, ignored in
+ * setuid programs) fixes the seed to reproduce a run, 0 giving plain
+ * XXH3_64bits.  Hashes are only ever compared within one process and its
+ * forked children, which keep the seed.
  */
 #ifndef UREG_UREG_H
 #define UREG_UREG_H
@@ -628,7 +635,7 @@ UREG_API int ureg_providers(ureg_registry *reg, const char *key,
  */
 typedef struct ureg_key {
 	const char *str;       /* the key; not owned */
-	uint64_t hash;         /* XXH3_64bits(str, len), once prepared */
+	uint64_t hash;         /* XXH3 of str, len with the process's seed */
 	uint16_t len;          /* strlen(str), once prepared */
 	uint16_t state;        /* UREG__KEY_* bits, atomic */
 	/* the cache of a cached handle: a seqlock over (entry, item, stamp) */

@@ -27,6 +27,33 @@
 #endif
 #include "internal.h"
 
+/*
+ * Seeded: every key hash of the process is XXH3 with one random 64-bit
+ * seed chosen when libureg is loaded (keys.c), so that where a bucket of
+ * the table, a context's cache slot or a factory's serial bits fall cannot
+ * be computed offline: keys a client chooses (tenant or user names) cannot
+ * be made to pile into one chain.  With the seed, the same secret
+ * (XXH3_generateSecret_fromSeed): a key past 240 bytes derives none per
+ * call, and a shorter one pays a few additions of the seed (about one
+ * instruction per lookup of a 15-byte key).  UREG_HASH_SEED fixes the seed
+ * (0: plain XXH3_64bits) for reproducing a layout.
+ */
+extern uint64_t ureg__hash_seed;
+extern unsigned char ureg__hash_secret[XXH3_SECRET_DEFAULT_SIZE];
+
+uint64_t ureg__hash_long(const void *p, size_t len); /* past 240 bytes */
+
+static inline __attribute__((always_inline)) uint64_t ureg__hash_bytes(const void *p, size_t len)
+{
+	/* XXH3_64bits_withSeed()'s body (xxhash.h 0.8), which GCC would
+	 * otherwise call out of line here: the short paths inline, with the
+	 * built-in secret's words folded into constants */
+	if (UREG_LIKELY(len <= XXH3_MIDSIZE_MAX))
+		return XXH3_64bits_internal(p, len, ureg__hash_seed, XXH3_kSecret,
+					    sizeof(XXH3_kSecret), XXH3_hashLong_64b_withSeed);
+	return ureg__hash_long(p, len);
+}
+
 #define UREG__ONES (~(uint64_t)0 / 255)
 /* SWAR: some byte of w is < n (n <= 128), or > n (n < 128). */
 #define UREG__HAS_LESS(w, n) (((w) - UREG__ONES * (n)) & ~(w) & UREG__ONES * 128)
@@ -71,7 +98,7 @@ static inline bool ureg__key_bytes_ok(const char *key, size_t len)
  * longer than UREG_KEY_MAX.  An empty key passes (and is found nowhere).
  * The fast test also sends NULL and page-aligned keys to the slow path.
  */
-static inline bool ureg__key_hash(const char *key, struct ureg_key *k)
+static inline __attribute__((always_inline)) bool ureg__key_hash(const char *key, struct ureg_key *k)
 {
 	size_t len;
 
@@ -89,7 +116,7 @@ static inline bool ureg__key_hash(const char *key, struct ureg_key *k)
 hash:
 	k->str = key;
 	k->len = (uint16_t)len;
-	k->hash = XXH3_64bits(key, len);
+	k->hash = ureg__hash_bytes(key, len);
 	return true;
 }
 

@@ -4,7 +4,51 @@
  * key_int.h, shared with the read path), the messages for a bad key, and
  * key handles.
  */
+#include <stdlib.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 #include "key_int.h"
+
+/* key_int.h, "Seeded": set once, before main() and before any key is
+ * hashed (a constructor of libureg runs before those of everything that
+ * links it), never written again; a forked child keeps its parent's. */
+uint64_t ureg__hash_seed;
+unsigned char ureg__hash_secret[XXH3_SECRET_DEFAULT_SIZE] __attribute__((aligned(64)));
+
+/* The same as XXH3_64bits_withSeed(), without deriving the secret again. */
+__attribute__((noinline)) uint64_t ureg__hash_long(const void *p, size_t len)
+{
+	return XXH3_64bits_withSecretandSeed(p, len, ureg__hash_secret,
+					     XXH3_SECRET_DEFAULT_SIZE, ureg__hash_seed);
+}
+
+static __attribute__((constructor)) void hash_seed_init(void)
+{
+	const char *env = secure_getenv("UREG_HASH_SEED"); /* not for setuid */
+	uint64_t s = 0;
+	char *end;
+
+	if (env && *env) {
+		errno = 0;
+		s = strtoull(env, &end, 0);
+		if (errno || *end) /* unusable: a random seed, as without it */
+			env = NULL;
+	}
+	if (!env || !*env) {
+		if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != (ssize_t)sizeof(s)) {
+			/* no entropy yet (early boot): what differs between
+			 * processes and runs */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			s = XXH3_64bits_withSeed(&ts, sizeof(ts),
+						 (uint64_t)getpid() << 32 ^ (uintptr_t)&ts);
+		}
+	}
+	ureg__hash_seed = s;
+	XXH3_generateSecret_fromSeed(ureg__hash_secret, s);
+}
 
 /* Why @key is not a valid key: the message, and -EINVAL. */
 static __attribute__((noinline, cold)) int key_reject(const char *key)

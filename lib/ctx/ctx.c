@@ -20,7 +20,8 @@
  * and the per-entry walk read relaxed counters without it.
  *
  * Creations (frames, the instance cache, single flight, cycles) are in
- * ctx_create.c; what both files share is in ctx_int.h.
+ * ctx_create.c, finding an entry's record by name in ctx_uses.c; what
+ * the files share is in ctx_int.h.
  */
 #include <sched.h>
 #include "ctx_int.h"

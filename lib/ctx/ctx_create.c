@@ -39,7 +39,6 @@
 #include <jemalloc/jemalloc.h>
 #include <limits.h>
 #include <stdio.h>
-#include <xxhash.h>
 #include "ctx_int.h"
 
 UREG_TLS struct creation *ureg__ctx_creating;       /* innermost frame */
@@ -128,103 +127,6 @@ static struct ctx_book *book_of(ureg_ctx *ctx)
 	return b;
 }
 
-/* The by_serial key of @fb: its serial's counter (unique per box; the
- * Fibonacci hash spreads consecutive counters evenly, where the serial's
- * hash bits would collide like any random key). */
-static inline uintptr_t use_key(const struct ureg_factory_box *fb)
-{
-	return (uintptr_t)(fb->serial >> UREG__SERIAL_HBITS);
-}
-
-/* The by_name key of an entry: its key's hash seeded with its registry
- * name's (names identify an entry, as in every report). */
-static uint64_t use_name_hash(const char *registry, const char *key)
-{
-#ifdef UREG_FAULT_INJECTION
-	if (ureg_fault_names_colliding())
-		return 1; /* tests: every pair of names collides */
-#endif
-	return XXH3_64bits_withSeed(key, strlen(key), XXH3_64bits(registry, strlen(registry)));
-}
-
-static bool use_names(const struct ctx_use *u, const struct ureg_factory_box *fb)
-{
-	return !strcmp(u->key, fb->key) && !strcmp(u->names, fb->reg->name);
-}
-
-/* Records up to which by_name is not built: a context of a few entries
- * finds a record by walking its list (a registration's first creation in
- * the context only) and pays no map. */
-#define USE_SCAN_MAX 8
-
-/*
- * Under ctx->lock: the record of @fb's entry, or NULL.  by_name holds one
- * record per hash: of two entries whose names collide in 64 bits, the
- * first made keeps the slot and the second is found by walking the list
- * (only ever on such a collision, so a context keeps one record per
- * entry whatever its names hash to).
- */
-static struct ctx_use *use_by_name(const struct ctx_book *b, const struct ureg_factory_box *fb)
-{
-	struct ctx_use *u = NULL;
-
-	if (b->by_name.slot) {
-		u = ptrmap_find(&b->by_name, use_name_hash(fb->reg->name, fb->key));
-		if (!u || use_names(u, fb))
-			return u;
-	}
-	for (u = b->uses; u; u = u->next)
-		if (use_names(u, fb))
-			return u;
-	return NULL;
-}
-
-/*
- * Under ctx->lock, before a new record: room in by_name for it, building
- * the map from the list when the context passes USE_SCAN_MAX records.
- * 0 or -ENOMEM (nothing changed that matters: a map built stays).
- */
-static int use_reserve_by_name(struct ctx_book *b)
-{
-	bool fresh = !b->by_name.slot;
-	uint32_t n = 0;
-
-	/* the list is short while there is no map (at most USE_SCAN_MAX):
-	 * count it (no counter in the book, which stays within its
-	 * allocation class) */
-	for (struct ctx_use *u = fresh ? b->uses : NULL; u; u = u->next)
-		n++;
-	if (fresh && n + b->reserved_uses + 1 <= USE_SCAN_MAX)
-		return 0;
-	if (ptrmap_reserve(&b->by_name, b->reserved_uses + 1 + n))
-		return -ENOMEM;
-	for (struct ctx_use *u = fresh ? b->uses : NULL; u; u = u->next) {
-		uint64_t h = use_name_hash(u->names, u->key);
-
-		if (!ptrmap_find(&b->by_name, h))
-			ptrmap_insert(&b->by_name, h, u);
-	}
-	return 0;
-}
-
-/*
- * Under ctx->lock, on a by_serial miss: the record of @fb's entry if
- * another registration of it (a reload, another ranked provider) made
- * instances here, then bound to @fb's serial in by_serial in place of
- * the one it had (the map keeps its size: one slot per record); else NULL.
- */
-static struct ctx_use *use_rebind_locked(struct ctx_book *b, const struct ureg_factory_box *fb)
-{
-	struct ctx_use *u = use_by_name(b, fb);
-
-	if (!u)
-		return NULL;
-	ptrmap_remove(&b->by_serial, u->serial);
-	ptrmap_insert(&b->by_serial, use_key(fb), u);
-	u->serial = use_key(fb);
-	return u;
-}
-
 /*
  * Under ctx->lock, before the factory runs: everything recording its
  * instance will need, so that a creation fails for lack of memory before
@@ -247,11 +149,11 @@ static int book_prepare_locked(ureg_ctx *ctx, struct ureg_factory_box *fb,
 	if (c->use) {
 		/* read and written again once the factory ran: fetch it now */
 		__builtin_prefetch(c->use, 1);
-	} else if (!(c->use = use_rebind_locked(b, fb))) {
+	} else if (!(c->use = ureg__ctx_use_rebind(b, fb))) {
 		size_t rl = strlen(fb->reg->name) + 1, kl = strlen(fb->key) + 1;
 
 		if (ptrmap_reserve(&b->by_serial, b->reserved_uses + 1) ||
-		    use_reserve_by_name(b) ||
+		    ureg__ctx_use_reserve_by_name(b) ||
 		    !(u = ureg__malloc(sizeof(*u) + rl + kl)))
 			return -ENOMEM;
 		memset(u, 0, sizeof(*u));
@@ -297,17 +199,10 @@ static void book_keep_locked(ureg_ctx *ctx, struct creation *c, void *obj,
 		b->reserved_uses--;
 		/* another creation of the entry may have published one since */
 		if (!(u = ptrmap_find(&b->by_serial, use_key(fb))) &&
-		    !(u = use_rebind_locked(b, fb))) {
+		    !(u = ureg__ctx_use_rebind(b, fb))) {
 			u = c->new_use;
 			ptrmap_insert(&b->by_serial, use_key(fb), u);
-			/* room: reserved by this creation, or by the one that
-			 * built the map meanwhile (it counted this one) */
-			if (b->by_name.slot) {
-				uint64_t nh = use_name_hash(u->names, u->key);
-
-				if (!ptrmap_find(&b->by_name, nh))
-					ptrmap_insert(&b->by_name, nh, u);
-			}
+			ureg__ctx_use_name_add(b, u);
 			__atomic_store_n(b->uses_tail, u, __ATOMIC_RELEASE); /* ureg_ctx_entries */
 			b->uses_tail = &u->next;
 		} else {

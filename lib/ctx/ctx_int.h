@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Private to lib/ctx.c and lib/ctx_create.c: the context's structures,
+ * Private to lib/ctx (ctx.c, ctx_create.c, ctx_uses.c): the context's structures,
  * its futex lock and the block header.  Nothing here is API.
  */
 #ifndef UREG_CTX_INT_H
@@ -488,6 +488,27 @@ static inline int free_flags(const ureg_ctx *ctx)
 {
 	return ctx->dedicated ? MALLOCX_TCACHE_NONE : 0;
 }
+
+/* The by_serial key of @fb: its serial's counter (unique per box; the
+ * Fibonacci hash spreads consecutive counters evenly, where the serial's
+ * hash bits would collide like any random key). */
+static inline uintptr_t use_key(const struct ureg_factory_box *fb)
+{
+	return (uintptr_t)(fb->serial >> UREG__SERIAL_HBITS);
+}
+
+/* ctx_uses.c, under ctx->lock, on a by_serial miss (a registration's
+ * first creation in the context):
+ *  - ureg__ctx_use_rebind: the record of @fb's entry if another
+ *    registration of it made instances here, re-bound to @fb's serial in
+ *    by_serial; else NULL;
+ *  - ureg__ctx_use_reserve_by_name: before a new record, room for it in
+ *    by_name (built from the list past USE_SCAN_MAX records); 0 or
+ *    -ENOMEM;
+ *  - ureg__ctx_use_name_add: a new record, once published, into by_name. */
+struct ctx_use *ureg__ctx_use_rebind(struct ctx_book *b, const struct ureg_factory_box *fb);
+int ureg__ctx_use_reserve_by_name(struct ctx_book *b);
+void ureg__ctx_use_name_add(struct ctx_book *b, struct ctx_use *u);
 
 /* ctx_create.c, for ureg_ctx_destroy: out of the creation-order list
  * (under ctx->lock), then destroyed (no lock held) */

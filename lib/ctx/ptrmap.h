@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * A word-sized key -> record map: a context's factory serial, or name
- * hash, -> per-entry use record (ctx_create.c), whose records live until
+ * hash, -> per-entry use record (ctx_create.c, ctx_uses.c), whose records live until
  * the context does.
  *
  * Open addressing with linear probing, at most half full, the key beside

@@ -31,7 +31,14 @@
 # + in NAME prints as a space)
 # measures other loops, e.g. ROWS="ureg:ureg:context-get
 # cds_lfht:cds_lfht:context-get".
+#
+# ureg seeds its key hash per process (ureg.h, "Keys"), which moves keys
+# between buckets and so the chains a lookup walks: counts then differ by
+# up to a few instructions from run to run.  The seed is fixed here to
+# UREG_HASH_SEED (default 0: the buckets of plain XXH3, as the baselines
+# have; the seed's additions are still executed) so that counts repeat.
 set -eu
+export UREG_HASH_SEED="${UREG_HASH_SEED:-0}"
 
 cache=no
 if [ "${1:-}" = "--cache" ]; then
