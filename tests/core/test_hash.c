@@ -94,7 +94,7 @@ Test(hash, UREG_HASH_SEED_fixes_the_seed_and_long_keys_hash_as_xxh3_with_that_se
  * is how cds_lfht indexes its buckets and how a context's cache homes a
  * factory).  With the seed 0 they do collide (what every process did
  * before the seed); with a process's own seed they spread like any keys:
- * about 0.25 per bucket, and no bucket anywhere near a chain.
+ * about 0.25 per bucket, at most 9 in any.
  */
 Test(hash, keys_chosen_to_collide_under_plain_xxh3_spread_under_the_process_seed)
 {
@@ -121,6 +121,8 @@ Test(hash, keys_chosen_to_collide_under_plain_xxh3_spread_under_the_process_seed
 		if (++per_bucket[b] > most)
 			most = per_bucket[b];
 	}
-	/* Poisson(0.25): 7 or more in a bucket is below 10^-8 for all 4,096 */
-	cr_assert_leq(most, 6, "%d of the chosen keys share a bucket", most);
+	/* Poisson(0.25): 10 or more in any of the 4,096 buckets has a
+	 * probability below 10^-9 (a false failure); the chosen keys under
+	 * plain XXH3 put 1,024 in one */
+	cr_assert_leq(most, 9, "%d of the chosen keys share a bucket", most);
 }
