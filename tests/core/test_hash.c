@@ -11,6 +11,10 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ureg/ureg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,4 +129,35 @@ Test(hash, keys_chosen_to_collide_under_plain_xxh3_spread_under_the_process_seed
 	 * probability below 10^-9 (a false failure); the chosen keys under
 	 * plain XXH3 put 1,024 in one */
 	cr_assert_leq(most, 9, "%d of the chosen keys share a bucket", most);
+}
+
+/* fork() without exec keeps the parent's seed: a table, a handle or a
+ * context cache built before the fork is found by the same hashes after
+ * it, in both processes. */
+Test(hash, a_forked_child_keeps_its_parents_seed)
+{
+	static const ureg_type t = { .name = "hash-fork" };
+	static int item;
+	ureg_registry *reg = NULL;
+	ureg_key before, after;
+	int status;
+
+	cr_assert_eq(ureg_registry_new(&t, "hash-fork", &reg), 0);
+	cr_assert_eq(ureg_register(reg, "planner", &item), 0);
+	cr_assert_eq(ureg_key_init(&before, "planner"), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		void *found = NULL;
+		int ok = ureg_key_init(&after, "planner") == 0 && after.hash == before.hash;
+
+		ureg_read_lock();
+		ok = ok && ureg_lookup_key(reg, &before, &found) == 0 && found == &item;
+		ureg_read_unlock();
+		_exit(ok ? 0 : 1);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the child hashed \"planner\" differently, or did not find it");
+	ureg_registry_destroy(reg);
 }
