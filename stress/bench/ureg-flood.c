@@ -166,10 +166,12 @@ int main(int argc, char **argv)
 		return TOOL_EXIT_FAIL;
 	}
 	const char *seed = getenv("UREG_HASH_SEED");
-	printf("%lu keys sharing the low %d bits of plain XXH3 (%llu buckets), hash seed %s: "
+	/* the library ignores a value it cannot parse (random seed then) */
+	printf("%lu keys sharing the low %d bits of plain XXH3 (%llu buckets), %s%s: "
 	       "%.1f ns per lookup, ordinary keys %.1f ns, ratio %.2f; registering both sets %.2f s\n",
 	       n, __builtin_ctzll(buckets), (unsigned long long)buckets,
-	       seed && *seed ? seed : "random", tf, tp, tf / tp, reg_s);
+	       seed && *seed ? "UREG_HASH_SEED=" : "hash seed random",
+	       seed && *seed ? seed : "", tf, tp, tf / tp, reg_s);
 	ureg_registry_destroy(rf);
 	ureg_registry_destroy(rp);
 	free(flood);
